@@ -1,0 +1,30 @@
+# defectspectrum — set-up and everyday commands.
+#   make demo   end-to-end run on embedded generated data; prints where the HTML report is
+#   make test   the test suite
+#   make bench  speed/memory benchmarks (print ratios against a baseline measured in the same run)
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m defectspectrum.demo --out demo_output
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_convert.py
+
+clean:
+	rm -rf $(VENV) demo_output build *.egg-info src/*.egg-info

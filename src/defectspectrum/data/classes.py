@@ -1,0 +1,98 @@
+"""Class maps: per-object class names (index 0 = background) and the global class list across objects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from defectspectrum.errors import InputError
+
+BACKGROUND = "background"
+MAX_CLASSES = 256  # masks are uint8
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """The class names of one object; a name's position is its mask index and index 0 is background."""
+
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        names = tuple(self.names)
+        object.__setattr__(self, "names", names)
+        if not names or names[0] != BACKGROUND:
+            raise InputError(f"class map {list(names)}: index 0 must be {BACKGROUND!r}")
+        if len(set(names)) != len(names):
+            raise InputError(f"class map {list(names)}: class names must be unique")
+        if len(names) > MAX_CLASSES:
+            raise InputError(f"class map has {len(names)} classes; masks are uint8, so at most {MAX_CLASSES}")
+        for name in names:
+            if not isinstance(name, str) or not name.strip():
+                raise InputError(f"class map {list(names)}: every class name must be a non-empty string")
+
+    @classmethod
+    def from_defects(cls, defects: Sequence[str]) -> ClassMap:
+        """Background followed by `defects` in order (1, 2, ...)."""
+        return cls((BACKGROUND, *defects))
+
+    @property
+    def defects(self) -> tuple[str, ...]:
+        """The defect classes (every name but background)."""
+        return self.names[1:]
+
+    def index(self, name: str) -> int:
+        """The mask index of class `name`."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise InputError(f"unknown class {name!r}; known classes: {', '.join(self.names)}") from None
+
+    def with_class(self, name: str) -> ClassMap:
+        """This map with `name` appended (unchanged if it is already there)."""
+        return self if name in self.names else ClassMap((*self.names, name))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> str:
+        return self.names[index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+
+@dataclass(frozen=True)
+class GlobalClass:
+    """One entry of the global class list: an (object, class) pair, or background (object None)."""
+
+    index: int
+    object: str | None
+    name: str
+
+    @property
+    def label(self) -> str:
+        """`object/class`, or `background`."""
+        return self.name if self.object is None else f"{self.object}/{self.name}"
+
+
+def global_classes(objects: Mapping[str, ClassMap]) -> list[GlobalClass]:
+    """Background, then every object's defect classes in object order: one list to train one model on."""
+    entries = [GlobalClass(0, None, BACKGROUND)]
+    for object_name, class_map in objects.items():
+        for name in class_map.defects:
+            entries.append(GlobalClass(len(entries), object_name, name))
+    return entries
+
+
+def global_lookup(objects: Mapping[str, ClassMap]) -> dict[str, np.ndarray]:
+    """Per object, a uint16 table mapping its local mask index to the global class index."""
+    tables: dict[str, np.ndarray] = {}
+    offset = 0
+    for object_name, class_map in objects.items():
+        table = np.zeros(MAX_CLASSES, dtype=np.uint16)
+        table[1 : len(class_map)] = np.arange(offset + 1, offset + len(class_map), dtype=np.uint16)
+        tables[object_name] = table
+        offset += len(class_map) - 1
+    return tables

@@ -1,0 +1,305 @@
+"""The DS folder: the one on-disk format every stage reads and writes.
+
+```
+<root>/dataset.json      {"format": "defectspectrum", "version": 1, "name", "objects": {obj: {"classes": [...]}}}
+<root>/samples.jsonl     one Sample per line, paths relative to <root>
+<root>/<object>/images/<name>.<png|jpg>
+<root>/<object>/masks/<name>.png   uint8 class index, 0 = background, per-object class map
+```
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from defectspectrum.data.classes import ClassMap, GlobalClass, global_classes
+from defectspectrum.data.io import (
+    KEEP_AS_IS_EXTENSIONS,
+    copy_file_atomic,
+    open_image,
+    read_json,
+    read_mask_pixels,
+    read_rgb,
+    save_png_atomic,
+    to_png_mode,
+    write_json_atomic,
+    write_text_atomic,
+)
+from defectspectrum.data.sample import Sample
+from defectspectrum.errors import InputError, SchemaError
+
+FORMAT = "defectspectrum"
+VERSION = 1
+DATASET_FILE = "dataset.json"
+SAMPLES_FILE = "samples.jsonl"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str) -> str:
+    """A file-system-safe version of `name` (letters, digits, `.`, `_`, `-`)."""
+    cleaned = _UNSAFE.sub("_", name).strip("._")
+    return cleaned or "unnamed"
+
+
+def sample_paths(object_name: str, name: str, image_suffix: str = ".png") -> tuple[str, str]:
+    """Relative (image, mask) paths of a sample inside a DS folder."""
+    return f"{object_name}/images/{name}{image_suffix}", f"{object_name}/masks/{name}.png"
+
+
+def check_mask(mask: np.ndarray, class_map: ClassMap, where: str) -> np.ndarray:
+    """`mask` as a uint8 (H, W) index array whose values are all in `class_map`, or InputError."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise InputError(f"{where}: a class-index mask must be 2-D, got shape {mask.shape}")
+    top = int(mask.max(initial=0))
+    if top >= len(class_map) or int(mask.min(initial=0)) < 0:
+        raise InputError(
+            f"{where}: mask index {top} is outside the class map {list(class_map.names)}; "
+            "fix the mask or add the class to the object's class map"
+        )
+    return mask.astype(np.uint8, copy=False)
+
+
+def write_sample_files(
+    root: Path, object_name: str, name: str, image: Path | np.ndarray | Image.Image, mask: np.ndarray,
+    decoded: Image.Image | None = None,
+) -> tuple[str, str]:
+    """Write one sample's image and mask under `root` atomically; returns their relative paths.
+
+    A PNG/JPEG source file is copied byte for byte (no re-encoding loss); other formats, PIL images
+    and arrays are saved as PNG (grey stays grey). `decoded` is the already-decoded source file, if
+    the caller has it, to save decoding it twice.
+    """
+    suffix = Path(image).suffix.lower() if isinstance(image, Path) else ".png"
+    suffix = ".jpg" if suffix == ".jpeg" else suffix
+    keep = isinstance(image, Path) and suffix in KEEP_AS_IS_EXTENSIONS
+    image_rel, mask_rel = sample_paths(object_name, name, suffix if keep else ".png")
+    if keep:
+        copy_file_atomic(image, root / image_rel)
+    else:
+        if isinstance(image, Path):
+            image = decoded if decoded is not None else open_image(image)
+        pixels = np.asarray(to_png_mode(image)) if isinstance(image, Image.Image) else np.asarray(image, dtype=np.uint8)
+        save_png_atomic(pixels, root / image_rel)
+    save_png_atomic(mask.astype(np.uint8, copy=False), root / mask_rel)
+    return image_rel, mask_rel
+
+
+class DSFolder:
+    """A DS folder in memory: class maps per object and the sample list; files stay on disk.
+
+    Create with `DSFolder.create(root)`, open with `DSFolder.open(root)`; add samples with
+    `add_sample` and call `save()` (or use the folder as a context manager) to write the index.
+    """
+
+    def __init__(self, root: Path, name: str, objects: Mapping[str, ClassMap], samples: Iterable[Sample] = (),
+                 meta: Mapping[str, Any] | None = None) -> None:
+        self.root = Path(root)
+        self.name = name
+        self.objects: dict[str, ClassMap] = dict(objects)
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._samples: dict[str, Sample] = {}
+        for sample in samples:
+            self._insert(sample)
+
+    # -- opening and creating ------------------------------------------------------------------
+
+    @staticmethod
+    def is_ds_folder(root: Path) -> bool:
+        """True where `root/dataset.json` declares the defectspectrum format."""
+        try:
+            data = json.loads((Path(root) / DATASET_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(data, dict) and data.get("format") == FORMAT
+
+    @classmethod
+    def create(cls, root: Path, name: str | None = None, objects: Mapping[str, Sequence[str] | ClassMap] | None = None,
+               overwrite: bool = False) -> DSFolder:
+        """A new, empty DS folder at `root` (written at once).
+
+        Refuses a `root` that exists and is not empty, except an existing DS folder when
+        `overwrite` is true; never deletes anything else.
+        """
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise InputError(f"{root}: exists and is not a folder; choose a new output folder")
+        if root.exists() and any(root.iterdir()):
+            if not cls.is_ds_folder(root):
+                raise InputError(f"{root}: exists, is not empty and is not a DS folder; choose a new output folder")
+            if not overwrite:
+                raise InputError(f"{root}: is already a DS folder; pass --overwrite to replace it or choose a new folder")
+            shutil.rmtree(root)
+        folder = cls(root, name or root.name, {})
+        for object_name, classes in (objects or {}).items():
+            folder.add_object(object_name, classes)
+        folder.save()
+        return folder
+
+    @classmethod
+    def open(cls, root: Path) -> DSFolder:
+        """Read a DS folder's index, checking its format and schema version."""
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError(f"{root}: folder not found; check the path")
+        dataset_path = root / DATASET_FILE
+        if not dataset_path.is_file():
+            raise SchemaError(f"{root}: not a DS folder (no {DATASET_FILE}); convert it first with `defectspectrum data convert`")
+        data = read_json(dataset_path)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise SchemaError(f"{dataset_path}: not a defectspectrum dataset.json (format must be {FORMAT!r})")
+        version = data.get("version")
+        if version != VERSION:
+            raise SchemaError(
+                f"{dataset_path}: schema version {version!r} is not supported (this defectspectrum reads version "
+                f"{VERSION}); upgrade defectspectrum or re-convert the data"
+            )
+        objects = data.get("objects")
+        if not isinstance(objects, dict):
+            raise SchemaError(f"{dataset_path}: 'objects' must map object names to {{'classes': [...]}}")
+        class_maps = {}
+        for object_name, spec in objects.items():
+            classes = spec.get("classes") if isinstance(spec, dict) else None
+            if not isinstance(classes, list):
+                raise SchemaError(f"{dataset_path}: object {object_name!r} needs a 'classes' list")
+            try:
+                class_maps[object_name] = ClassMap(tuple(classes))
+            except InputError as exc:
+                raise SchemaError(f"{dataset_path}: object {object_name!r}: {exc}") from exc
+        meta = {key: value for key, value in data.items() if key not in ("format", "version", "name", "objects")}
+        folder = cls(root, str(data.get("name") or root.name), class_maps, meta=meta)
+        for sample in _read_samples(root / SAMPLES_FILE):
+            if sample.object not in class_maps:
+                raise SchemaError(f"{root / SAMPLES_FILE}: sample {sample.id!r} names unknown object {sample.object!r}")
+            folder._insert(sample)
+        return folder
+
+    def __enter__(self) -> DSFolder:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.save()
+
+    # -- contents ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self._samples.values())
+
+    def __contains__(self, sample_id: object) -> bool:
+        return sample_id in self._samples
+
+    def __getitem__(self, sample_id: str) -> Sample:
+        return self._samples[sample_id]
+
+    def samples(self, object: str | None = None, split: str | None = None) -> list[Sample]:
+        """Samples, optionally of one object and/or one split."""
+        return [s for s in self if (object is None or s.object == object) and (split is None or s.split == split)]
+
+    def classes(self, object_name: str) -> ClassMap:
+        """The class map of one object."""
+        try:
+            return self.objects[object_name]
+        except KeyError:
+            raise InputError(f"{self.root}: unknown object {object_name!r}; objects: {', '.join(self.objects)}") from None
+
+    def global_classes(self) -> list[GlobalClass]:
+        """Background plus every (object, class) pair: the label space of one model over all objects."""
+        return global_classes(self.objects)
+
+    def image_path(self, sample: Sample) -> Path:
+        return self.root / sample.image
+
+    def mask_path(self, sample: Sample) -> Path:
+        return self.root / sample.mask
+
+    def load_image(self, sample: Sample) -> np.ndarray:
+        """The sample's image as (H, W, 3) uint8 RGB."""
+        return read_rgb(self.image_path(sample))
+
+    def load_mask(self, sample: Sample) -> np.ndarray:
+        """The sample's class-index mask as (H, W) uint8."""
+        pixels = read_mask_pixels(self.mask_path(sample))
+        if pixels.ndim != 2:
+            raise InputError(f"{self.mask_path(sample)}: a DS mask must be single-channel class indices")
+        return pixels
+
+    # -- changing ------------------------------------------------------------------------------
+
+    def add_object(self, object_name: str, classes: Sequence[str] | ClassMap) -> ClassMap:
+        """Register an object and its class map (a ClassMap, or the defect names without background)."""
+        if safe_name(object_name) != object_name:
+            raise InputError(f"object name {object_name!r}: use letters, digits, '.', '_' or '-' only")
+        class_map = classes if isinstance(classes, ClassMap) else ClassMap.from_defects(classes)
+        existing = self.objects.get(object_name)
+        if existing is not None and existing != class_map:
+            raise InputError(f"object {object_name!r} already has classes {list(existing.names)}")
+        self.objects[object_name] = class_map
+        return class_map
+
+    def add_sample(self, object_name: str, name: str, image: Path | np.ndarray | Image.Image, mask: np.ndarray, *,
+                   split: str | None = None, caption: str | None = None, synthetic: bool = False,
+                   source: str | None = None, defect_type: str | None = None) -> Sample:
+        """Write a sample's files and add it to the index (call `save()` to write the index)."""
+        class_map = self.classes(object_name)
+        name = safe_name(name)
+        if f"{object_name}/{name}" in self._samples:
+            raise InputError(f"{self.root}: sample {object_name}/{name} already exists")
+        mask = check_mask(mask, class_map, f"{source or name}")
+        image_rel, mask_rel = write_sample_files(self.root, object_name, name, image, mask)
+        sample = Sample(id=f"{object_name}/{name}", object=object_name, image=image_rel, mask=mask_rel, split=split,
+                        caption=caption, synthetic=synthetic, source=source, defect_type=defect_type)
+        self._insert(sample)
+        return sample
+
+    def add_record(self, sample: Sample) -> None:
+        """Index a sample whose files are already written (as parallel converters do)."""
+        self.classes(sample.object)
+        if sample.id in self._samples:
+            raise InputError(f"{self.root}: sample {sample.id} already exists")
+        self._insert(sample)
+
+    def update(self, samples: Iterable[Sample]) -> None:
+        """Replace existing samples (matched by id), e.g. after setting splits or captions."""
+        for sample in samples:
+            if sample.id not in self._samples:
+                raise InputError(f"{self.root}: no sample {sample.id!r} to update")
+            self._samples[sample.id] = sample
+
+    def save(self) -> None:
+        """Write dataset.json and samples.jsonl atomically."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        dataset = {"format": FORMAT, "version": VERSION, "name": self.name,
+                   "objects": {name: {"classes": list(cm.names)} for name, cm in self.objects.items()}, **self.meta}
+        lines = "".join(json.dumps(s.to_json(), ensure_ascii=False) + "\n" for s in self)
+        write_text_atomic(self.root / SAMPLES_FILE, lines)
+        write_json_atomic(self.root / DATASET_FILE, dataset)
+
+    def _insert(self, sample: Sample) -> None:
+        self._samples[sample.id] = sample
+
+
+def _read_samples(path: Path) -> Iterator[Sample]:
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_number}"
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SchemaError(f"{where}: invalid JSON ({exc.msg}); fix or delete that line") from exc
+            yield Sample.from_json(data, where)
