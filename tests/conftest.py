@@ -1,0 +1,29 @@
+"""Shared fixtures: the real data in ../shared/data (skipped with a reason where absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("DEFECTSPECTRUM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+os.environ.setdefault("DEFECTSPECTRUM_NO_PROGRESS", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real-data folder, or skip: it exists beside a developer's checkout and in CI only."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set DEFECTSPECTRUM_SHARED_DATA to its path)")
+    return SHARED_DATA
+
+
+def real_dataset(shared: Path, name: str) -> Path:
+    """One data set inside the shared folder, or skip naming it."""
+    path = shared / name
+    if not path.is_dir():
+        pytest.skip(f"real data set {name} not found in {shared}")
+    return path
