@@ -70,15 +70,15 @@ def _size(value: str) -> tuple[int, int]:
 @data_app.command("convert")
 @friendly
 def convert_command(
-    source: Path = typer.Argument(..., help="The source data set's top folder."),
+    source: Path = typer.Argument(..., help="The source data set's top folder (for coco also the .json file)."),
     dst: Path = typer.Argument(..., help="The DS folder to create (must be new or empty)."),
     fmt: str = typer.Option("auto", "--from", "-f", help="Source layout; `data formats` lists them. auto detects."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it is already a DS folder."),
     resize_masks: bool = typer.Option(False, "--resize-masks", help="Resample masks of another size to their image."),
     name: Optional[str] = typer.Option(None, "--name", help="Data set name (default: DST's folder name)."),
-    classes: Optional[str] = typer.Option(None, "--classes", help="folder/coco: class names in index order, comma-separated."),
-    mask_suffix: Optional[str] = typer.Option(None, "--mask-suffix", help="folder: mask file suffix, e.g. _mask or _label."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="folder/coco/mmseg: class names in index order, comma-separated."),
+    mask_suffix: Optional[str] = typer.Option(None, "--mask-suffix", help="folder/mmseg: mask file suffix, e.g. _mask or _label."),
     palette: Optional[Path] = typer.Option(None, "--palette", help="folder: JSON/YAML mapping class name -> [r, g, b] for colour masks."),
     object_name: Optional[str] = typer.Option(None, "--object", help="Object name for single-object layouts."),
 ) -> None:

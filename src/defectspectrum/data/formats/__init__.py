@@ -42,6 +42,12 @@ def detect_format(root: Path) -> str:
     """The name of the one layout `root` looks like, or FormatError listing the choices."""
     _load_builtin_readers()
     root = Path(root)
+    if root.is_file():  # only readers with `reads_files = True` (coco: a .json) take a file
+        file_readers = [name for name, cls in READERS.items() if getattr(cls, "reads_files", False)]
+        for name in file_readers:
+            if READERS[name].detect(root):
+                return name
+        raise FormatError(f"{root}: is a file; pass the data set's folder (only {', '.join(file_readers)} reads a file)")
     if not root.is_dir():
         raise InputError(f"{root}: folder not found; check the path")
     for name, cls in READERS.items():
