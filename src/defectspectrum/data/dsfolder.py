@@ -153,7 +153,10 @@ class DSFolder:
         dataset_path = root / DATASET_FILE
         if not dataset_path.is_file():
             raise SchemaError(f"{root}: not a DS folder (no {DATASET_FILE}); convert it first with `defectspectrum data convert`")
-        data = read_json(dataset_path)
+        try:
+            data = read_json(dataset_path)
+        except InputError as exc:  # malformed index: a schema problem (message names file, line, column)
+            raise SchemaError(str(exc)) from exc
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise SchemaError(f"{dataset_path}: not a defectspectrum dataset.json (format must be {FORMAT!r})")
         version = data.get("version")

@@ -1,0 +1,220 @@
+"""Validation: each kind of broken file, empty masks, duplicates across splits, CLI exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from defectspectrum.cli import app
+from defectspectrum.data import validate as validate_module
+from defectspectrum.data.dsfolder import DSFolder
+from defectspectrum.data.io import save_png_atomic
+from defectspectrum.data.validate import ERROR, WARNING, near_pairs, validate
+
+SIZE = (96, 96)
+
+
+def texture(seed: int) -> np.ndarray:
+    """Smooth coloured noise: distinct seeds give perceptually distinct images."""
+    noise = np.random.default_rng(seed).random((*SIZE, 3)).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 3)
+    smooth = (smooth - smooth.min()) / (np.ptp(smooth) + 1e-9)
+    return (smooth * 200 + 20).astype(np.uint8)
+
+
+def defect_mask(index: int = 1) -> np.ndarray:
+    mask = np.zeros(SIZE, np.uint8)
+    mask[10:20, 30:45] = index
+    return mask
+
+
+def build(root: Path) -> DSFolder:
+    """A clean folder: pill (crack, color); four defective and one good sample, train and val."""
+    folder = DSFolder.create(root, "clean", {"pill": ["crack", "color"]})
+    for seed, (name, split) in enumerate([("a", "train"), ("b", "train"), ("c", "val"), ("d", "val")]):
+        folder.add_sample("pill", name, texture(seed), defect_mask(1 + seed % 2), split=split, defect_type="crack")
+    folder.add_sample("pill", "g", texture(10), np.zeros(SIZE, np.uint8), split="train", defect_type="good")
+    folder.save()
+    return folder
+
+
+def codes(report: validate_module.ValidationReport) -> dict[str, str]:
+    """code -> level of every issue."""
+    return {issue.code: issue.level for issue in report.issues}
+
+
+def test_clean_folder_has_no_issues(tmp_path: Path) -> None:
+    report = validate(build(tmp_path / "ds"))
+    assert report.ok and report.issues == [] and report.samples == 5
+
+
+def test_corrupt_image_is_unreadable(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    (folder.root / folder["pill/b"].image).write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    report = validate(folder)
+    assert not report.ok
+    [issue] = report.issues
+    assert (issue.level, issue.code, issue.sample, issue.file) == (ERROR, "unreadable", "pill/b", "pill/images/b.png")
+
+
+def test_corrupt_and_missing_masks(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    (folder.root / folder["pill/a"].mask).write_bytes(b"")
+    (folder.root / folder["pill/c"].mask).unlink()
+    found = {(i.code, i.sample) for i in validate(folder).issues}
+    assert found == {("unreadable", "pill/a"), ("missing-file", "pill/c")}
+
+
+def test_mask_of_another_size(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    save_png_atomic(np.zeros((40, 30), np.uint8) + 1, folder.root / folder["pill/a"].mask)
+    [issue] = validate(folder).issues
+    assert (issue.code, issue.level, issue.sample) == ("size-mismatch", ERROR, "pill/a")
+    assert "30x40" in issue.message and "96x96" in issue.message
+
+
+def test_mask_index_outside_class_map(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    save_png_atomic(defect_mask(5), folder.root / folder["pill/d"].mask)
+    [issue] = validate(folder).issues
+    assert (issue.code, issue.level, issue.sample) == ("index-out-of-map", ERROR, "pill/d")
+    assert "index 5" in issue.message
+
+
+def test_colour_mask_is_not_single_channel(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    rgb = np.repeat(defect_mask()[:, :, None], 3, axis=2)
+    Image.fromarray(rgb).save(folder.root / folder["pill/a"].mask)
+    assert codes(validate(folder)) == {"mask-not-single-channel": ERROR}
+
+
+def test_empty_mask_on_defective_sample_and_mask_on_good_are_warnings(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    folder.add_sample("pill", "e", texture(20), np.zeros(SIZE, np.uint8), split="train", defect_type="crack")
+    folder.add_sample("pill", "h", texture(21), defect_mask(), split="train", defect_type="good")
+    report = validate(folder)
+    assert report.ok
+    assert {(i.code, i.level, i.sample) for i in report.issues} == {
+        ("empty-mask", WARNING, "pill/e"), ("mask-on-good", WARNING, "pill/h")}
+
+
+def test_same_image_in_train_and_val_is_an_error(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    folder.add_sample("pill", "copy", texture(0), defect_mask(), split="val", defect_type="crack")  # = pill/a (train)
+    report = validate(folder)
+    assert not report.ok
+    [issue] = report.issues
+    assert (issue.code, issue.sample, issue.other) == ("duplicate-across-splits", "pill/copy", "pill/a")
+
+
+def test_brightened_copy_across_splits_is_a_near_duplicate_error(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    brighter = np.clip(texture(2).astype(int) + 2, 0, 255).astype(np.uint8)  # pill/c is val
+    folder.add_sample("pill", "bright", brighter, defect_mask(), split="train", defect_type="crack")
+    [issue] = validate(folder).issues
+    assert (issue.code, issue.level) == ("near-duplicate-across-splits", ERROR)
+    assert (issue.sample, issue.other) == ("pill/c", "pill/bright")  # names the non-training sample
+
+
+def test_jpeg_reencoded_copy_across_splits_is_a_near_duplicate_error(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    jpeg = tmp_path / "copy.jpg"
+    Image.fromarray(texture(1)).save(jpeg, quality=85)  # pill/b is train
+    folder.add_sample("pill", "jpeg", jpeg, defect_mask(), split="val", defect_type="crack")
+    [issue] = validate(folder).issues
+    assert (issue.code, issue.sample, issue.other, issue.file) == (
+        "near-duplicate-across-splits", "pill/jpeg", "pill/b", "pill/images/jpeg.jpg")
+
+
+def test_duplicates_within_a_split_or_unassigned_are_warnings(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    folder.add_sample("pill", "same", texture(0), defect_mask(), split="train", defect_type="crack")
+    folder.add_sample("pill", "loose", texture(3), defect_mask(), split=None, defect_type="crack")
+    report = validate(folder)
+    assert report.ok
+    assert {(i.code, i.level, frozenset((i.sample, i.other))) for i in report.issues} == {
+        ("duplicate", WARNING, frozenset(("pill/a", "pill/same"))),
+        ("duplicate", WARNING, frozenset(("pill/d", "pill/loose")))}
+
+
+def test_hash_distance_zero_still_finds_identical_images(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    folder.add_sample("pill", "copy", texture(0), defect_mask(), split="val", defect_type="crack")
+    assert codes(validate(folder, hash_distance=0)) == {"duplicate-across-splits": ERROR}
+
+
+def test_unknown_split_is_a_warning(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    folder.update([folder["pill/a"].replace(split="training")])
+    assert codes(validate(folder)) == {"unknown-split": WARNING}
+
+
+def _brute_force(coarse: np.ndarray, distance: int) -> set[tuple[int, int]]:
+    return {(i, j) for i in range(len(coarse)) for j in range(i + 1, len(coarse))
+            if bin(int(coarse[i]) ^ int(coarse[j])).count("1") <= distance}
+
+
+@pytest.mark.parametrize("no_bitwise_count", [False, True])
+def test_near_pairs_matches_brute_force(monkeypatch: pytest.MonkeyPatch, no_bitwise_count: bool) -> None:
+    if no_bitwise_count:
+        monkeypatch.delattr(np, "bitwise_count", raising=False)
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 2**63, 300, dtype=np.uint64)
+    coarse[10] = coarse[20]  # exact bucket
+    coarse[30] = coarse[40] ^ np.uint64(0b1011)  # 3 bits apart
+    coarse[50] = coarse[60] = coarse[70] ^ np.uint64(1 << 40)
+    fine = np.zeros((300, 4), np.uint64)
+    monkeypatch.setattr(validate_module, "_BLOCK_ELEMENTS", 1000)  # several blocks
+    for distance in (0, 3, 4):
+        assert set(near_pairs(coarse, fine, distance)) == _brute_force(coarse, distance)
+    assert (30, 40) in _brute_force(coarse, 3)
+
+
+def test_near_pairs_needs_the_fine_hash_to_agree() -> None:
+    coarse = np.array([5, 5, 7], dtype=np.uint64)
+    fine = np.zeros((3, 4), np.uint64)
+    fine[1] = np.uint64(2**40 - 1)  # 40 bits per word away from sample 0
+    assert set(near_pairs(coarse, fine, 4)) == {(0, 2)}
+
+
+def test_report_json(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    (folder.root / folder["pill/b"].image).write_bytes(b"junk")
+    folder.add_sample("pill", "e", texture(20), np.zeros(SIZE, np.uint8), split="train", defect_type="crack")
+    data = json.loads(json.dumps(validate(folder).to_json()))
+    assert data["ok"] is False
+    assert data["summary"] == {"samples": 6, "errors": 1, "warnings": 1, "hash_distance": 4,
+                               "by_code": {"empty-mask": 1, "unreadable": 1}}
+    assert {i["code"] for i in data["issues"]} == {"unreadable", "empty-mask"}
+    assert all({"level", "code", "sample", "file", "message"} <= set(i) for i in data["issues"])
+
+
+def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    runner = CliRunner()
+    clean = runner.invoke(app, ["data", "validate", str(folder.root)])
+    assert clean.exit_code == 0, clean.output
+    assert "OK" in clean.output
+
+    save_png_atomic(defect_mask(9), folder.root / folder["pill/a"].mask)
+    report = tmp_path / "report.json"
+    failed = runner.invoke(app, ["data", "validate", str(folder.root), "--json", str(report)])
+    assert failed.exit_code == 1, failed.output
+    assert "index-out-of-map" in failed.output
+    data = json.loads(report.read_text())
+    assert data["summary"]["errors"] == 1 and data["issues"][0]["sample"] == "pill/a"
+
+
+def test_cli_warnings_only_exit_zero(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    folder.add_sample("pill", "e", texture(20), np.zeros(SIZE, np.uint8), split="train", defect_type="crack")
+    folder.save()
+    result = CliRunner().invoke(app, ["data", "validate", str(folder.root)])
+    assert result.exit_code == 0, result.output
+    assert "empty-mask" in result.output
