@@ -1,1 +1,343 @@
-"""Placeholder: this reader is being written."""
+"""The generic fallback: any folder of images with masks paired by file name.
+
+Supported trees (folder names are matched case-insensitively):
+
+```
+1. <root>/images/a.png + <root>/masks/a<suffix>.png          image folder + mask folder
+   image folder: images, image, imgs, img, jpegimages, img_dir
+   mask folder:  masks, mask, labels, label, annotations, annotation, anns, ann, gt,
+                 ground_truth, groundtruth, segmentationclass, ann_dir (the first present wins)
+2. <root>/a.png + <root>/a<suffix>.png                       images and masks side by side
+3. <root>/<class>/...  (each holding tree 1 or 2)            a folder per class
+   <root>/images/<class>/ + <root>/masks/<class>/
+4. <root>/<split>/...  (each holding tree 1, 2 or 3)         split folders: train, val/valid/validation, test
+   <root>/images/<split>/ + <root>/masks/<split>/            (they set the samples' split)
+```
+Pairing: the mask of image `a.<ext>` is `a<suffix>.<any image ext>`. `mask_suffix` sets the
+suffix (`_mask`, `_label`, '' ...); without it the suffix matching the most images of each image
+folder is chosen from `""` (not for tree 2), `_mask`, `_label`, `_gt` and a few variants. An image
+without a mask is defect-free (defect_type "good"); a mask without an image is a FormatError.
+
+Classes (one object, named by `object_name`, default the root folder's name):
+- a folder per class: the class folders' names, sorted (or in `classes` order, which must name
+  every folder); a binary mask's foreground gets its folder's class;
+- else `classes` (defect names, index 1..n) if given, else the `palette` names, else one class
+  `defect`.
+
+Masks: with a `palette` (JSON or YAML mapping class name -> [r, g, b]; optional `background`
+entry, else black is background) each pixel colour becomes its class; a colour not in the palette
+is a FormatError. Without one, a mask whose values are only {0, 255} (or {0, 1}) is binary where
+exactly one class applies (one class in all, or its class folder); there, anti-aliased or
+JPEG-damaged binary masks (values that cannot be class indices, >= 128) are thresholded at 128
+as well. Otherwise a mask holds class indices, which must be at most n (FormatError naming the
+mask otherwise); a pure 0/255 mask with several classes and no class folder is a FormatError.
+Colour masks without a palette are a FormatError (grey stored as RGB is fine). defect_type is the
+class name where one class applies, else unknown (None).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defectspectrum.data.classes import BACKGROUND, ClassMap
+from defectspectrum.data.dsfolder import safe_name
+from defectspectrum.data.formats import register
+from defectspectrum.data.formats.base import Reader, SourceSample
+from defectspectrum.data.io import (
+    IMAGE_EXTENSIONS,
+    binarize,
+    is_image_file,
+    list_images,
+    open_image,
+    read_json,
+    read_mask_pixels,
+    read_yaml,
+    to_png_mode,
+)
+from defectspectrum.data.sample import GOOD
+from defectspectrum.errors import FormatError, InputError
+
+IMAGE_DIRS = ("images", "image", "imgs", "img", "jpegimages", "img_dir")
+MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "annotation", "anns", "ann", "gt",
+             "ground_truth", "groundtruth", "segmentationclass", "ann_dir")
+SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SUFFIXES = ("", "_mask", "_masks", "-mask", "_label", "_labels", "-label", "_gt", "-gt", "_seg",
+            "_segmentation", "_anno", "_annotation")
+DEFAULT_CLASS = "defect"
+DETECT_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class FolderMask:
+    """Recipe: one mask file; `class_index` is the class of a binary mask, or None (several classes)."""
+
+    path: Path
+    class_index: int | None
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One image folder and where its masks are (`masks` == `images`: side by side)."""
+
+    images: Path
+    masks: Path | None
+    class_name: str | None
+    split: str | None
+    prefix: str
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _named(folder: Path, names: Sequence[str]) -> Path | None:
+    """The subfolder of `folder` whose lower-case name comes first in `names`."""
+    by_name = {p.name.lower(): p for p in _subdirs(folder)}
+    return next((by_name[n] for n in names if n in by_name), None)
+
+
+def _has_images(folder: Path) -> bool:
+    return any(is_image_file(p) for p in folder.iterdir())
+
+
+def _join(prefix: str, part: str) -> str:
+    return f"{prefix}{part}_"
+
+
+def _scan(folder: Path, split: str | None, class_name: str | None, prefix: str) -> list[_Group]:
+    """The image groups of one folder (trees 1-4), descending at most one split and one class level."""
+    images = _named(folder, IMAGE_DIRS)
+    if images is not None:
+        masks = _named(folder, MASK_DIRS)
+        if _has_images(images):
+            return [_Group(images, masks, class_name, split, prefix)]
+        return _scan_nested(images, masks, split, class_name, prefix)
+    if _has_images(folder):
+        return [_Group(folder, folder, class_name, split, prefix)]
+    groups: list[_Group] = []
+    for sub in _subdirs(folder):
+        if split is None and class_name is None and sub.name.lower() in SPLIT_DIRS:
+            groups += _scan(sub, SPLIT_DIRS[sub.name.lower()], None, _join(prefix, sub.name))
+        elif class_name is None and sub.name.lower() not in MASK_DIRS:
+            groups += _scan(sub, split, sub.name, _join(prefix, sub.name))
+    return groups
+
+
+def _scan_nested(images: Path, masks: Path | None, split: str | None, class_name: str | None,
+                 prefix: str) -> list[_Group]:
+    """`images/<split|class>/` with `masks/<split|class>/`."""
+    groups: list[_Group] = []
+    for sub in _subdirs(images):
+        sub_masks = masks / sub.name if masks is not None and (masks / sub.name).is_dir() else None
+        if split is None and class_name is None and sub.name.lower() in SPLIT_DIRS:
+            sub_split, sub_class = SPLIT_DIRS[sub.name.lower()], None
+        elif class_name is None:
+            sub_split, sub_class = split, sub.name
+        else:
+            continue
+        if _has_images(sub):
+            groups.append(_Group(sub, sub_masks, sub_class, sub_split, _join(prefix, sub.name)))
+        else:
+            groups += _scan_nested(sub, sub_masks, sub_split, sub_class, _join(prefix, sub.name))
+    return groups
+
+
+def _any_image(folder: Path, depth: int) -> bool:
+    """True where `folder` or its subfolders down to `depth` levels hold an image (stops at the first)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return False
+    if any(e.is_file() and not e.name.startswith(".") and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
+           for e in entries):
+        return True
+    return depth > 0 and any(e.is_dir() and not e.name.startswith(".") and _any_image(Path(e.path), depth - 1)
+                             for e in entries)
+
+
+def _read_palette(path: Path) -> dict[str, tuple[int, int, int]]:
+    """A palette file (JSON, or YAML for any other suffix) as class name -> (r, g, b)."""
+    path = Path(path)
+    data: Any = read_json(path) if path.suffix.lower() == ".json" else read_yaml(path)
+    if not isinstance(data, dict) or not data:
+        raise InputError(f"{path}: a palette maps class names to [r, g, b], e.g. "
+                         '{"scratch": [255, 0, 0]}; fix the file')
+    palette: dict[str, tuple[int, int, int]] = {}
+    for name, colour in data.items():
+        if (not isinstance(colour, (list, tuple)) or len(colour) != 3
+                or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in colour)):
+            raise InputError(f"{path}: class {name!r} needs a colour [r, g, b] of integers 0-255, "
+                             f"got {colour!r}; fix the file")
+        if tuple(colour) in palette.values():
+            raise InputError(f"{path}: colour {list(colour)} is given to two classes; give each class its own colour")
+        palette[str(name)] = (colour[0], colour[1], colour[2])
+    return palette
+
+
+def _colour_code(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.uint32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+@register
+class FolderReader(Reader):
+    """Any images folder with masks paired by file name (see the module docstring for the trees)."""
+
+    name = "folder"
+    summary = ("generic: images/ + masks/ (or side by side with --mask-suffix), class folders, split folders; "
+               "binary, index or palette-colour masks")
+
+    def __init__(self, root: Path, classes: Sequence[str] | None = None, mask_suffix: str | None = None,
+                 palette: Path | None = None, object_name: str | None = None) -> None:
+        super().__init__(root)
+        self.mask_suffix = mask_suffix
+        self.object = safe_name(object_name or self.root.resolve().name)
+        self.groups = _scan(self.root, None, None, "")
+        if not self.groups:
+            raise FormatError(f"{self.root}: no images found (looked for images/ + masks/, images beside masks, "
+                              "class and split folders); check the folder or the --from format")
+        colours = _read_palette(palette) if palette is not None else None
+        self.class_map = self._class_map(list(classes) if classes else None, colours, palette)
+        self.single = len(self.class_map.defects) == 1
+        # palette as (colour code, class index) pairs: picklable and cheap to send to workers
+        self.palette: tuple[tuple[int, int], ...] | None = None
+        if colours is not None:
+            lookup = {} if BACKGROUND in colours else {0: 0}
+            lookup.update({(r << 16) | (g << 8) | b: self.class_map.index(name) for name, (r, g, b) in colours.items()})
+            self.palette = tuple(lookup.items())
+
+    def _class_map(self, classes: list[str] | None, colours: dict[str, Any] | None, palette: Path | None) -> ClassMap:
+        folders = sorted({g.class_name for g in self.groups if g.class_name is not None})
+        if folders and classes:
+            missing = [f for f in folders if f not in classes]
+            if missing:
+                raise InputError(f"{self.root}: class folder(s) {', '.join(missing)} not in --classes "
+                                 f"{','.join(classes)}; add them or leave --classes out")
+        defects = classes or folders or [n for n in (colours or {}) if n != BACKGROUND] or [DEFAULT_CLASS]
+        class_map = ClassMap.from_defects(defects)
+        unknown = [n for n in (colours or {}) if n not in class_map.names]
+        if unknown:
+            raise InputError(f"{palette}: palette class(es) {', '.join(unknown)} not among the classes "
+                             f"{', '.join(class_map.defects)}; fix the palette or --classes")
+        return class_map
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return _any_image(root, DETECT_DEPTH)
+
+    def class_maps(self) -> dict[str, ClassMap]:
+        return {self.object: self.class_map}
+
+    def samples(self) -> Iterator[SourceSample]:
+        for group in self.groups:
+            yield from self._group_samples(group)
+
+    def _group_samples(self, group: _Group) -> Iterator[SourceSample]:
+        side_by_side = group.masks == group.images
+        files = list_images(group.images)
+        mask_files = list_images(group.masks) if group.masks is not None else []
+        suffix = self._suffix(group, files, mask_files, side_by_side)
+        if side_by_side:
+            mask_files = [p for p in files if suffix and p.stem.endswith(suffix)]
+            taken = set(mask_files)
+            images = [p for p in files if p not in taken]
+        else:
+            images = files
+        masks: dict[str, Path] = {}
+        for mask in mask_files:
+            if mask.stem in masks:
+                raise FormatError(f"{mask}: two masks named {mask.stem} ({masks[mask.stem].name}); keep one of them")
+            masks[mask.stem] = mask
+        paired: dict[str, Path] = {}
+        for image in images:
+            key = image.stem + suffix
+            if key in paired and key in masks:
+                raise FormatError(f"{image}: two images ({paired[key].name}) share the mask {masks[key].name}; "
+                                  "keep one of them")
+            paired[key] = image
+        orphans = sorted(set(masks) - set(paired))
+        if orphans:
+            mask = masks[orphans[0]]
+            stem = mask.stem[: len(mask.stem) - len(suffix)] if suffix and mask.stem.endswith(suffix) else mask.stem
+            raise FormatError(f"{mask}: mask without an image named {stem}.* "
+                              f"in {group.images} (mask suffix {suffix!r}); add the image, remove the mask "
+                              "or pass --mask-suffix")
+        class_index = 1 if self.single else None  # the class of a binary mask, where one applies
+        if group.class_name is not None:
+            class_index = self.class_map.index(group.class_name)
+        class_name = self.class_map[class_index] if class_index is not None else None
+        for image in images:
+            mask = masks.get(image.stem + suffix)
+            name = group.prefix + image.stem
+            if mask is None:
+                yield SourceSample(self.object, name, image, None, GOOD, group.split)
+            else:
+                yield SourceSample(self.object, name, image, FolderMask(mask, class_index), class_name, group.split)
+
+    def _suffix(self, group: _Group, files: list[Path], mask_files: list[Path], side_by_side: bool) -> str:
+        """The given mask suffix, or the common suffix that pairs the most images with a mask."""
+        if self.mask_suffix is not None:
+            if side_by_side and not self.mask_suffix:
+                raise InputError(f"{group.images}: images and masks share this folder, so --mask-suffix must not be "
+                                 "empty; give the suffix that ends mask names, e.g. _mask")
+            return self.mask_suffix
+        if side_by_side:
+            stems = {p.stem for p in files}
+            counts = {s: sum(1 for p in files if p.stem.endswith(s) and p.stem[: -len(s)] in stems)
+                      for s in SUFFIXES if s}
+        else:
+            mask_stems = {p.stem for p in mask_files}
+            counts = {s: sum(1 for p in files if p.stem + s in mask_stems) for s in SUFFIXES}
+        best = max(counts, key=lambda s: counts[s])  # ties: the earlier suffix
+        if counts[best] == 0 and side_by_side:
+            return ""  # no file pairs with another: all images, none with a mask
+        if counts[best] == 0 and mask_files:
+            raise FormatError(f"{group.masks}: no mask name matches an image in {group.images} (tried suffixes "
+                              f"{', '.join(repr(s) for s in SUFFIXES)}); pass --mask-suffix")
+        return best
+
+    def load_mask(self, sample: SourceSample, size: tuple[int, int]) -> np.ndarray:
+        recipe = sample.mask
+        if not isinstance(recipe, FolderMask):
+            return super().load_mask(sample, size)
+        if self.palette is not None:
+            return self._palette_mask(recipe.path)
+        pixels = read_mask_pixels(recipe.path)
+        if pixels.ndim == 3:
+            if not (np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 0], pixels[..., 2])):
+                raise FormatError(f"{recipe.path}: a colour mask; pass --palette with a JSON/YAML file mapping "
+                                  "class name -> [r, g, b]")
+            pixels = pixels[..., 0]
+        values = set(np.flatnonzero(np.bincount(pixels.ravel(), minlength=256)).tolist())
+        binary = values <= {0, 255} or values <= {0, 1}
+        if recipe.class_index is not None and (binary or max(values) >= max(128, len(self.class_map))):
+            return binarize(pixels).astype(np.uint8) * np.uint8(recipe.class_index)
+        if values <= {0, 255} and 255 in values:
+            raise FormatError(f"{recipe.path}: a binary 0/255 mask, but there are {len(self.class_map.defects)} "
+                              "classes; binary masks need exactly one class (--classes) or a folder per class")
+        top = max(values)
+        if top >= len(self.class_map):
+            raise FormatError(f"{recipe.path}: mask index {top} is outside the classes "
+                              f"{', '.join(self.class_map.names)}; pass --classes with every defect class in index "
+                              "order (1, 2, ...) or fix the mask")
+        return pixels
+
+    def _palette_mask(self, path: Path) -> np.ndarray:
+        pixels = np.asarray(to_png_mode(open_image(path)))
+        if pixels.ndim == 2:
+            pixels = np.stack([pixels] * 3, axis=-1)
+        codes, inverse = np.unique(_colour_code(pixels), return_inverse=True)
+        lookup = dict(self.palette or ())
+        unknown = [int(c) for c in codes if int(c) not in lookup]
+        if unknown:
+            r, g, b = unknown[0] >> 16, (unknown[0] >> 8) & 255, unknown[0] & 255
+            raise FormatError(f"{path}: colour [{r}, {g}, {b}] is not in the palette ({len(unknown)} unknown "
+                              "colour(s)); add it to the palette file or fix the mask")
+        table = np.array([lookup[int(c)] for c in codes], dtype=np.uint8)
+        return table[inverse.reshape(pixels.shape[:2])]
