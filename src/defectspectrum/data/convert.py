@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ import cv2
 import numpy as np
 
 from defectspectrum.data.classes import ClassMap
-from defectspectrum.data.dsfolder import DSFolder, check_mask, safe_name, write_sample_files
+from defectspectrum.data.dsfolder import DSFolder, check_mask, safe_name, staged_folder, write_sample_files
 from defectspectrum.data.formats import open_reader
 from defectspectrum.data.formats.base import Reader, SourceSample
 from defectspectrum.data.io import open_image
@@ -23,13 +22,16 @@ from defectspectrum.progress import track
 
 
 @dataclass(frozen=True)
-class _Job:
+class _Context:
+    """What every sample's conversion shares; sent once to each worker process."""
+
     reader: Reader
-    item: SourceSample
-    name: str
     root: Path
-    class_map: ClassMap
+    class_maps: dict[str, ClassMap]
     resize_masks: bool
+
+
+_WORKER_CONTEXT: list[_Context] = []  # set in each worker process by _init_worker
 
 
 def fit_mask(mask: np.ndarray, size: tuple[int, int], item: SourceSample, resize: bool) -> np.ndarray:
@@ -44,17 +46,24 @@ def fit_mask(mask: np.ndarray, size: tuple[int, int], item: SourceSample, resize
     return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def convert_sample(job: _Job) -> Sample:
+def convert_sample(context: _Context, item: SourceSample, name: str) -> Sample:
     """Read, check and write one sample; returns its index record."""
-    item = job.item
     image = open_image(item.image)
     size = (image.height, image.width)
-    mask = fit_mask(job.reader.load_mask(item, size), size, item, job.resize_masks)
-    mask = check_mask(mask, job.class_map, item.mask_origin)
-    image_rel, mask_rel = write_sample_files(job.root, item.object, job.name, item.image, mask, decoded=image)
-    return Sample(id=f"{item.object}/{job.name}", object=item.object, image=image_rel, mask=mask_rel,
+    mask = fit_mask(context.reader.load_mask(item, size), size, item, context.resize_masks)
+    mask = check_mask(mask, context.class_maps[item.object], item.mask_origin)
+    image_rel, mask_rel = write_sample_files(context.root, item.object, name, item.image, mask, decoded=image)
+    return Sample(id=f"{item.object}/{name}", object=item.object, image=image_rel, mask=mask_rel,
                   split=item.split, caption=item.caption, synthetic=item.synthetic, source=str(item.image),
                   defect_type=item.defect_type)
+
+
+def _init_worker(context: _Context) -> None:
+    _WORKER_CONTEXT[:] = [context]
+
+
+def _convert_in_worker(task: tuple[SourceSample, str]) -> Sample:
+    return convert_sample(_WORKER_CONTEXT[0], *task)
 
 
 def unique_names(items: list[SourceSample]) -> list[str]:
@@ -80,20 +89,23 @@ def _check_paths(source: Path, dst: Path) -> None:
         raise InputError(f"{dst}: the output folder must not contain the source {source}; choose another DST")
 
 
-def _run(jobs: list[_Job], workers: int) -> Iterator[Sample]:
+def _run(context: _Context, tasks: list[tuple[SourceSample, str]], workers: int) -> Iterator[Sample]:
     if workers <= 1:
-        yield from map(convert_sample, jobs)
+        for item, name in tasks:
+            yield convert_sample(context, item, name)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(convert_sample, jobs, chunksize=max(1, min(32, len(jobs) // (workers * 8) or 1)))
+    chunksize = max(1, min(64, len(tasks) // (workers * 4)))
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(context,)) as pool:
+        yield from pool.map(_convert_in_worker, tasks, chunksize=chunksize)
 
 
 def convert(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, overwrite: bool = False,
             resize_masks: bool = False, name: str | None = None, **reader_options: Any) -> DSFolder:
     """Convert the data set at `source` (layout `fmt`, or detected) into a new DS folder at `dst`.
 
-    Sources are only read. `dst` must be new or empty (or a DS folder with `overwrite`); if the
-    conversion fails, the partly written `dst` is removed again.
+    Sources are only read. `dst` must be new or empty (or a DS folder with `overwrite`). The
+    folder is written beside `dst` and moved into place only when every sample converted, so a
+    failed conversion leaves `dst` as it was.
     """
     source, dst = Path(source), Path(dst)
     reader = open_reader(fmt, source, **reader_options)
@@ -102,20 +114,13 @@ def convert(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, ove
     items = list(reader.samples())
     if not items:
         raise reader.empty_error()
-    existed = dst.exists()
-    folder = DSFolder.create(dst, name or dst.name, class_maps, overwrite=overwrite)
-    folder.meta["source"] = {"format": reader.name, "path": str(source)}
-    jobs = [_Job(reader, item, sample_name, dst, class_maps[item.object], resize_masks)
-            for item, sample_name in zip(items, unique_names(items))]
-    try:
-        for sample in track(_run(jobs, workers), f"converting {reader.name}", total=len(jobs)):
+    with staged_folder(dst, overwrite) as staging:
+        folder = DSFolder.create(staging, name or dst.name, class_maps)
+        folder.meta["source"] = {"format": reader.name, "path": str(source)}
+        context = _Context(reader, staging, class_maps, resize_masks)
+        tasks = list(zip(items, unique_names(items)))
+        for sample in track(_run(context, tasks, workers), f"converting {reader.name}", total=len(tasks)):
             folder.add_record(sample)
         folder.save()
-    except BaseException:
-        if existed:
-            for child in dst.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-        else:
-            shutil.rmtree(dst, ignore_errors=True)
-        raise
+    folder.root = dst
     return folder

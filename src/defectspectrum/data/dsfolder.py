@@ -11,9 +11,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +96,46 @@ def write_sample_files(
     return image_rel, mask_rel
 
 
+def check_output_folder(root: Path, overwrite: bool = False) -> bool:
+    """Refuse an output folder that exists and is not empty, except a DS folder with `overwrite`.
+
+    Returns True where `root` is an existing DS folder that may be replaced.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root}: exists and is not a folder; choose a new output folder")
+    if not root.exists() or not any(root.iterdir()):
+        return False
+    if not DSFolder.is_ds_folder(root):
+        raise InputError(f"{root}: exists, is not empty and is not a DS folder; choose a new output folder")
+    if not overwrite:
+        raise InputError(f"{root}: is already a DS folder; pass --overwrite to replace it or choose a new folder")
+    return True
+
+
+@contextmanager
+def staged_folder(root: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a new temporary folder beside `root` to write a DS folder into; on success it takes
+    `root`'s place (an old DS folder there is removed only then), on failure it is removed and
+    `root` is left as it was."""
+    root = Path(root)
+    check_output_folder(root, overwrite)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
+    try:
+        yield staging
+        if root.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
+            os.replace(root, old / root.name)
+            os.replace(staging, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, root)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 class DSFolder:
     """A DS folder in memory: class maps per object and the sample list; files stay on disk.
 
@@ -130,13 +173,7 @@ class DSFolder:
         `overwrite` is true; never deletes anything else.
         """
         root = Path(root)
-        if root.exists() and not root.is_dir():
-            raise InputError(f"{root}: exists and is not a folder; choose a new output folder")
-        if root.exists() and any(root.iterdir()):
-            if not cls.is_ds_folder(root):
-                raise InputError(f"{root}: exists, is not empty and is not a DS folder; choose a new output folder")
-            if not overwrite:
-                raise InputError(f"{root}: is already a DS folder; pass --overwrite to replace it or choose a new folder")
+        if check_output_folder(root, overwrite):
             shutil.rmtree(root)
         folder = cls(root, name or root.name, {})
         for object_name, classes in (objects or {}).items():
