@@ -1,0 +1,93 @@
+"""The end-to-end demo: runs on tiny settings, writes a report whose images exist, and never deletes user data."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from defectspectrum.data.dsfolder import DSFolder
+from defectspectrum.data.synth import MATERIALS
+from defectspectrum.data.validate import validate
+from defectspectrum.demo import MARKER, main, prepare_out
+from defectspectrum.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, str]:
+    """One tiny demo run (64 px, 2 images per defect folder) shared by the tests; returns (out, stdout)."""
+    out = tmp_path_factory.mktemp("demo") / "demo_output"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["--out", str(out), "--size", "64", "--per-type", "2", "--seed", "3"])
+    assert code == 0, printed.getvalue()
+    return out, printed.getvalue()
+
+
+def test_demo_writes_a_report_whose_images_exist(demo_run):
+    out, printed = demo_run
+    match = re.search(r"^Report: (.+)$", printed, re.MULTILINE)
+    assert match, printed
+    report = Path(match.group(1))
+    assert report.is_absolute() and report == (out / "report.html").resolve() and report.is_file()
+    assert len(re.findall(r"^\[\d/8\] ", printed, re.MULTILINE)) == 8
+    html = report.read_text(encoding="utf-8")
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    assert len(srcs) >= 5  # stats plot, contact sheet and several overlays
+    for src in srcs:
+        assert not src.startswith(("/", "http", "file:")), src
+        assert (report.parent / unquote(src)).is_file(), src
+    assert "show/contact_sheet.png" in srcs
+    assert any(src.startswith("report_files/") for src in srcs)  # the stats figure
+    for section in ("Overview", "Validation", "Statistics", "Splits", "Overlays"):
+        assert f">{section}</h2>" in html
+
+
+def test_demo_ds_folder_is_valid_split_and_captioned(demo_run):
+    out, _ = demo_run
+    folder = DSFolder.open(out / "ds")
+    assert set(folder.objects) == set(MATERIALS)
+    assert validate(folder).ok
+    assert all(s.split in ("train", "val") for s in folder)
+    assert all(s.caption for s in folder)
+    # 2 images per defect folder with k=5: every defective sample trains
+    assert all(s.split == "train" for s in folder if not s.is_good)
+    shown = sorted(p.name for p in (out / "show").iterdir())
+    assert "contact_sheet.png" in shown
+    n_types = sum(len(classes) + 1 for classes in MATERIALS.values())
+    assert len(shown) - 1 == n_types  # one overlay per (object, defect type)
+    assert (out / MARKER).is_file() and (out / "stats.json").is_file() and (out / "validation.json").is_file()
+
+
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path, capsys):
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("keep me")
+    assert main(["--out", str(precious), "--size", "64", "--per-type", "1"]) == 2
+    assert "not a demo output" in capsys.readouterr().err
+    assert sorted(p.name for p in precious.iterdir()) == ["thesis.txt"]
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match="not a folder"):
+        prepare_out(a_file)
+    assert a_file.read_text() == "x"
+
+
+def test_prepare_out_replaces_only_marked_folders(tmp_path):
+    previous = tmp_path / "old_demo"
+    (previous / "ds").mkdir(parents=True)
+    (previous / "ds" / "stale.png").write_bytes(b"x")
+    (previous / MARKER).write_text("demo")
+    prepare_out(previous)
+    assert sorted(p.name for p in previous.iterdir()) == [MARKER]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    prepare_out(empty)
+    assert (empty / MARKER).is_file()
+    fresh = tmp_path / "new" / "deeper"
+    prepare_out(fresh)
+    assert (fresh / MARKER).is_file()
