@@ -1,8 +1,8 @@
 """Conversion speed and memory against a plain PIL read-and-save loop over the same files.
 
 Prints, for one real data set (default: Magnetic-tile from ../shared/data):
-  - images/s of `convert` (1 worker, then --workers N) and of a PIL loop that opens, decodes and
-    saves every image and mask (same formats); the ratio convert/PIL (target >= 0.8 single process)
+  - samples/s of `convert` (1 worker, then --workers N) and of a PIL loop that opens, decodes and
+    saves every image and mask file of the data set (same formats); the ratio convert/PIL (target >= 0.8 single process)
     and workers-N/1 (target > 1);
   - the peak RSS of a conversion process over growing subsets (target: flat as the set grows,
     < 500 MB for 1344 images).
@@ -29,17 +29,12 @@ DATASETS = {"magnetic_tile": "magnetic-tile", "mvtec_ad_subset": "mvtec", "sd_sa
 
 
 def source_files(fmt: str, root: Path) -> tuple[int, list[Path]]:
-    """The number of samples, and every image and mask file the reader would read."""
+    """The number of samples the reader finds, and every image and mask file of the data set."""
     from defectspectrum.data.formats import open_reader
+    from defectspectrum.data.io import is_image_file
 
-    items = list(open_reader(fmt, root).samples())
-    files = []
-    for item in items:
-        files.append(item.image)
-        path = getattr(item.mask, "path", None)
-        if path is not None:
-            files.append(Path(path))
-    return len(items), files
+    count = sum(1 for _ in open_reader(fmt, root).samples())
+    return count, sorted(p for p in root.rglob("*") if is_image_file(p))
 
 
 def pil_loop(files: list[Path], out: Path) -> float:

@@ -6,7 +6,6 @@ Every command turns the toolkit's errors into one line on stderr and exit code 2
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path

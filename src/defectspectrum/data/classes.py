@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -96,3 +97,16 @@ def global_lookup(objects: Mapping[str, ClassMap]) -> dict[str, np.ndarray]:
         tables[object_name] = table
         offset += len(class_map) - 1
     return tables
+
+
+def class_maps_from_json(objects: Any, where: str, error: type[InputError] = InputError) -> dict[str, ClassMap]:
+    """Parse `{"object": {"classes": ["background", ...]}, ...}` (as in dataset.json); `error`
+    (naming `where`) for anything else."""
+    if not isinstance(objects, dict) or not all(
+        isinstance(spec, dict) and isinstance(spec.get("classes"), list) for spec in objects.values()
+    ):
+        raise error(f"{where}: 'objects' must map object names to {{'classes': [...]}}")
+    try:
+        return {name: ClassMap(tuple(spec["classes"])) for name, spec in objects.items()}
+    except InputError as exc:
+        raise error(f"{where}: {exc}") from exc

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from defectspectrum.data.classes import ClassMap, GlobalClass, global_classes
+from defectspectrum.data.classes import ClassMap, GlobalClass, class_maps_from_json, global_classes
 from defectspectrum.data.io import (
     KEEP_AS_IS_EXTENSIONS,
     copy_file_atomic,
@@ -202,18 +202,7 @@ class DSFolder:
                 f"{dataset_path}: schema version {version!r} is not supported (this defectspectrum reads version "
                 f"{VERSION}); upgrade defectspectrum or re-convert the data"
             )
-        objects = data.get("objects")
-        if not isinstance(objects, dict):
-            raise SchemaError(f"{dataset_path}: 'objects' must map object names to {{'classes': [...]}}")
-        class_maps = {}
-        for object_name, spec in objects.items():
-            classes = spec.get("classes") if isinstance(spec, dict) else None
-            if not isinstance(classes, list):
-                raise SchemaError(f"{dataset_path}: object {object_name!r} needs a 'classes' list")
-            try:
-                class_maps[object_name] = ClassMap(tuple(classes))
-            except InputError as exc:
-                raise SchemaError(f"{dataset_path}: object {object_name!r}: {exc}") from exc
+        class_maps = class_maps_from_json(data.get("objects"), str(dataset_path), SchemaError)
         meta = {key: value for key, value in data.items() if key not in ("format", "version", "name", "objects")}
         folder = cls(root, str(data.get("name") or root.name), class_maps, meta=meta)
         for sample in _read_samples(root / SAMPLES_FILE):

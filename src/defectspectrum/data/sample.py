@@ -41,11 +41,11 @@ class Sample:
         return replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object written to samples.jsonl (empty `extra` omitted)."""
+        """The JSON object written to samples.jsonl; fields this version does not know (`extra`)
+        are written back at the top level, as they were read."""
         data = asdict(self)
-        if not data["extra"]:
-            del data["extra"]
-        return data
+        extra = data.pop("extra")
+        return {**extra, **data}
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> Sample:
@@ -55,8 +55,7 @@ class Sample:
         missing = [key for key in ("id", "object", "image", "mask") if not isinstance(data.get(key), str)]
         if missing:
             raise SchemaError(f"{where}: missing or non-string field(s) {', '.join(missing)}")
-        known = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
-        unknown = {key: value for key, value in data.items() if key not in cls.__dataclass_fields__}
-        known.setdefault("extra", {})
-        known["extra"] = {**known["extra"], **unknown}
-        return cls(**known)
+        fields = set(cls.__dataclass_fields__) - {"extra"}
+        known = {key: data[key] for key in fields if key in data}
+        extra = {key: value for key, value in data.items() if key not in fields}
+        return cls(**known, extra=extra)

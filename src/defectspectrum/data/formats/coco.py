@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from defectspectrum.data.classes import BACKGROUND, ClassMap, global_lookup
+from defectspectrum.data.classes import BACKGROUND, ClassMap, class_maps_from_json, global_lookup
 from defectspectrum.data.dsfolder import DSFolder, check_mask, safe_name
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
@@ -167,14 +167,7 @@ class CocoReader(Reader):
 
     def _restore_classes(self, meta: dict[str, Any], categories: dict[int, dict[str, Any]]
                          ) -> tuple[dict[str, ClassMap], dict[int, str], dict[int, int]]:
-        objects = meta.get("objects")
-        if not isinstance(objects, dict) or not all(isinstance(v, dict) and isinstance(v.get("classes"), list)
-                                                    for v in objects.values()):
-            raise FormatError(f"{self.json_path}: '{META_KEY}.objects' must map object names to {{'classes': [...]}}")
-        try:
-            maps = {name: ClassMap(tuple(spec["classes"])) for name, spec in objects.items()}
-        except InputError as exc:
-            raise FormatError(f"{self.json_path}: {exc}") from exc
+        maps = class_maps_from_json(meta.get("objects"), f"{self.json_path} ({META_KEY})", FormatError)
         owner, index = {}, {}
         for cid, category in categories.items():
             object_name, class_name = category.get("object"), category.get("class")

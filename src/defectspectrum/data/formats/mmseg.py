@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from defectspectrum.data.classes import BACKGROUND, ClassMap, global_lookup
+from defectspectrum.data.classes import BACKGROUND, ClassMap, class_maps_from_json, global_lookup
 from defectspectrum.data.dsfolder import DSFolder, check_mask, safe_name
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
@@ -166,14 +166,7 @@ class MmsegReader(Reader):
         data = read_json(path)
         if not (isinstance(data, dict) and data.get("format") == WRITER_FORMAT):
             return None
-        objects = data.get("objects")
-        if not isinstance(objects, dict) or not all(isinstance(v, dict) and isinstance(v.get("classes"), list)
-                                                    for v in objects.values()):
-            raise FormatError(f"{path}: 'objects' must map object names to {{'classes': [...]}}; re-export the folder")
-        try:
-            class_maps = {name: ClassMap(tuple(spec["classes"])) for name, spec in objects.items()}
-        except InputError as exc:
-            raise FormatError(f"{path}: {exc}") from exc
+        class_maps = class_maps_from_json(data.get("objects"), str(path), FormatError)
         samples_path = self.root / SAMPLES_JSON
         if not samples_path.is_file():
             raise FormatError(f"{samples_path}: missing; it lists each exported sample's object and name. "

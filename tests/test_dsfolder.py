@@ -1,0 +1,140 @@
+"""The DS folder API: create, add, save, open, update; class maps; atomic, recoverable writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from defectspectrum.data import DSFolder
+from defectspectrum.data.classes import ClassMap, global_lookup
+from defectspectrum.data.convert import convert
+from defectspectrum.data.dsfolder import staged_folder
+from defectspectrum.errors import InputError, SchemaError
+
+
+def _image(seed: int, shape: tuple[int, int] = (6, 8)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> DSFolder:
+    ds = DSFolder.create(tmp_path / "ds", "demo", {"pill": ["crack", "color"], "wood": ["hole"]})
+    mask = np.zeros((6, 8), np.uint8)
+    mask[1:3, 1:3], mask[4, 5] = 1, 2
+    ds.add_sample("pill", "a 1", _image(0), mask, split="train", caption="A pill.", defect_type="combined")
+    ds.add_sample("wood", "b", _image(1), np.zeros((6, 8), np.uint8), defect_type="good")
+    ds.save()
+    return ds
+
+
+def test_created_folder_reopens_with_samples_and_pixels(folder: DSFolder) -> None:
+    again = DSFolder.open(folder.root)
+    assert again.name == "demo"
+    assert again.objects["pill"].names == ("background", "crack", "color")
+    assert [s.id for s in again] == ["pill/a_1", "wood/b"]  # names made file-safe
+    sample = again["pill/a_1"]
+    assert (sample.split, sample.caption, sample.defect_type) == ("train", "A pill.", "combined")
+    assert np.array_equal(again.load_image(sample), _image(0))
+    assert again.load_mask(sample)[4, 5] == 2 and again.load_mask(sample).sum() == 4 + 2
+    assert again["wood/b"].is_good
+    dataset = json.loads((folder.root / "dataset.json").read_text())
+    assert dataset["format"] == "defectspectrum" and dataset["version"] == 1
+
+
+def test_global_classes_number_every_object_class_once(folder: DSFolder) -> None:
+    labels = [c.label for c in folder.global_classes()]
+    assert labels == ["background", "pill/crack", "pill/color", "wood/hole"]
+    tables = global_lookup(folder.objects)
+    assert list(tables["pill"][:3]) == [0, 1, 2] and list(tables["wood"][:2]) == [0, 3]
+
+
+def test_update_and_filter_by_split(folder: DSFolder) -> None:
+    folder.update([folder["wood/b"].replace(split="val")])
+    folder.save()
+    again = DSFolder.open(folder.root)
+    assert [s.id for s in again.samples(split="val")] == ["wood/b"]
+    assert [s.id for s in again.samples(object="pill")] == ["pill/a_1"]
+    with pytest.raises(InputError, match="no sample"):
+        folder.update([folder["wood/b"].replace(id="wood/zzz")])
+
+
+def test_add_sample_refuses_bad_masks_and_duplicates(folder: DSFolder) -> None:
+    with pytest.raises(InputError, match="mask index 3 is outside the class map"):
+        folder.add_sample("pill", "bad", _image(2), np.full((6, 8), 3, np.uint8))
+    with pytest.raises(InputError, match="already exists"):
+        folder.add_sample("wood", "b", _image(2), np.zeros((6, 8), np.uint8))
+    with pytest.raises(InputError, match="unknown object 'metal'"):
+        folder.add_sample("metal", "c", _image(2), np.zeros((6, 8), np.uint8))
+
+
+def test_unknown_fields_survive_a_save(folder: DSFolder) -> None:
+    lines = (folder.root / "samples.jsonl").read_text().splitlines()
+    record = json.loads(lines[0]) | {"reviewer": "ana"}
+    (folder.root / "samples.jsonl").write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    again = DSFolder.open(folder.root)
+    again.save()
+    assert json.loads((folder.root / "samples.jsonl").read_text().splitlines()[0])["reviewer"] == "ana"
+
+
+def test_class_map_rules() -> None:
+    assert ClassMap.from_defects(["a"]).index("a") == 1
+    with pytest.raises(InputError, match="index 0 must be 'background'"):
+        ClassMap(("crack",))
+    with pytest.raises(InputError, match="unique"):
+        ClassMap.from_defects(["a", "a"])
+    with pytest.raises(InputError, match="unknown class 'b'"):
+        ClassMap.from_defects(["a"]).index("b")
+
+
+def test_written_files_get_normal_permissions(folder: DSFolder) -> None:
+    mode = stat.S_IMODE(os.stat(folder.root / "samples.jsonl").st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
+
+
+def test_no_temporary_files_are_left(folder: DSFolder) -> None:
+    leftovers = [p for p in folder.root.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert leftovers == []
+
+
+def test_staged_folder_keeps_the_old_folder_when_the_write_fails(folder: DSFolder) -> None:
+    before = (folder.root / "samples.jsonl").read_bytes()
+    with pytest.raises(RuntimeError), staged_folder(folder.root, overwrite=True) as staging:
+        (staging / "partial.txt").write_text("half")
+        raise RuntimeError("boom")
+    assert (folder.root / "samples.jsonl").read_bytes() == before
+    assert [p.name for p in folder.root.parent.iterdir()] == ["ds"]  # no staging folder left beside it
+
+
+def test_failed_overwrite_conversion_keeps_the_old_ds_folder(folder: DSFolder, tmp_path: Path) -> None:
+    src = tmp_path / "src" / "part"
+    for sub in ("train/good", "test/scratch", "ground_truth/scratch"):
+        (src / sub).mkdir(parents=True)
+    Image.fromarray(_image(3)).save(src / "test" / "scratch" / "000.png")
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(src / "ground_truth" / "scratch" / "000_mask.png")
+    before = (folder.root / "samples.jsonl").read_bytes()
+    with pytest.raises(InputError, match="mask is 5x5"):
+        convert(tmp_path / "src", folder.root, "mvtec", overwrite=True)
+    assert (folder.root / "samples.jsonl").read_bytes() == before
+    assert len(DSFolder.open(folder.root)) == 2
+
+
+def test_open_checks_the_schema_version(folder: DSFolder) -> None:
+    dataset = json.loads((folder.root / "dataset.json").read_text())
+    (folder.root / "dataset.json").write_text(json.dumps(dataset | {"version": 99}))
+    with pytest.raises(SchemaError, match="schema version 99 is not supported"):
+        DSFolder.open(folder.root)
+
+
+def test_create_refuses_a_folder_with_other_files(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="is not a DS folder"):
+        DSFolder.create(tmp_path, overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
