@@ -32,6 +32,21 @@ out = Console()
 err = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from defectspectrum import __version__
+
+        out.print(f"defectspectrum {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Industrial defect inspection data: convert, check, view, split, caption and export defect data sets."""
+
+
 def friendly(command: F) -> F:
     """Turn the toolkit's errors (and a missing file) into one red line and exit code 2."""
 
@@ -102,11 +117,15 @@ def convert_command(
 
 @data_app.command("formats")
 def formats_command() -> None:
-    """List the source layouts `data convert --from` reads."""
+    """List the source layouts `data convert --from` reads (auto tries them in this order)."""
+    from rich.table import Table
+
     from defectspectrum.data.formats import READERS, reader_names
 
+    table = Table("--from", "layout", box=None, show_lines=True, pad_edge=False)
     for name in reader_names():
-        out.print(f"[bold]{name:14}[/] {READERS[name].summary}", highlight=False)
+        table.add_row(f"[bold]{name}[/]", READERS[name].summary)
+    out.print(table)
 
 
 @data_app.command("export")
