@@ -418,3 +418,21 @@ def test_cli_export_to_ds_release(tmp_path):
     again = CliRunner().invoke(app, ["data", "export", str(tmp_path / "ds"), str(tmp_path / "rel"),
                                      "--to", "ds-release"])
     assert again.exit_code == 2 and "not an empty folder" in again.output
+
+
+def test_captions_in_the_published_workbook_layout(tmp_path):
+    """The published captions.xlsx: columns Path, object description, defect description; Path is
+    `<object>/<defect folder>/<file>` without the `image/` level."""
+    mv = tmp_path / "DS-MVTec"
+    save(mv / "cable/image/bent_wire/000.png", photo(1))
+    save(mv / "cable/mask/bent_wire/000_mask.png", index_mask((1, 2, 5, 2, 5)))
+    save(mv / "cable/image/bent_wire/001.png", photo(2))
+    save(mv / "cable/mask/bent_wire/001_mask.png", index_mask((1, 6, 9, 2, 5)))
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["Path", "object description", "defect description"])
+    sheet.append(["cable/bent_wire/000.png", "A cross-sectional view of a cable.", "One bent wire, copper yellow."])
+    workbook.save(mv / "captions.xlsx")
+    folder = convert(mv, tmp_path / "ds", "ds-release")
+    assert folder["cable/bent_wire_000"].caption == "One bent wire, copper yellow."
+    assert folder["cable/bent_wire_001"].caption is None
