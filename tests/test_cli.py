@@ -22,7 +22,7 @@ def test_formats_lists_every_reader() -> None:
     assert result.exit_code == 0
     listed = [line.split()[0] for line in result.output.splitlines()[1:] if line and not line.startswith(" ")]
     assert listed == reader_names()
-    assert {"ds-release", "mvtec", "vision", "dagm", "cotton", "magnetic-tile", "sd900", "mmseg", "coco",
+    assert {"ds", "ds-release", "mvtec", "vision", "dagm", "cotton", "magnetic-tile", "sd900", "mmseg", "coco",
             "folder"} == set(listed)
 
 

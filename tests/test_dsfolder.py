@@ -138,3 +138,17 @@ def test_create_refuses_a_folder_with_other_files(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="is not a DS folder"):
         DSFolder.create(tmp_path, overwrite=True)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_ds_folder_converts_to_an_identical_copy(folder: DSFolder, tmp_path: Path) -> None:
+    folder.update([folder["wood/b"].replace(synthetic=True, split="val")])
+    folder.save()
+    copy = convert(folder.root, tmp_path / "copy")  # --from auto recognises dataset.json
+    assert copy.meta["source"]["format"] == "ds"
+    assert copy.objects == folder.objects
+    for sample in folder:
+        twin = copy[sample.id]
+        assert (twin.split, twin.caption, twin.synthetic, twin.defect_type) == (
+            sample.split, sample.caption, sample.synthetic, sample.defect_type)
+        assert np.array_equal(copy.load_mask(twin), folder.load_mask(sample))
+        assert np.array_equal(copy.load_image(twin), folder.load_image(sample))

@@ -25,6 +25,7 @@ def register(cls: type[Reader]) -> type[Reader]:
 def _load_builtin_readers() -> None:
     # Imported for their @register side effect; order is the detection order (most specific first).
     from defectspectrum.data.formats import (  # noqa: F401
+        ds,
         ds_release,
         mvtec,
         vision,
