@@ -150,5 +150,6 @@ def test_sd900_counts_classes_and_pixels(sd900_ds: DSFolder, shared_data: Path) 
     for stem, index in (("In_1", 1), ("Pa_17", 2), ("Sc_300", 3)):
         _assert_exact(sd900_ds, f"sd900/{stem}", source / "Ground truth" / f"{stem}.png", index)
         sample = sd900_ds[f"sd900/{stem}"]
-        assert sample.image.endswith(".png")  # BMP re-encoded losslessly
+        assert sample.image.endswith(".bmp")  # BMP kept byte for byte, like PNG and JPEG
+        assert sd900_ds.image_path(sample).read_bytes() == (source / "Source Images" / f"{stem}.bmp").read_bytes()
         np.testing.assert_array_equal(sd900_ds.load_image(sample), read_rgb(source / "Source Images" / f"{stem}.bmp"))

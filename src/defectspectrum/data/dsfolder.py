@@ -3,7 +3,7 @@
 ```
 <root>/dataset.json      {"format": "defectspectrum", "version": 1, "name", "objects": {obj: {"classes": [...]}}}
 <root>/samples.jsonl     one Sample per line, paths relative to <root>
-<root>/<object>/images/<name>.<png|jpg>
+<root>/<object>/images/<name>.<png|jpg|bmp>
 <root>/<object>/masks/<name>.png   uint8 class index, 0 = background, per-object class map
 ```
 """
@@ -77,7 +77,7 @@ def write_sample_files(
 ) -> tuple[str, str]:
     """Write one sample's image and mask under `root` atomically; returns their relative paths.
 
-    A PNG/JPEG source file is copied byte for byte (no re-encoding loss); other formats, PIL images
+    A PNG/JPEG/BMP source file is copied byte for byte (no re-encoding loss); other formats, PIL images
     and arrays are saved as PNG (grey stays grey). `decoded` is the already-decoded source file, if
     the caller has it, to save decoding it twice.
     """

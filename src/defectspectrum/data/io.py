@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from defectspectrum.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-KEEP_AS_IS_EXTENSIONS = (".png", ".jpg", ".jpeg")
+KEEP_AS_IS_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")  # copied byte for byte into a DS folder
 
 Image.MAX_IMAGE_PIXELS = 30_000 * 30_000  # industrial line scans are large; refuse only absurd sizes
 
