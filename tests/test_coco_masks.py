@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from defectspectrum.data.formats.coco_masks import annotation_to_binary, has_segmentation, rasterize_annotations
+from defectspectrum.data.formats.coco_masks import (
+    annotation_to_binary,
+    has_segmentation,
+    rasterize_annotations,
+)
 from defectspectrum.errors import FormatError
 
 

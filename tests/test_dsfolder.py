@@ -14,7 +14,7 @@ from PIL import Image
 from defectspectrum.data import DSFolder
 from defectspectrum.data.classes import ClassMap, global_lookup
 from defectspectrum.data.convert import convert
-from defectspectrum.data.dsfolder import staged_folder
+from defectspectrum.data.dsfolder import staged_ds_folder
 from defectspectrum.errors import InputError, SchemaError
 
 
@@ -104,9 +104,9 @@ def test_no_temporary_files_are_left(folder: DSFolder) -> None:
     assert leftovers == []
 
 
-def test_staged_folder_keeps_the_old_folder_when_the_write_fails(folder: DSFolder) -> None:
+def test_staged_ds_folder_keeps_the_old_folder_when_the_write_fails(folder: DSFolder) -> None:
     before = (folder.root / "samples.jsonl").read_bytes()
-    with pytest.raises(RuntimeError), staged_folder(folder.root, overwrite=True) as staging:
+    with pytest.raises(RuntimeError), staged_ds_folder(folder.root, overwrite=True) as staging:
         (staging / "partial.txt").write_text("half")
         raise RuntimeError("boom")
     assert (folder.root / "samples.jsonl").read_bytes() == before
@@ -145,6 +145,9 @@ def test_a_ds_folder_converts_to_an_identical_copy(folder: DSFolder, tmp_path: P
     folder.save()
     copy = convert(folder.root, tmp_path / "copy")  # --from auto recognises dataset.json
     assert copy.meta["source"]["format"] == "ds"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(copy.root).st_mode) == 0o777 & ~umask  # the staging folder was 0700
     assert copy.objects == folder.objects
     for sample in folder:
         twin = copy[sample.id]

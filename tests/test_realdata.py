@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import real_dataset
 from typer.testing import CliRunner
 
-from conftest import real_dataset
 from defectspectrum.cli import app
 from defectspectrum.data.convert import convert
 from defectspectrum.data.dsfolder import DSFolder

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from defectspectrum.data.synth import MATERIALS, render_sample, render_surface, write_mvtec_layout
+from defectspectrum.data.synth import (
+    MATERIALS,
+    render_sample,
+    render_surface,
+    write_mvtec_layout,
+)
 
 DEFECT_NAMES = {"scratch", "crack", "spot", "hole", "stain"}
 

@@ -12,7 +12,13 @@ import cv2
 import numpy as np
 
 from defectspectrum.data.classes import ClassMap
-from defectspectrum.data.dsfolder import DSFolder, check_mask, safe_name, staged_folder, write_sample_files
+from defectspectrum.data.dsfolder import (
+    DSFolder,
+    check_mask,
+    safe_name,
+    staged_ds_folder,
+    write_sample_files,
+)
 from defectspectrum.data.formats import open_reader
 from defectspectrum.data.formats.base import Reader, SourceSample
 from defectspectrum.data.io import open_image
@@ -114,7 +120,7 @@ def convert(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, ove
     items = list(reader.samples())
     if not items:
         raise reader.empty_error()
-    with staged_folder(dst, overwrite) as staging:
+    with staged_ds_folder(dst, overwrite) as staging:
         folder = DSFolder.create(staging, name or dst.name, class_maps)
         folder.meta["source"] = {"format": reader.name, "path": str(source)}
         context = _Context(reader, staging, class_maps, resize_masks)

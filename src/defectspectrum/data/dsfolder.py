@@ -11,10 +11,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +21,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from defectspectrum.data.classes import ClassMap, GlobalClass, class_maps_from_json, global_classes
+from defectspectrum.data.classes import (
+    ClassMap,
+    GlobalClass,
+    class_maps_from_json,
+    global_classes,
+)
 from defectspectrum.data.io import (
     KEEP_AS_IS_EXTENSIONS,
     copy_file_atomic,
@@ -32,6 +35,7 @@ from defectspectrum.data.io import (
     read_mask_pixels,
     read_rgb,
     save_png_atomic,
+    staged_folder,
     to_png_mode,
     write_json_atomic,
     write_text_atomic,
@@ -114,26 +118,13 @@ def check_output_folder(root: Path, overwrite: bool = False) -> bool:
 
 
 @contextmanager
-def staged_folder(root: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a new temporary folder beside `root` to write a DS folder into; on success it takes
-    `root`'s place (an old DS folder there is removed only then), on failure it is removed and
-    `root` is left as it was."""
-    root = Path(root)
+def staged_ds_folder(root: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside `root` to write a DS folder into; on success it takes
+    `root`'s place (an old DS folder there, allowed by `overwrite`, is removed only then), on
+    failure `root` is left as it was."""
     check_output_folder(root, overwrite)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
-    try:
+    with staged_folder(root, replace=True) as staging:
         yield staging
-        if root.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
-            os.replace(root, old / root.name)
-            os.replace(staging, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, root)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 class DSFolder:

@@ -48,6 +48,41 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def require_new_folder(path: Path) -> None:
+    """InputError unless `path` is absent or an empty folder (outputs never overwrite anything)."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise InputError(f"{path}: exists and is not an empty folder; choose a new output folder")
+
+
+@contextmanager
+def staged_folder(root: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a new temporary folder beside `root` to build an output in; on success it takes
+    `root`'s place in one rename, on failure it is removed and `root` is left as it was.
+
+    `root` must be absent or empty, unless `replace` (the caller has checked that the folder there
+    may go): it is then removed only after the new one is complete.
+    """
+    root = Path(root)
+    if not replace:
+        require_new_folder(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
+        if root.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
+            os.replace(root, old / root.name)
+            os.replace(staging, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, root)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from defectspectrum.data.io import atomic_path, copy_file_atomic, image_size, write_text_atomic
+from defectspectrum.data.io import (
+    atomic_path,
+    copy_file_atomic,
+    image_size,
+    write_text_atomic,
+)
 from defectspectrum.errors import InputError
 
 _KINDS = ("note", "ok", "warn", "error")

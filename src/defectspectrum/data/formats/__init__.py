@@ -25,17 +25,17 @@ def register(cls: type[Reader]) -> type[Reader]:
 def _load_builtin_readers() -> None:
     # Imported for their @register side effect; order is the detection order (most specific first).
     from defectspectrum.data.formats import (  # noqa: F401
+        coco,
+        cotton,
+        dagm,
         ds,
         ds_release,
-        mvtec,
-        vision,
-        dagm,
-        cotton,
-        magnetic_tile,
-        sd900,
-        mmseg,
-        coco,
         folder,
+        magnetic_tile,
+        mmseg,
+        mvtec,
+        sd900,
+        vision,
     )
 
 

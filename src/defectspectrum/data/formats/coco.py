@@ -34,11 +34,19 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from defectspectrum.data.classes import BACKGROUND, ClassMap, class_maps_from_json, global_lookup
+from defectspectrum.data.classes import (
+    BACKGROUND,
+    ClassMap,
+    class_maps_from_json,
+    global_lookup,
+)
 from defectspectrum.data.dsfolder import DSFolder, check_mask, safe_name
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
-from defectspectrum.data.formats.coco_masks import has_segmentation, rasterize_annotations
+from defectspectrum.data.formats.coco_masks import (
+    has_segmentation,
+    rasterize_annotations,
+)
 from defectspectrum.data.formats.mmseg import class_map_from_names
 from defectspectrum.data.io import image_size, read_json, write_text_atomic
 from defectspectrum.data.sample import GOOD

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import colorsys
 import re
-import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -63,6 +62,7 @@ from defectspectrum.data.io import (
     read_json,
     read_mask_pixels,
     save_png_atomic,
+    staged_folder,
     write_json_atomic,
     write_text_atomic,
 )
@@ -542,33 +542,23 @@ def export_ds_release(folder: DSFolder, dst: Path) -> Path:
     synthetic flag are not part of the release layout and are not written.
     """
     dst = Path(dst)
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise InputError(f"{dst}: exists and is not an empty folder; choose a new output folder")
-    existed = dst.exists()
     colours = {name: palette(len(class_map)) for name, class_map in folder.objects.items()}
     captions: list[tuple[str, str]] = []
-    try:
+    with staged_folder(dst) as out:
         for sample in track(list(folder), "exporting ds-release"):
             group = safe_name(sample.defect_type) if sample.defect_type else "defect"
-            obj = dst / sample.object
+            obj = out / sample.object
             source = folder.image_path(sample)
             image_rel = f"{sample.object}/image/{group}/{sample.name}{source.suffix.lower()}"
-            copy_file_atomic(source, dst / image_rel)
+            copy_file_atomic(source, out / image_rel)
             mask = folder.load_mask(sample)
             save_png_atomic(mask, obj / "mask" / group / f"{sample.name}_mask.png")
             save_png_atomic(colours[sample.object][mask], obj / "rbg_mask" / group / f"{sample.name}_rbg_mask.png")
             if sample.caption:
                 captions.append((image_rel, sample.caption))
-        write_json_atomic(dst / CLASSES_FILE,
+        write_json_atomic(out / CLASSES_FILE,
                           {"objects": {name: list(cm.names) for name, cm in folder.objects.items()}})
-        write_text_atomic(dst / "classes.md", _classes_markdown(folder.objects))
+        write_text_atomic(out / "classes.md", _classes_markdown(folder.objects))
         if captions:
-            _write_captions(captions, dst / CAPTIONS_FILE)
-    except BaseException:
-        if existed:
-            for child in dst.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-        else:
-            shutil.rmtree(dst, ignore_errors=True)
-        raise
+            _write_captions(captions, out / CAPTIONS_FILE)
     return dst

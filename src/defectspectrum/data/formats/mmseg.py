@@ -28,9 +28,6 @@ split, caption, defect type, synthetic flag). Samples without a split go to `uns
 from __future__ import annotations
 
 import bisect
-import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,7 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from defectspectrum.data.classes import BACKGROUND, ClassMap, class_maps_from_json, global_lookup
+from defectspectrum.data.classes import (
+    BACKGROUND,
+    ClassMap,
+    class_maps_from_json,
+    global_lookup,
+)
 from defectspectrum.data.dsfolder import DSFolder, check_mask, safe_name
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
@@ -49,6 +51,7 @@ from defectspectrum.data.io import (
     read_json,
     read_mask_pixels,
     save_png_atomic,
+    staged_folder,
     write_json_atomic,
 )
 from defectspectrum.errors import FormatError, InputError
@@ -294,14 +297,6 @@ class MmsegReader(Reader):
 # -- writer ------------------------------------------------------------------------------------
 
 
-def _new_folder(dst: Path) -> Path:
-    """A temporary folder beside `dst` (which must be new or empty) to build the export in."""
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise InputError(f"{dst}: exists and is not an empty folder; choose a new output folder")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-
-
 def _unique_stem(base: str, split_dir: str, taken: set[tuple[str, str]]) -> str:
     stem, counter = base, 1
     while (split_dir, stem.lower()) in taken:
@@ -323,8 +318,7 @@ def export_mmseg(folder: DSFolder, dst: Path) -> Path:
         raise InputError(f"{folder.root}: {len(entries)} global classes do not fit mmseg's uint8 masks (255 is the "
                          "ignore index); export fewer objects at a time")
     lookup = global_lookup(folder.objects)
-    tmp = _new_folder(dst)
-    try:
+    with staged_folder(dst) as tmp:
         records, taken = [], set()
         for sample in track(list(folder), "exporting mmseg"):
             split_dir = UNSPLIT if sample.split is None else safe_name(sample.split)
@@ -343,8 +337,4 @@ def export_mmseg(folder: DSFolder, dst: Path) -> Path:
             "objects": {name: {"classes": list(cm.names)} for name, cm in folder.objects.items()},
         })
         write_json_atomic(tmp / SAMPLES_JSON, {"samples": records})
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst

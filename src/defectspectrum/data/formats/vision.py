@@ -35,7 +35,10 @@ import numpy as np
 from defectspectrum.data.classes import BACKGROUND, ClassMap
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
-from defectspectrum.data.formats.coco_masks import has_segmentation, rasterize_annotations
+from defectspectrum.data.formats.coco_masks import (
+    has_segmentation,
+    rasterize_annotations,
+)
 from defectspectrum.data.io import read_json
 from defectspectrum.data.sample import GOOD
 from defectspectrum.errors import FormatError
