@@ -53,12 +53,14 @@ def fit_mask(mask: np.ndarray, size: tuple[int, int], item: SourceSample, resize
 
 
 def convert_sample(context: _Context, item: SourceSample, name: str) -> Sample:
-    """Read, check and write one sample; returns its index record."""
+    """Read, check and write one sample into the private staging folder `context.root` (its files
+    are written directly: the folder's final rename publishes them); returns its index record."""
     image = open_image(item.image)
     size = (image.height, image.width)
     mask = fit_mask(context.reader.load_mask(item, size), size, item, context.resize_masks)
     mask = check_mask(mask, context.class_maps[item.object], item.mask_origin)
-    image_rel, mask_rel = write_sample_files(context.root, item.object, name, item.image, mask, decoded=image)
+    image_rel, mask_rel = write_sample_files(context.root, item.object, name, item.image, mask, decoded=image,
+                                             atomic=False)
     return Sample(id=f"{item.object}/{name}", object=item.object, image=image_rel, mask=mask_rel,
                   split=item.split, caption=item.caption, synthetic=item.synthetic, source=str(item.image),
                   defect_type=item.defect_type)

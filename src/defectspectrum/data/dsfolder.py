@@ -29,12 +29,13 @@ from defectspectrum.data.classes import (
 )
 from defectspectrum.data.io import (
     KEEP_AS_IS_EXTENSIONS,
-    copy_file_atomic,
+    PNG_COMPRESS_LEVEL,
+    atomic_path,
+    direct_path,
     open_image,
     read_json,
     read_mask_pixels,
     read_rgb,
-    save_png_atomic,
     staged_folder,
     to_png_mode,
     write_json_atomic,
@@ -77,26 +78,30 @@ def check_mask(mask: np.ndarray, class_map: ClassMap, where: str) -> np.ndarray:
 
 def write_sample_files(
     root: Path, object_name: str, name: str, image: Path | np.ndarray | Image.Image, mask: np.ndarray,
-    decoded: Image.Image | None = None,
+    decoded: Image.Image | None = None, atomic: bool = True,
 ) -> tuple[str, str]:
-    """Write one sample's image and mask under `root` atomically; returns their relative paths.
+    """Write one sample's image and mask under `root`; returns their relative paths.
 
     A PNG/JPEG/BMP source file is copied byte for byte (no re-encoding loss); other formats, PIL images
     and arrays are saved as PNG (grey stays grey). `decoded` is the already-decoded source file, if
-    the caller has it, to save decoding it twice.
+    the caller has it, to save decoding it twice. Each file is written atomically unless `atomic` is
+    false, for a `root` that is a private staging folder (one rename publishes it all).
     """
     suffix = Path(image).suffix.lower() if isinstance(image, Path) else ".png"
     suffix = ".jpg" if suffix == ".jpeg" else suffix
     keep = isinstance(image, Path) and suffix in KEEP_AS_IS_EXTENSIONS
     image_rel, mask_rel = sample_paths(object_name, name, suffix if keep else ".png")
-    if keep:
-        copy_file_atomic(image, root / image_rel)
-    else:
-        if isinstance(image, Path):
-            image = decoded if decoded is not None else open_image(image)
-        pixels = np.asarray(to_png_mode(image)) if isinstance(image, Image.Image) else np.asarray(image, dtype=np.uint8)
-        save_png_atomic(pixels, root / image_rel)
-    save_png_atomic(mask.astype(np.uint8, copy=False), root / mask_rel)
+    output = atomic_path if atomic else direct_path
+    with output(root / image_rel) as target:
+        if keep:
+            shutil.copyfile(image, target)
+        else:
+            if isinstance(image, Path):
+                image = decoded if decoded is not None else open_image(image)
+            pixels = to_png_mode(image) if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image, np.uint8))
+            pixels.save(target, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    with output(root / mask_rel) as target:
+        Image.fromarray(mask.astype(np.uint8, copy=False)).save(target, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return image_rel, mask_rel
 
 

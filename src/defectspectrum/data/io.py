@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from defectspectrum.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+PNG_COMPRESS_LEVEL = 1  # zlib level for masks and re-encoded images: fast, and masks compress well anyway
 KEEP_AS_IS_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")  # copied byte for byte into a DS folder
 
 Image.MAX_IMAGE_PIXELS = 30_000 * 30_000  # industrial line scans are large; refuse only absurd sizes
@@ -32,20 +34,31 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
+_TEMP_NUMBERS = itertools.count()
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
+    """Yield a temporary path beside `path` for the caller to write; on success it replaces `path`
+    in one rename, on failure it is removed. The name is unique per process and call (cheaper to
+    create than mkstemp's, and created with the usual permissions)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{next(_TEMP_NUMBERS)}.tmp")
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def direct_path(path: Path) -> Iterator[Path]:
+    """Yield `path` itself, its folder created: for files written inside a private staging folder
+    (see `staged_folder`), where the folder's one rename is the atomic step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    yield path
 
 
 def require_new_folder(path: Path) -> None:
@@ -106,7 +119,7 @@ def copy_file_atomic(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def save_png_atomic(array: np.ndarray, path: Path, compress_level: int = 1) -> None:
+def save_png_atomic(array: np.ndarray, path: Path, compress_level: int = PNG_COMPRESS_LEVEL) -> None:
     """Save an (H, W) or (H, W, 3) uint8 array as PNG atomically."""
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG", compress_level=compress_level)
