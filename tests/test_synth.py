@@ -12,7 +12,9 @@ from defectspectrum.data.synth import (
     MATERIALS,
     render_sample,
     render_surface,
+    write_ds_folder,
     write_mvtec_layout,
+    write_release_layout,
 )
 
 DEFECT_NAMES = {"scratch", "crack", "spot", "hole", "stain"}
@@ -153,3 +155,20 @@ def test_write_mvtec_layout_refuses_non_empty_dst(tmp_path: Path) -> None:
     empty.mkdir()
     write_mvtec_layout(empty, materials=["metal"], n_defective_per_type=0, n_good=1, n_train_good=0, size=(32, 32))
     assert (empty / "metal" / "test" / "good" / "000.png").is_file()
+
+
+def test_release_layout_converts_back_with_multi_class_masks(tmp_path):
+    from defectspectrum.data.convert import convert
+
+    src = write_release_layout(tmp_path / "src", materials=["tile", "wood"], n_defective_per_type=2, n_good=1,
+                               size=(48, 64), seed=3)
+    folder = convert(src, tmp_path / "ds")  # --from auto: ds-release, class maps from classes.json
+    assert folder.meta["source"]["format"] == "ds-release"
+    assert {name: cm.defects for name, cm in folder.objects.items()} == {m: MATERIALS[m] for m in ("tile", "wood")}
+    direct = write_ds_folder(tmp_path / "direct", materials=["tile", "wood"], n_defective_per_type=2, n_good=1,
+                             size=(48, 64), seed=3)
+    assert sorted(s.id for s in folder) == sorted(s.id for s in direct)
+    for sample in direct:
+        assert np.array_equal(folder.load_mask(folder[sample.id]), direct.load_mask(sample))
+    combined = [folder.load_mask(s) for s in folder if s.defect_type == "combined"]
+    assert combined and all(len(np.unique(m)) >= 3 for m in combined)  # background + 2-3 classes

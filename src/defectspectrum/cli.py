@@ -273,7 +273,9 @@ def caption_command(
 @friendly
 def synth_command(
     dst: Path = typer.Argument(..., help="Folder to create."),
-    layout: str = typer.Option("mvtec", "--layout", help="mvtec (native MVTec AD tree) or ds (a DS folder, multi-class masks)."),
+    layout: str = typer.Option("mvtec", "--layout",
+                               help="mvtec (native MVTec AD tree: one class a folder), ds-release (the Defect Spectrum "
+                                    "release layout: multi-class index masks) or ds (a DS folder)."),
     materials: Optional[str] = typer.Option(None, "--materials", help="Comma-separated materials (default: all)."),
     per_type: int = typer.Option(4, "--per-type", min=1, help="Defective images per defect type."),
     good: int = typer.Option(4, "--good", min=0, help="Defect-free images per material."),
@@ -284,15 +286,17 @@ def synth_command(
 
     Example: defectspectrum data synth synth_src --materials metal,wood --size 192x256 --seed 1
     """
-    from defectspectrum.data.synth import write_ds_folder, write_mvtec_layout
+    from defectspectrum.data.synth import write_ds_folder, write_mvtec_layout, write_release_layout
 
     kwargs = dict(materials=_csv(materials), n_defective_per_type=per_type, n_good=good, size=_size(size), seed=seed)
     if layout == "mvtec":
         path = write_mvtec_layout(dst, n_train_good=good, **kwargs)
+    elif layout == "ds-release":
+        path = write_release_layout(dst, **kwargs)
     elif layout == "ds":
         path = write_ds_folder(dst, **kwargs).root
     else:
-        raise typer.BadParameter(f"--layout {layout!r}: choose mvtec or ds")
+        raise typer.BadParameter(f"--layout {layout!r}: choose mvtec, ds-release or ds")
     out.print(f"[green]wrote[/] {path}")
 
 

@@ -1,6 +1,7 @@
 """The end-to-end demo on embedded procedural data (no downloads): `python -m defectspectrum.demo --out demo_output`.
 
-Steps: synthesise an MVTec-AD-style source tree, convert it into a DS folder, assign the paper's
+Steps: synthesise a source tree in the Defect Spectrum release layout (multi-class index masks),
+convert it into a DS folder, assign the paper's
 first-k splits, caption every sample, validate, compute statistics, draw overlays and a contact
 sheet, and write `<out>/report.html`. A previous `<out>` is replaced only if it holds the
 `.defectspectrum-demo` marker this demo writes; anything else is refused, never deleted.
@@ -62,7 +63,7 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
     from defectspectrum.data.overlay import write_overlays
     from defectspectrum.data.splits import assign_splits
     from defectspectrum.data.stats import compute_stats
-    from defectspectrum.data.synth import MATERIALS, write_mvtec_layout
+    from defectspectrum.data.synth import MATERIALS, write_release_layout
     from defectspectrum.data.validate import validate
 
     if size < 32:
@@ -82,8 +83,8 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
         log(f"[{number}/{steps}] {name:9} {message} ({timings[name]:.1f} s)")
 
     good = max(1, per_type // 2)
-    source = write_mvtec_layout(out / "source", n_defective_per_type=per_type, n_good=good, n_train_good=good,
-                                size=(size, size), seed=seed)
+    source = write_release_layout(out / "source", n_defective_per_type=per_type, n_good=2 * good,
+                                  size=(size, size), seed=seed)
     n_types = sum(len(classes) + 1 for classes in MATERIALS.values())  # + "combined"
     done(1, "synth", f"{len(MATERIALS)} materials, {n_types} defect folders, {size}x{size} px -> {_rel(source, out)}")
 
@@ -138,7 +139,7 @@ def _write_report(path: Path, folder: Any, validation: Any, stats: dict[str, Any
     defective = sum(1 for s in samples if not s.is_good)
     n_classes = sum(len(cm.defects) for cm in folder.objects.values())
     report = Report("defectspectrum demo",
-                    subtitle=f"Procedural MVTec-style inspection images, {settings['size']}×{settings['size']} px, "
+                    subtitle=f"Procedural inspection images, {settings['size']}×{settings['size']} px, "
                              f"seed {settings['seed']}: from a source tree to a checked, split and captioned "
                              "DS folder.")
 
@@ -150,12 +151,12 @@ def _write_report(path: Path, folder: Any, validation: Any, stats: dict[str, Any
     report.add_text(
         "Every image was rendered on the spot (textured metal, wood, fabric, tile and plastic with painted "
         f"defects; {settings['per_type']} images per defect folder and {2 * settings['good']} defect-free images "
-        "per material), written as an MVTec AD tree, and then carried through the toolkit's data stages. "
-        "MVTec's layout names one defect type per folder, so each folder (including `combined`, which mixes "
-        "several types) becomes one class of its object.")
+        "per material), written in the Defect Spectrum release layout (class-index masks, one folder per "
+        "defect type, `combined` images holding 2-3 classes at once), and then carried through the "
+        "toolkit's data stages.")
     steps = [
-        ("synth", "write an MVTec-AD-style tree", "source/"),
-        ("convert", "read it with --from auto (detected: mvtec) into a DS folder", "ds/"),
+        ("synth", "write a tree in the Defect Spectrum release layout", "source/"),
+        ("convert", "read it with --from auto (detected: ds-release) into a DS folder", "ds/"),
         ("split", f"first-{settings['k']} rule of the paper per (object, defect type)", "ds/samples.jsonl"),
         ("caption", "template captions from the masks", "ds/samples.jsonl"),
         ("validate", "files, sizes, class indices, empty masks, duplicates across splits", "validation.json"),
@@ -231,7 +232,7 @@ def _write_report(path: Path, folder: Any, validation: Any, stats: dict[str, Any
 
     report.add_heading("Files")
     report.add_table([(_rel(p, out) + ("/" if p.is_dir() else ""), what) for p, what in [
-        (out / "source", "the generated MVTec-AD-style source tree"),
+        (out / "source", "the generated source tree (Defect Spectrum release layout)"),
         (folder.root, "the DS folder: dataset.json, samples.jsonl, <object>/images, <object>/masks"),
         (out / "validation.json", "every validation issue"),
         (out / "stats.json", "the statistics above, as JSON"),
@@ -251,8 +252,8 @@ def _gallery_picks(samples: Sequence[Any], overlays: Sequence[Path]) -> list[tup
             rest = [p for p in pairs if p[0].object == name and p not in picks]
             if not rest or len(picks) >= GALLERY_SIZE:
                 continue
-            # a type no other picture shows yet, single-type folders before MVTec's mixed `combined`
-            rest.sort(key=lambda p: (p[0].defect_type in shown_types, p[0].defect_type == "combined"))
+            # a type no other picture shows yet, multi-class `combined` images first
+            rest.sort(key=lambda p: (p[0].defect_type in shown_types, p[0].defect_type != "combined"))
             picks.append(rest[0])
             shown_types.add(rest[0][0].defect_type)
     return picks

@@ -15,6 +15,7 @@ surface, light, sensor noise and defects each draw from their own sub-stream.
 from __future__ import annotations
 
 import itertools
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from PIL import Image
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.errors import InputError
 
-__all__ = ["MATERIALS", "render_sample", "render_surface", "write_ds_folder", "write_mvtec_layout"]
+__all__ = ["MATERIALS", "render_sample", "render_surface", "write_ds_folder", "write_mvtec_layout",
+           "write_release_layout"]
 
 MATERIALS: dict[str, tuple[str, ...]] = {
     "metal": ("scratch", "spot", "hole", "stain"),
@@ -798,3 +800,21 @@ def write_ds_folder(dst: Path, *, materials: Sequence[str] | None = None, n_defe
         folder.add_sample(material, f"{kind}_{i:03d}", img, mask, defect_type=kind, source=f"synth:seed={seed}")
     folder.save()
     return folder
+
+
+def write_release_layout(dst: Path, *, materials: Sequence[str] | None = None, n_defective_per_type: int = 4,
+                         n_good: int = 4, size: tuple[int, int] = (256, 256), seed: int = 0) -> Path:
+    """Write the images of `write_ds_folder` in the Defect Spectrum release layout and return dst.
+
+    `<material>/image/<folder>/<name>.png`, `<material>/mask/<folder>/<name>_mask.png` (class
+    indices: `combined` images keep 2-3 classes), `rbg_mask/` colours for viewing, and a
+    `classes.json` with `MATERIALS` as class maps, which the `ds-release` reader reads back.
+    """
+    from defectspectrum.data.formats.ds_release import export_ds_release
+
+    dst = Path(dst)
+    _refuse_non_empty(dst)
+    with tempfile.TemporaryDirectory(prefix=".synth-", dir=dst.parent if dst.parent.is_dir() else None) as tmp:
+        folder = write_ds_folder(Path(tmp) / "ds", materials=materials, n_defective_per_type=n_defective_per_type,
+                                 n_good=n_good, size=size, seed=seed)
+        return export_ds_release(folder, dst)
