@@ -409,6 +409,17 @@ def test_export_refuses_non_empty_destination(tmp_path):
     export_ds_release(folder, tmp_path / "empty_ok")  # an empty folder is fine
 
 
+def test_cli_export_of_a_mask_index_outside_the_class_map_is_one_line_error(tmp_path):
+    folder = make_ds_folder(tmp_path / "ds")
+    broken = folder.mask_path(folder["widget/w2"])
+    save(broken, np.full((H, W), 9, np.uint8))  # widget has 4 classes
+    result = CliRunner().invoke(app, ["data", "export", str(tmp_path / "ds"), str(tmp_path / "rel"),
+                                      "--to", "ds-release"])
+    assert result.exit_code == 2, result.output
+    assert "mask index 9 is outside the class map" in result.output and str(broken) in result.output
+    assert not (tmp_path / "rel").exists()
+
+
 def test_cli_export_to_ds_release(tmp_path):
     make_ds_folder(tmp_path / "ds")
     result = CliRunner().invoke(app, ["data", "export", str(tmp_path / "ds"), str(tmp_path / "rel"),

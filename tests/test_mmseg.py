@@ -177,6 +177,14 @@ def test_failed_export_leaves_nothing(ds: DSFolder, tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_missing_image_is_an_input_error_naming_it(ds: DSFolder, tmp_path: Path) -> None:
+    image = ds.image_path(ds["wood/w2"])
+    image.unlink()
+    with pytest.raises(InputError, match=f"^{image}: file not found"):
+        export_mmseg(ds, tmp_path / "mm")
+    assert not (tmp_path / "mm").exists()
+
+
 def test_restored_folder_rejects_options_and_foreign_indices(ds: DSFolder, tmp_path: Path) -> None:
     out = export_mmseg(ds, tmp_path / "mm")
     with pytest.raises(InputError, match="drop --classes"):

@@ -143,6 +143,42 @@ def test_duplicates_within_a_split_or_unassigned_are_warnings(tmp_path: Path) ->
         ("duplicate", WARNING, frozenset(("pill/d", "pill/loose")))}
 
 
+def test_many_identical_images_are_reported_once_each_not_pairwise(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    blank = np.full((*SIZE, 3), 128, np.uint8)
+    splits = ["val", "train", "val", "test", None, "train"]
+    for number, split in enumerate(splits):
+        folder.add_sample("pill", f"blank{number}", blank, np.zeros(SIZE, np.uint8), split=split, defect_type="good")
+    issues = validate(folder).issues
+    assert len(issues) == len(splits) - 1  # pairwise reporting gave 15
+    assert {i.other for i in issues} == {"pill/blank1"}  # the first training copy
+    assert {(i.sample, i.code) for i in issues} == {
+        ("pill/blank0", "duplicate-across-splits"), ("pill/blank2", "duplicate-across-splits"),
+        ("pill/blank3", "duplicate-across-splits"), ("pill/blank4", "duplicate"), ("pill/blank5", "duplicate")}
+
+
+def test_copies_in_val_and_test_only_are_still_errors(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    blank = np.full((*SIZE, 3), 128, np.uint8)
+    for number, split in enumerate([None, "test", "val"]):
+        folder.add_sample("pill", f"blank{number}", blank, np.zeros(SIZE, np.uint8), split=split, defect_type="good")
+    assert {(i.sample, i.code, i.other) for i in validate(folder).issues} == {
+        ("pill/blank0", "duplicate", "pill/blank1"), ("pill/blank2", "duplicate-across-splits", "pill/blank1")}
+
+
+def test_near_duplicates_of_a_group_of_copies_name_every_copy(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")  # pill/c is val
+    brighter = np.clip(texture(2).astype(int) + 2, 0, 255).astype(np.uint8)
+    for number in range(3):
+        folder.add_sample("pill", f"bright{number}", brighter, defect_mask(), split="train", defect_type="crack")
+    issues = validate(folder).issues
+    near = sorted((i.sample, i.other) for i in issues if i.code == "near-duplicate-across-splits")
+    assert near == [("pill/c", "pill/bright0"), ("pill/c", "pill/bright1"), ("pill/c", "pill/bright2")]
+    assert sorted((i.sample, i.other) for i in issues if i.code == "duplicate") == [
+        ("pill/bright1", "pill/bright0"), ("pill/bright2", "pill/bright0")]
+    assert len(issues) == 5
+
+
 def test_hash_distance_zero_still_finds_identical_images(tmp_path: Path) -> None:
     folder = build(tmp_path / "ds")
     folder.add_sample("pill", "copy", texture(0), defect_mask(), split="val", defect_type="crack")

@@ -6,6 +6,7 @@ Every command turns the toolkit's errors into one line on stderr and exit code 2
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -300,8 +301,16 @@ def synth_command(
     out.print(f"[green]wrote[/] {path}")
 
 
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM and SIGHUP end the command as Ctrl-C does, through the normal
+    exit path: staging folders are removed and worker processes stopped instead of being left behind."""
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _exit_on_signal)
     app()
 
 

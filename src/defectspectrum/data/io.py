@@ -115,6 +115,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def copy_file_atomic(src: Path, dst: Path) -> None:
     """Copy the bytes of `src` to `dst` atomically (the source is only read)."""
+    if not Path(src).is_file():
+        raise InputError(f"{src}: file not found; check the path or restore the file")
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
 

@@ -13,6 +13,9 @@ Issue codes (level):
   near-duplicate-across-splits (error)  perceptually near-identical images in two different splits
   duplicate / near-duplicate (warning)  the same within one split (or where a split is unassigned)
 
+Identical images are reported once per copy, against one of them (a training sample where there
+is one), not pairwise: n copies give n - 1 issues, not n(n - 1)/2.
+
 Near-duplicates: 64-bit `imagehash.phash` within `hash_distance` bits, confirmed by a 256-bit
 phash (hash_size=16) within 4 x `hash_distance` bits. The 64-bit hash alone calls different,
 aligned MVTec capsules identical; the confirmation keeps re-encoded / brightened copies
@@ -230,15 +233,27 @@ class _Checker:
         by_digest: dict[bytes, list[int]] = defaultdict(list)
         for index, digest in enumerate(h.digests):
             by_digest[digest].append(index)
-        for group in by_digest.values():
-            for pos, j in enumerate(group):
-                for i in group[:pos]:
-                    self._pair(i, j, exact=True)
-        coarse = np.concatenate(h.coarse)
-        fine = np.stack(h.fine)
-        for i, j in near_pairs(coarse, fine, distance):
-            if h.digests[i] != h.digests[j]:
-                self._pair(i, j, exact=False)
+        groups = list(by_digest.values())
+        reps = [self._representative(group) for group in groups]
+        for group, rep in zip(groups, reps):  # each copy once, against its group's representative
+            for j in group:
+                if j != rep:
+                    self._pair(rep, j, exact=True)
+        coarse = np.concatenate([h.coarse[rep] for rep in reps])
+        fine = np.stack([h.fine[rep] for rep in reps])
+        for a, b in near_pairs(coarse, fine, distance):  # between distinct images only
+            for j in groups[b]:
+                self._pair(reps[a], j, exact=False)
+            for j in groups[a]:
+                if j != reps[a]:
+                    self._pair(reps[b], j, exact=False)
+
+    def _representative(self, group: list[int]) -> int:
+        """The member of a group of identical images that the others are reported against: a training
+        sample if there is one, else one with a split, so that every copy in another split is an error."""
+        splits = self.hashes.splits
+        return next((i for i in group if splits[i] == "train"),
+                    next((i for i in group if splits[i] is not None), group[0]))
 
     def _pair(self, i: int, j: int, exact: bool) -> None:
         h = self.hashes
