@@ -145,6 +145,7 @@ def test_a_ds_folder_converts_to_an_identical_copy(folder: DSFolder, tmp_path: P
     folder.save()
     copy = convert(folder.root, tmp_path / "copy")  # --from auto recognises dataset.json
     assert copy.meta["source"]["format"] == "ds"
+    assert all(Path(s.source).is_absolute() and Path(s.source).is_file() for s in copy)  # provenance from any cwd
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(os.stat(copy.root).st_mode) == 0o777 & ~umask  # the staging folder was 0700

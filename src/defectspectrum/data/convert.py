@@ -62,7 +62,7 @@ def convert_sample(context: _Context, item: SourceSample, name: str) -> Sample:
     image_rel, mask_rel = write_sample_files(context.root, item.object, name, item.image, mask, decoded=image,
                                              atomic=False)
     return Sample(id=f"{item.object}/{name}", object=item.object, image=image_rel, mask=mask_rel,
-                  split=item.split, caption=item.caption, synthetic=item.synthetic, source=str(item.image),
+                  split=item.split, caption=item.caption, synthetic=item.synthetic, source=str(Path(item.image).absolute()),
                   defect_type=item.defect_type)
 
 
@@ -124,7 +124,7 @@ def convert(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, ove
         raise reader.empty_error()
     with staged_ds_folder(dst, overwrite) as staging:
         folder = DSFolder.create(staging, name or dst.name, class_maps)
-        folder.meta["source"] = {"format": reader.name, "path": str(source)}
+        folder.meta["source"] = {"format": reader.name, "path": str(source.absolute())}
         context = _Context(reader, staging, class_maps, resize_masks)
         tasks = list(zip(items, unique_names(items)))
         for sample in track(_run(context, tasks, workers), f"converting {reader.name}", total=len(tasks)):
