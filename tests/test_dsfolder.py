@@ -156,3 +156,33 @@ def test_a_ds_folder_converts_to_an_identical_copy(folder: DSFolder, tmp_path: P
             sample.split, sample.caption, sample.synthetic, sample.defect_type)
         assert np.array_equal(copy.load_mask(twin), folder.load_mask(sample))
         assert np.array_equal(copy.load_image(twin), folder.load_image(sample))
+
+
+def _break_mask(folder: DSFolder, pixels: np.ndarray) -> Path:
+    path = folder.mask_path(folder["pill/a_1"])
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_load_checked_mask_refuses_another_size_and_unknown_indices(folder: DSFolder) -> None:
+    assert folder.load_checked_mask(folder["pill/a_1"]).shape == (6, 8)
+    path = _break_mask(folder, np.zeros((5, 8), np.uint8))
+    with pytest.raises(InputError, match=f"{path}: mask is 8x5 but its image is 8x6"):
+        folder.load_checked_mask(folder["pill/a_1"])
+    _break_mask(folder, np.full((6, 8), 7, np.uint8))
+    with pytest.raises(InputError, match="mask index 7 is outside the class map"):
+        folder.load_checked_mask(folder["pill/a_1"])
+
+
+@pytest.mark.parametrize("to, name", [("coco", "out.json"), ("mmseg", "out"), ("ds-release", "out")])
+def test_every_export_refuses_a_mask_of_another_size(folder: DSFolder, tmp_path: Path, to: str, name: str) -> None:
+    from typer.testing import CliRunner
+
+    from defectspectrum.cli import app
+
+    path = _break_mask(folder, np.zeros((5, 8), np.uint8))
+    result = CliRunner().invoke(app, ["data", "export", str(folder.root), str(tmp_path / name), "--to", to])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: {path}: mask is 8x5 but its image is 8x6; run `defectspectrum data validate` and fix the sample"]
+    assert not (tmp_path / name).exists()

@@ -32,6 +32,7 @@ from defectspectrum.data.io import (
     PNG_COMPRESS_LEVEL,
     atomic_path,
     direct_path,
+    image_size,
     open_image,
     read_json,
     read_mask_pixels,
@@ -259,6 +260,17 @@ class DSFolder:
         if pixels.ndim != 2:
             raise InputError(f"{self.mask_path(sample)}: a DS mask must be single-channel class indices")
         return pixels
+
+    def load_checked_mask(self, sample: Sample) -> np.ndarray:
+        """The sample's mask, checked before it is used or exported: indices inside the object's
+        class map and the same size as its image (read from the header); InputError naming the mask."""
+        mask_path = self.mask_path(sample)
+        mask = check_mask(self.load_mask(sample), self.classes(sample.object), str(mask_path))
+        height, width = image_size(self.image_path(sample))
+        if mask.shape != (height, width):
+            raise InputError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {width}x{height}; "
+                             "run `defectspectrum data validate` and fix the sample")
+        return mask
 
     # -- changing ------------------------------------------------------------------------------
 

@@ -222,13 +222,9 @@ def write_overlays(folder: DSFolder | Path, out_dir: Path, limit: int = 24, obje
     written: list[Path] = []
     thumbs: list[np.ndarray] = []
     for sample in track(samples, "drawing overlays"):
+        mask = folder.load_checked_mask(sample)
         image = folder.load_image(sample)
-        mask = folder.load_mask(sample)
-        if mask.shape != image.shape[:2]:
-            raise InputError(f"{folder.mask_path(sample)}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its "
-                             f"image {image.shape[1]}x{image.shape[0]}; run `defectspectrum data validate`")
         colors = class_colors(len(folder.classes(sample.object)))
-        _check_indices(folder, sample, mask, colors)
         panel_image, panel_mask = shrink(image, mask, PANEL_MAX_SIDE)
         drawn = overlay(panel_image, panel_mask, colors)
         path = out_dir / overlay_file_name(sample)
@@ -240,13 +236,6 @@ def write_overlays(folder: DSFolder | Path, out_dir: Path, limit: int = 24, obje
     write_contact_sheet(thumbs, [s.id for s in samples],
                         {name: folder.objects[name] for name in dict.fromkeys(s.object for s in samples)}, sheet)
     return ShowResult(overlays=written, contact_sheet=sheet, samples=samples)
-
-
-def _check_indices(folder: DSFolder, sample: Sample, mask: np.ndarray, colors: np.ndarray) -> None:
-    top = int(mask.max(initial=0))
-    if top >= len(colors):
-        raise InputError(f"{folder.mask_path(sample)}: mask index {top} is outside the class map of "
-                         f"{sample.object!r}; run `defectspectrum data validate`")
 
 
 def _columns(n: int) -> int:

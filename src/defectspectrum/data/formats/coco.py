@@ -40,7 +40,7 @@ from defectspectrum.data.classes import (
     class_maps_from_json,
     global_lookup,
 )
-from defectspectrum.data.dsfolder import DSFolder, check_mask, safe_name
+from defectspectrum.data.dsfolder import DSFolder, safe_name
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
 from defectspectrum.data.formats.coco_masks import (
@@ -48,7 +48,7 @@ from defectspectrum.data.formats.coco_masks import (
     rasterize_annotations,
 )
 from defectspectrum.data.formats.mmseg import class_map_from_names
-from defectspectrum.data.io import image_size, read_json, write_text_atomic
+from defectspectrum.data.io import read_json, write_text_atomic
 from defectspectrum.data.sample import GOOD
 from defectspectrum.errors import FormatError, InputError
 from defectspectrum.progress import track
@@ -317,12 +317,9 @@ def export_coco(folder: DSFolder, dst: Path) -> Path:
     lookup = global_lookup(folder.objects)
     images, annotations = [], []
     for image_id, sample in enumerate(track(list(folder), "exporting coco"), start=1):
-        image_path, mask_path = folder.image_path(sample), folder.mask_path(sample)
-        height, width = image_size(image_path)
-        mask = check_mask(folder.load_mask(sample), folder.classes(sample.object), str(mask_path))
-        if mask.shape != (height, width):
-            raise InputError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {width}x{height}; "
-                             "run `defectspectrum data validate` and fix the sample")
+        image_path = folder.image_path(sample)
+        mask = folder.load_checked_mask(sample)
+        height, width = mask.shape
         images.append({"id": image_id, "file_name": _file_name(image_path, dst.parent), "height": height,
                        "width": width, "sample_id": sample.id, "object": sample.object, "name": sample.name,
                        "split": sample.split, "caption": sample.caption, "defect_type": sample.defect_type,

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from defectspectrum.data.classes import ClassMap
-from defectspectrum.data.dsfolder import DSFolder, check_mask, safe_name
+from defectspectrum.data.dsfolder import DSFolder, safe_name
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
 from defectspectrum.data.io import (
@@ -551,7 +551,7 @@ def export_ds_release(folder: DSFolder, dst: Path) -> Path:
             source = folder.image_path(sample)
             image_rel = f"{sample.object}/image/{group}/{sample.name}{source.suffix.lower()}"
             copy_file_atomic(source, out / image_rel)
-            mask = check_mask(folder.load_mask(sample), folder.classes(sample.object), str(folder.mask_path(sample)))
+            mask = folder.load_checked_mask(sample)
             save_png_atomic(mask, obj / "mask" / group / f"{sample.name}_mask.png")
             save_png_atomic(colours[sample.object][mask], obj / "rbg_mask" / group / f"{sample.name}_rbg_mask.png")
             if sample.caption:

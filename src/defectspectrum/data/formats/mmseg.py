@@ -42,7 +42,7 @@ from defectspectrum.data.classes import (
     class_maps_from_json,
     global_lookup,
 )
-from defectspectrum.data.dsfolder import DSFolder, check_mask, safe_name
+from defectspectrum.data.dsfolder import DSFolder, safe_name
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
 from defectspectrum.data.io import (
@@ -326,7 +326,7 @@ def export_mmseg(folder: DSFolder, dst: Path) -> Path:
             image_rel = f"{IMG_DIR}/{split_dir}/{stem}{Path(sample.image).suffix.lower()}"
             mask_rel = f"{ANN_DIR}/{split_dir}/{stem}.png"
             copy_file_atomic(folder.image_path(sample), tmp / image_rel)
-            mask = check_mask(folder.load_mask(sample), folder.classes(sample.object), str(folder.mask_path(sample)))
+            mask = folder.load_checked_mask(sample)
             save_png_atomic(lookup[sample.object][mask].astype(np.uint8), tmp / mask_rel)
             records.append({"image": image_rel, "mask": mask_rel, "object": sample.object, "name": sample.name,
                             "split": sample.split, "caption": sample.caption, "defect_type": sample.defect_type,
