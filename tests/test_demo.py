@@ -57,9 +57,9 @@ def test_demo_ds_folder_is_valid_split_and_captioned(demo_run):
     # 2 images per defect folder with k=5: every defective sample trains
     assert all(s.split == "train" for s in folder if not s.is_good)
     shown = sorted(p.name for p in (out / "show").iterdir())
-    assert "contact_sheet.png" in shown
+    assert "contact_sheet.png" in shown and "show.json" in shown
     n_types = sum(len(classes) + 1 for classes in MATERIALS.values())
-    assert len(shown) - 1 == n_types  # one overlay per (object, defect type)
+    assert len(shown) - 2 == n_types  # one overlay per (object, defect type)
     assert (out / MARKER).is_file() and (out / "stats.json").is_file() and (out / "validation.json").is_file()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from defectspectrum.data.overlay import (
     shrink,
     write_overlays,
 )
+from defectspectrum.data.synth import write_ds_folder
 from defectspectrum.errors import InputError
 
 OBJECTS = {"bolt": ["bent", "rust", "scratch"], "cloth": ["hole", "stain"]}
@@ -160,3 +162,16 @@ def test_write_overlays_refuses_the_ds_root_and_empty_selections(tmp_path):
         write_overlays(empty, tmp_path / "show2")
     result = write_overlays(empty, tmp_path / "show2", include_good=True)
     assert len(result.overlays) == 1
+
+
+def test_a_second_run_replaces_the_first_runs_overlays_only(tmp_path):
+    folder = write_ds_folder(tmp_path / "ds", materials=["metal"], n_defective_per_type=2, n_good=1, size=(48, 48))
+    out = tmp_path / "show"
+    out.mkdir()
+    (out / "notes.png").write_bytes(b"mine")
+    first = write_overlays(folder, out, limit=6)
+    second = write_overlays(folder, out, limit=2)
+    assert len(first.overlays) == 6 and len(second.overlays) == 2
+    assert sorted(p.name for p in out.glob("*__*.png")) == sorted(p.name for p in second.overlays)
+    assert (out / "notes.png").read_bytes() == b"mine"
+    assert json.loads((out / "show.json").read_text())["overlays"] == [p.name for p in second.overlays]

@@ -16,12 +16,13 @@ from PIL import Image
 
 from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.dsfolder import DSFolder, safe_name
-from defectspectrum.data.io import atomic_path, save_png_atomic
+from defectspectrum.data.io import atomic_path, read_json, save_png_atomic, write_json_atomic
 from defectspectrum.data.sample import Sample
 from defectspectrum.errors import InputError
 from defectspectrum.progress import track
 
 CONTACT_SHEET = "contact_sheet.png"
+MANIFEST = "show.json"  # the files the last `write_overlays` wrote into its folder
 PANEL_MAX_SIDE = 768  # longest side of each panel of a per-sample overlay file
 THUMB_MAX_SIDE = 240  # longest side of a contact-sheet thumbnail (pixels at SHEET_DPI)
 SHEET_DPI = 100
@@ -210,6 +211,8 @@ def write_overlays(folder: DSFolder | Path, out_dir: Path, limit: int = 24, obje
 
     Each sample gets `<object>__<name>.png`: the image beside its overlay; `contact_sheet.png` shows
     all of them as thumbnails captioned with the sample id, with a class-colour legend per object.
+    Overlays an earlier run listed in `show.json` are removed first, so the folder shows one run;
+    other files in `out_dir` are left alone.
     """
     if not isinstance(folder, DSFolder):
         folder = DSFolder.open(Path(folder))
@@ -219,6 +222,7 @@ def write_overlays(folder: DSFolder | Path, out_dir: Path, limit: int = 24, obje
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder; choose a folder for the overlays")
     samples = select_samples(folder, limit, object_name, include_good)
+    _remove_previous_overlays(out_dir)
     written: list[Path] = []
     thumbs: list[np.ndarray] = []
     for sample in track(samples, "drawing overlays"):
@@ -235,7 +239,20 @@ def write_overlays(folder: DSFolder | Path, out_dir: Path, limit: int = 24, obje
     sheet = out_dir / CONTACT_SHEET
     write_contact_sheet(thumbs, [s.id for s in samples],
                         {name: folder.objects[name] for name in dict.fromkeys(s.object for s in samples)}, sheet)
+    write_json_atomic(out_dir / MANIFEST, {"overlays": [p.name for p in written], "contact_sheet": sheet.name})
     return ShowResult(overlays=written, contact_sheet=sheet, samples=samples)
+
+
+def _remove_previous_overlays(out_dir: Path) -> None:
+    """Delete the overlays listed in a previous run's manifest (plain names inside `out_dir` only)."""
+    manifest = out_dir / MANIFEST
+    if not manifest.is_file():
+        return
+    listed = read_json(manifest)
+    names = listed.get("overlays", []) if isinstance(listed, dict) else []
+    for name in names:
+        if isinstance(name, str) and name == Path(name).name and name.endswith(".png"):
+            (out_dir / name).unlink(missing_ok=True)
 
 
 def _columns(n: int) -> int:
