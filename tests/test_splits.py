@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from defectspectrum.cli import app
 from defectspectrum.data.dsfolder import DSFolder
-from defectspectrum.data.splits import assign_splits, natural_key
+from defectspectrum.data.splits import assign_splits, natural_key, val_quotas
 from defectspectrum.errors import InputError
 
 IMAGE = np.full((8, 8, 3), 128, np.uint8)
@@ -131,3 +131,23 @@ def test_cli_split(tmp_path: Path) -> None:
     assert splits_of(DSFolder.open(tmp_path / "ds"))["pill/a3"] == "val"
     bad = runner.invoke(app, ["data", "split", str(tmp_path / "ds"), "--rule", "kfold"])
     assert bad.exit_code == 2 and "kfold" in bad.output
+
+
+def test_many_small_groups_still_get_their_share_of_validation(tmp_path: Path) -> None:
+    groups = {("part", f"type{g}"): [f"{g}_{i}" for i in range(2)] for g in range(10)}
+    folder = build(tmp_path / "ds", groups)
+    counts = assign_splits(folder, rule="random", val_fraction=0.2, seed=1)
+    assert counts == {"train": 16, "val": 4}  # round(20 * 0.2), though each group of 2 rounds to 0
+    per_group = {}
+    for sample in folder:
+        per_group.setdefault(sample.defect_type, []).append(sample.split)
+    assert all(splits.count("train") >= 1 for splits in per_group.values())
+
+
+def test_val_quotas_share_out_the_total_by_largest_remainder() -> None:
+    rng = np.random.default_rng(0)
+    assert val_quotas([5, 5, 5], 0.2, rng) == [1, 1, 1]
+    assert val_quotas([3, 7], 0.5, rng) in ([2, 3], [1, 4])  # equal remainders: the seeded draw decides
+    assert val_quotas([4, 6], 0.25, rng) == [1, 2]  # exact 1.0 and 1.5; the total of 2.5 rounds to 3 (half up)
+    assert sum(val_quotas([2] * 10, 0.2, rng)) == 4
+    assert val_quotas([1, 2], 1.0, rng) == [1, 1]  # a group of two keeps one training image

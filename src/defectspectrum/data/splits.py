@@ -43,13 +43,30 @@ def _first_k(members: list[Sample], k: int) -> list[str]:
     return [TRAIN if position < k else VAL for position in range(len(members))]
 
 
-def _random(members: list[Sample], val_fraction: float, rng: np.random.Generator) -> list[str]:
-    n = len(members)
-    n_val = int(np.floor(n * val_fraction + 0.5))
-    if n >= 2:
-        n_val = min(n_val, n - 1)  # keep at least one training sample per group
-    val = set(rng.permutation(n)[:n_val].tolist())
-    return [VAL if position in val else TRAIN for position in range(n)]
+def val_quotas(sizes: list[int], val_fraction: float, rng: np.random.Generator) -> list[int]:
+    """Validation images per group: round(total * val_fraction) in all, shared out by largest
+    remainder (ties drawn with `rng`), so many small groups still give a validation set; a group
+    of two or more keeps at least one training image."""
+    caps = [n - 1 if n >= 2 else n for n in sizes]
+    exact = [n * val_fraction for n in sizes]
+    quotas = [min(int(np.floor(q)), cap) for q, cap in zip(exact, caps)]
+    target = min(int(np.floor(sum(sizes) * val_fraction + 0.5)), sum(caps))
+    ties = rng.random(len(sizes))
+    order = sorted(range(len(sizes)), key=lambda g: (-(exact[g] - np.floor(exact[g])), ties[g]))
+    while sum(quotas) < target:
+        grown = False
+        for g in order:
+            if sum(quotas) < target and quotas[g] < caps[g]:
+                quotas[g] += 1
+                grown = True
+        if not grown:
+            break
+    return quotas
+
+
+def _random(members: list[Sample], n_val: int, rng: np.random.Generator) -> list[str]:
+    val = set(rng.permutation(len(members))[:n_val].tolist())
+    return [VAL if position in val else TRAIN for position in range(len(members))]
 
 
 def assign_splits(folder: DSFolder, rule: str = "first-k", k: int = 5, val_fraction: float = 0.2,
@@ -57,9 +74,9 @@ def assign_splits(folder: DSFolder, rule: str = "first-k", k: int = 5, val_fract
     """Set every sample's split (train/val) in `folder` via `folder.update`; the caller saves.
 
     first-k: per (object, defect_type), in natural order of sample names, the first `k` train
-    and the rest validate (the paper's and the maintainers' DS-MVTec rule). random: per group,
-    round(n * val_fraction) samples validate, drawn with numpy's Generator seeded by `seed`,
-    and a group of two or more keeps at least one training sample. Existing splits are replaced.
+    and the rest validate (the paper's and the maintainers' DS-MVTec rule). random: stratified by
+    group, round(total * val_fraction) samples validate (see `val_quotas`), drawn with numpy's
+    Generator seeded by `seed`. Existing splits are replaced.
     Returns the number of samples per split.
     """
     if rule not in RULES:
@@ -71,8 +88,10 @@ def assign_splits(folder: DSFolder, rule: str = "first-k", k: int = 5, val_fract
     rng = np.random.default_rng(seed)
     samples = list(folder)
     updated = [s.replace(split=TRAIN) for s in samples if s.synthetic]
-    for members in _groups(s for s in samples if not s.synthetic).values():
-        splits = _first_k(members, k) if rule == "first-k" else _random(members, val_fraction, rng)
+    groups = list(_groups(s for s in samples if not s.synthetic).values())
+    quotas = val_quotas([len(g) for g in groups], val_fraction, rng) if rule == "random" else []
+    for index, members in enumerate(groups):
+        splits = _first_k(members, k) if rule == "first-k" else _random(members, quotas[index], rng)
         updated.extend(sample.replace(split=split) for sample, split in zip(members, splits))
     folder.update(updated)
     counts = Counter(s.split for s in updated)
