@@ -42,7 +42,6 @@ own split; elsewhere the first 5 images of each defect class train, the rest val
 
 from __future__ import annotations
 
-import colorsys
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -66,6 +65,7 @@ from defectspectrum.data.io import (
     write_json_atomic,
     write_text_atomic,
 )
+from defectspectrum.data.overlay import class_colors
 from defectspectrum.data.sample import GOOD
 from defectspectrum.errors import FormatError, InputError
 from defectspectrum.progress import track
@@ -500,15 +500,6 @@ class DSReleaseReader(Reader):
 # -- the writer ----------------------------------------------------------------------------------------------------
 
 
-def palette(count: int) -> np.ndarray:
-    """(count, 3) uint8 viewing colours: black background, then well-separated hues."""
-    colours = np.zeros((max(count, 1), 3), dtype=np.uint8)
-    for index in range(1, count):
-        hue = (index * 0.618033988749895) % 1.0
-        colours[index] = [round(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.85, 0.95)]
-    return colours
-
-
 def _classes_markdown(objects: Mapping[str, ClassMap]) -> str:
     lines = ["# Class maps", "", "Mask pixel value = class index; 0 is background. "
              f"`{CLASSES_FILE}` holds the same maps for readers.", ""]
@@ -542,7 +533,7 @@ def export_ds_release(folder: DSFolder, dst: Path) -> Path:
     synthetic flag are not part of the release layout and are not written.
     """
     dst = Path(dst)
-    colours = {name: palette(len(class_map)) for name, class_map in folder.objects.items()}
+    colours = {name: class_colors(len(class_map)) for name, class_map in folder.objects.items()}
     captions: list[tuple[str, str]] = []
     with staged_folder(dst) as out:
         for sample in track(list(folder), "exporting ds-release"):
