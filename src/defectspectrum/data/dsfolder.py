@@ -29,7 +29,6 @@ from defectspectrum.data.classes import (
 )
 from defectspectrum.data.io import (
     KEEP_AS_IS_EXTENSIONS,
-    PNG_COMPRESS_LEVEL,
     atomic_path,
     direct_path,
     image_size,
@@ -37,6 +36,7 @@ from defectspectrum.data.io import (
     read_json,
     read_mask_pixels,
     read_rgb,
+    save_png,
     staged_folder,
     to_png_mode,
     write_json_atomic,
@@ -99,10 +99,9 @@ def write_sample_files(
         else:
             if isinstance(image, Path):
                 image = decoded if decoded is not None else open_image(image)
-            pixels = to_png_mode(image) if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image, np.uint8))
-            pixels.save(target, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+            save_png(to_png_mode(image) if isinstance(image, Image.Image) else image, target)
     with output(root / mask_rel) as target:
-        Image.fromarray(mask.astype(np.uint8, copy=False)).save(target, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        save_png(mask, target)
     return image_rel, mask_rel
 
 

@@ -121,10 +121,17 @@ def copy_file_atomic(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def save_png_atomic(array: np.ndarray, path: Path, compress_level: int = PNG_COMPRESS_LEVEL) -> None:
-    """Save an (H, W) or (H, W, 3) uint8 array as PNG atomically."""
+def save_png(image: np.ndarray | Image.Image, path: Path, compress_level: int = PNG_COMPRESS_LEVEL) -> None:
+    """Save an (H, W) or (H, W, 3) uint8 array, or a PIL image, as PNG at `path` (no temp file)."""
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    image.save(path, format="PNG", compress_level=compress_level)
+
+
+def save_png_atomic(image: np.ndarray | Image.Image, path: Path, compress_level: int = PNG_COMPRESS_LEVEL) -> None:
+    """`save_png` atomically: the file appears complete or not at all."""
     with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG", compress_level=compress_level)
+        save_png(image, tmp, compress_level)
 
 
 def open_image(path: Path) -> Image.Image:
