@@ -1,13 +1,13 @@
 # defectspectrum — set-up and everyday commands.
 #   make demo   end-to-end run on embedded generated data; prints where the HTML report is
-#   make test   the test suite
+#   make test   lint (ruff), type check (mypy) and the test suite
 #   make bench  speed/memory benchmarks (print ratios against a baseline measured in the same run)
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 install: $(STAMP)
 
@@ -20,8 +20,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m defectspectrum.demo --out demo_output
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_convert.py

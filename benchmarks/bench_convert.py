@@ -31,7 +31,7 @@ DATASETS = {"magnetic_tile": "magnetic-tile", "mvtec_ad_subset": "mvtec", "sd_sa
 def source_files(fmt: str, root: Path) -> tuple[int, list[Path]]:
     """The number of samples the reader finds, and every image and mask file of the data set."""
     from defectspectrum.data.formats import open_reader
-    from defectspectrum.data.io import is_image_file
+    from defectspectrum.io import is_image_file
 
     count = sum(1 for _ in open_reader(fmt, root).samples())
     return count, sorted(p for p in root.rglob("*") if is_image_file(p))
@@ -113,8 +113,10 @@ def main() -> None:
     pil_s, one_s, many_s = min(pil_times), min(one_times), min(many_times)
     print(f"data set: {root} ({count} samples, {len(files)} files, format {fmt}; best of {args.repeats})")
     print(f"PIL read-and-save loop : {count / pil_s:8.1f} samples/s")
-    print(f"convert, 1 worker      : {count / one_s:8.1f} samples/s   ratio vs PIL {pil_s / one_s:5.2f} (target >= 0.8)")
-    print(f"convert, {args.workers} workers     : {count / many_s:8.1f} samples/s   speed-up vs 1 worker {one_s / many_s:5.2f} (target > 1)")
+    print(f"convert, 1 worker      : {count / one_s:8.1f} samples/s   "
+          f"ratio vs PIL {pil_s / one_s:5.2f} (target >= 0.8)")
+    print(f"convert, {args.workers} workers     : {count / many_s:8.1f} samples/s   "
+          f"speed-up vs 1 worker {one_s / many_s:5.2f} (target > 1)")
     for fraction, mb in sorted(rss.items()):
         print(f"peak RSS, {fraction:4.0%} of the set : {mb:7.1f} MB")
     print(f"peak RSS growth 25% -> 100%: {rss[1.0] / rss[0.25]:5.2f}x (target: flat, < 500 MB at 100%)")

@@ -17,7 +17,7 @@ from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.convert import convert
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.data.formats import detect_format, open_reader
-from defectspectrum.data.formats.coco import CocoReader, export_coco, mask_regions
+from defectspectrum.data.formats.coco import CocoReader, export_coco
 from defectspectrum.errors import FormatError, InputError
 
 H, W = 10, 12
@@ -115,7 +115,8 @@ def test_non_json_file_is_not_a_source(tmp_path: Path) -> None:
 
 def test_missing_image_is_named(coco: Path, tmp_path: Path) -> None:
     (coco / "images" / "c.png").unlink()
-    with pytest.raises(FormatError, match=r"plates\.json: image 'c\.png' \(id 5\) not found at .*c\.png or .*images/c\.png"):
+    expected = r"plates\.json: image 'c\.png' \(id 5\) not found at .*c\.png or .*images/c\.png"
+    with pytest.raises(FormatError, match=expected):
         convert(coco / "plates.json", tmp_path / "ds", "coco")
     assert not (tmp_path / "ds").exists()
 
@@ -214,21 +215,13 @@ def test_malformed_json_cli_error(tmp_path: Path) -> None:
 
 def test_missing_image_cli_error(coco: Path, tmp_path: Path) -> None:
     (coco / "a.png").unlink()
-    result = CliRunner().invoke(app, ["data", "convert", "--from", "coco", str(coco / "plates.json"), str(tmp_path / "ds")])
+    args = ["data", "convert", "--from", "coco", str(coco / "plates.json"), str(tmp_path / "ds")]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "image 'a.png' (id 1) not found" in result.output
 
 
 # -- writer ----------------------------------------------------------------------------------------
-
-
-def test_mask_regions_use_8_connectivity() -> None:
-    mask = np.zeros((5, 5), np.uint8)
-    mask[0, 0] = mask[1, 1] = 1  # diagonal neighbours: one region
-    mask[3, 3] = 1               # separate region
-    mask[0, 4] = 2
-    regions = [(value, int(region.sum())) for value, region in mask_regions(mask)]
-    assert sorted(regions) == [(1, 1), (1, 2), (2, 1)]
 
 
 @pytest.fixture

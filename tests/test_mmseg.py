@@ -81,7 +81,8 @@ def test_image_without_annotation_is_refused(plain: Path, tmp_path: Path) -> Non
         convert(plain, tmp_path / "ds", "mmseg")
 
 
-@pytest.mark.parametrize("names", [["scratch", "dent"], ["background", "scratch", "dent"], ["Background", "scratch", "dent"]])
+@pytest.mark.parametrize("names", [["scratch", "dent"], ["background", "scratch", "dent"],
+                                   ["Background", "scratch", "dent"]])
 def test_classes_option_with_or_without_background(plain: Path, names: list[str]) -> None:
     reader = open_reader("mmseg", plain, classes=names)
     assert reader.class_maps() == {"metal_plates": ClassMap(("background", "scratch", "dent"))}

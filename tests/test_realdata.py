@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import real_dataset
 from typer.testing import CliRunner
 
+from conftest import real_dataset
 from defectspectrum.cli import app
 from defectspectrum.data.convert import convert
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.data.formats import detect_format
-from defectspectrum.data.io import binarize, read_mask_pixels, read_rgb
+from defectspectrum.io import binarize, read_mask_pixels, read_rgb
 
 pytestmark = pytest.mark.realdata
 

@@ -37,7 +37,8 @@ def _tile_mask() -> np.ndarray:
 @pytest.fixture
 def source(tmp_path: Path) -> DSFolder:
     rng = np.random.default_rng(0)
-    folder = DSFolder.create(tmp_path / "src", objects={"capsule": ["crack", "poke", "scratch"], "tile": ["oil", "rough"]})
+    objects = {"capsule": ["crack", "poke", "scratch"], "tile": ["oil", "rough"]}
+    folder = DSFolder.create(tmp_path / "src", objects=objects)
     folder.add_sample("capsule", "c1", rng.integers(0, 255, (7, 11, 3), dtype=np.uint8), _capsule_mask(),
                       split="train", caption="a cracked capsule", defect_type="crack")
     folder.add_sample("capsule", "c2", rng.integers(0, 255, (7, 11, 3), dtype=np.uint8), np.zeros((7, 11), np.uint8),

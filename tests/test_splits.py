@@ -114,7 +114,8 @@ def test_random_keeps_one_training_sample_per_group(tmp_path: Path) -> None:
     assert assign_splits(folder, rule="random", val_fraction=0.0) == {"train": 6, "val": 0}
 
 
-@pytest.mark.parametrize("kwargs", [{"rule": "kfold"}, {"rule": "first-k", "k": 0}, {"rule": "random", "val_fraction": 1.5}])
+@pytest.mark.parametrize("kwargs", [{"rule": "kfold"}, {"rule": "first-k", "k": 0},
+                                    {"rule": "random", "val_fraction": 1.5}])
 def test_bad_arguments_raise_input_error(tmp_path: Path, kwargs: dict) -> None:
     folder = build(tmp_path / "ds", {("pill", "crack"): ["a"]})
     with pytest.raises(InputError):

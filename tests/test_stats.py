@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from defectspectrum.cli import app
 from defectspectrum.data.dsfolder import DSFolder
-from defectspectrum.data.io import save_png_atomic
-from defectspectrum.data.stats import compute_stats, region_areas, stats_table
+from defectspectrum.data.stats import compute_stats, stats_table
+from defectspectrum.io import save_png_atomic
 
 
 def _image(shape: tuple[int, int], seed: int) -> np.ndarray:
@@ -47,14 +47,6 @@ def build(root: Path) -> DSFolder:
     folder.add_sample("wood", "e", _image((16, 16), 5), e, defect_type="hole")
     folder.save()
     return folder
-
-
-def test_region_areas_use_8_connectivity() -> None:
-    mask = np.zeros((6, 6), np.uint8)
-    mask[0, 0] = mask[1, 1] = 1  # diagonal neighbours: one region
-    mask[4, 4] = mask[4, 5] = 1
-    assert sorted(region_areas(mask, 1).tolist()) == [2, 2]
-    assert region_areas(mask, 2).size == 0
 
 
 def test_object_counts_splits_and_sizes(tmp_path: Path) -> None:

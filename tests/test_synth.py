@@ -133,7 +133,7 @@ def test_write_mvtec_layout_tree(tmp_path: Path) -> None:
 
 
 def test_write_mvtec_layout_is_deterministic_and_order_independent(tmp_path: Path) -> None:
-    kwargs = dict(n_defective_per_type=1, n_good=1, n_train_good=1, size=(40, 40), seed=3)
+    kwargs = {"n_defective_per_type": 1, "n_good": 1, "n_train_good": 1, "size": (40, 40), "seed": 3}
     a = _tree(write_mvtec_layout(tmp_path / "a", materials=["wood", "tile"], **kwargs))
     b = _tree(write_mvtec_layout(tmp_path / "b", materials=["wood", "tile"], **kwargs))
     c = _tree(write_mvtec_layout(tmp_path / "c", materials=["tile"], **kwargs))

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from defectspectrum.cli import app
 from defectspectrum.data import validate as validate_module
 from defectspectrum.data.dsfolder import DSFolder
-from defectspectrum.data.io import save_png_atomic
 from defectspectrum.data.validate import ERROR, WARNING, near_pairs, validate
+from defectspectrum.io import save_png_atomic
 
 SIZE = (96, 96)
 

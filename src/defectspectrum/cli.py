@@ -1,23 +1,18 @@
-"""The `defectspectrum` command line: thin typer commands over the library, one sub-app a stage.
+"""The `defectspectrum` command line: one typer sub-app a stage, mounted here.
 
-Every command turns the toolkit's errors into one line on stderr and exit code 2.
+Each stage's commands live beside its library (`data/cli.py`, later `seg/cli.py`, ...); they are
+thin (parse, call, print) and turn the toolkit's errors into one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
-import functools
 import signal
-import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any
 
 import typer
-from rich.console import Console
 
-from defectspectrum.errors import DefectSpectrumError
-
-F = TypeVar("F", bound=Callable[..., Any])
+from defectspectrum.cli_support import out
+from defectspectrum.data.cli import data_app
 
 app = typer.Typer(
     name="defectspectrum",
@@ -26,11 +21,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Bring defect data sets into the DS folder format and work on them.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-out = Console()
-err = Console(stderr=True)
 
 
 def _version(value: bool) -> None:
@@ -43,262 +34,10 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     """Industrial defect inspection data: convert, check, view, split, caption and export defect data sets."""
-
-
-def friendly(command: F) -> F:
-    """Turn the toolkit's errors (and a missing file) into one red line and exit code 2."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (DefectSpectrumError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _csv(value: Optional[str]) -> Optional[list[str]]:
-    return [part.strip() for part in value.split(",") if part.strip()] if value else None
-
-
-def _size(value: str) -> tuple[int, int]:
-    try:
-        parts = [int(p) for p in value.lower().replace("x", ",").split(",")]
-    except ValueError:
-        raise typer.BadParameter(f"{value!r}: give a size as N or HxW, e.g. 256 or 192x256") from None
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 16:
-        raise typer.BadParameter(f"{value!r}: give a size as N or HxW of at least 16 px, e.g. 256 or 192x256")
-    return parts[0], parts[1]
-
-
-# -- data convert / formats -------------------------------------------------------------------------------
-
-
-@data_app.command("convert")
-@friendly
-def convert_command(
-    source: Path = typer.Argument(..., help="The source data set's top folder (for coco also the .json file)."),
-    dst: Path = typer.Argument(..., help="The DS folder to create (must be new or empty)."),
-    fmt: str = typer.Option("auto", "--from", "-f", help="Source layout; `data formats` lists them. auto detects."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it is already a DS folder."),
-    resize_masks: bool = typer.Option(False, "--resize-masks", help="Resample masks of another size to their image."),
-    name: Optional[str] = typer.Option(None, "--name", help="Data set name (default: DST's folder name)."),
-    classes: Optional[str] = typer.Option(None, "--classes", help="folder/coco/mmseg: class names in index order, comma-separated."),
-    mask_suffix: Optional[str] = typer.Option(None, "--mask-suffix", help="folder/mmseg: mask file suffix, e.g. _mask or _label."),
-    palette: Optional[Path] = typer.Option(None, "--palette", help="folder: JSON/YAML mapping class name -> [r, g, b] for colour masks."),
-    object_name: Optional[str] = typer.Option(None, "--object", help="Object name for single-object layouts."),
-) -> None:
-    """Convert a data set into a DS folder.
-
-    Examples:
-
-      defectspectrum data convert --from mvtec ~/data/mvtec_ad ds_mvtec
-
-      defectspectrum data convert ~/data/Defect_Spectrum/DS-MVTec ds_release --workers 4
-
-      defectspectrum data convert --from folder --mask-suffix _label --classes scratch,dent shots/ ds_shots
-    """
-    from defectspectrum.data.convert import convert
-
-    folder = convert(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks, name=name,
-                     classes=_csv(classes), mask_suffix=mask_suffix, palette=palette, object_name=object_name)
-    defective = sum(1 for s in folder if not s.is_good)
-    out.print(f"[green]wrote[/] {folder.root}: {len(folder)} samples ({defective} defective) "
-              f"in {len(folder.objects)} object(s)")
-
-
-@data_app.command("formats")
-def formats_command() -> None:
-    """List the source layouts `data convert --from` reads (auto tries them in this order)."""
-    from rich.table import Table
-
-    from defectspectrum.data.formats import READERS, reader_names
-
-    table = Table("--from", "layout", box=None, show_lines=True, pad_edge=False)
-    for name in reader_names():
-        table.add_row(f"[bold]{name}[/]", READERS[name].summary)
-    out.print(table)
-
-
-@data_app.command("export")
-@friendly
-def export_command(
-    ds: Path = typer.Argument(..., help="A DS folder."),
-    dst: Path = typer.Argument(..., help="Output: a .json file for coco, a new folder for mmseg / ds-release."),
-    to: str = typer.Option(..., "--to", "-t", help="coco, mmseg or ds-release."),
-) -> None:
-    """Export a DS folder to another layout.
-
-    Examples:
-
-      defectspectrum data export ds_mvtec ds_mvtec_coco.json --to coco
-
-      defectspectrum data export ds_mvtec mmseg_mvtec --to mmseg
-    """
-    from defectspectrum.data.dsfolder import DSFolder
-    from defectspectrum.data.export import export
-
-    path = export(DSFolder.open(ds), dst, to)
-    out.print(f"[green]wrote[/] {path}")
-
-
-# -- data stats / validate / show ---------------------------------------------------------------------------
-
-
-@data_app.command("stats")
-@friendly
-def stats_command(
-    ds: Path = typer.Argument(..., help="A DS folder."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the statistics as JSON here."),
-) -> None:
-    """Per object and class: images, regions, area percentiles and image sizes.
-
-    Example: defectspectrum data stats ds_mvtec --json stats.json
-    """
-    from defectspectrum.data.dsfolder import DSFolder
-    from defectspectrum.data.io import write_json_atomic
-    from defectspectrum.data.stats import compute_stats, stats_table
-
-    stats = compute_stats(DSFolder.open(ds))
-    out.print(stats_table(stats))
-    if json_out:
-        write_json_atomic(json_out, stats.to_json())
-        out.print(f"[green]wrote[/] {json_out}")
-
-
-@data_app.command("validate")
-@friendly
-def validate_command(
-    ds: Path = typer.Argument(..., help="A DS folder."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the machine-readable report here."),
-    hash_distance: int = typer.Option(4, "--hash-distance", min=0, help="Perceptual-hash distance counted as near-duplicate."),
-) -> None:
-    """Check every file: readable, sizes match, indices in the class map, empty masks, duplicates across splits.
-
-    Exit code 1 when errors are found. Example: defectspectrum data validate ds_mvtec --json report.json
-    """
-    from defectspectrum.data.dsfolder import DSFolder
-    from defectspectrum.data.io import write_json_atomic
-    from defectspectrum.data.validate import validate, validation_table
-
-    report = validate(DSFolder.open(ds), hash_distance=hash_distance)
-    out.print(validation_table(report))
-    if json_out:
-        write_json_atomic(json_out, report.to_json())
-        out.print(f"[green]wrote[/] {json_out}")
-    if not report.ok:
-        raise typer.Exit(1)
-
-
-@data_app.command("show")
-@friendly
-def show_command(
-    ds: Path = typer.Argument(..., help="A DS folder."),
-    out_dir: Path = typer.Argument(..., help="Folder for the overlay PNGs and contact sheet."),
-    limit: int = typer.Option(24, "--limit", "-n", min=1, help="Samples to draw (defective first)."),
-    object_name: Optional[str] = typer.Option(None, "--object", help="Only this object."),
-    include_good: bool = typer.Option(False, "--include-good", help="Also draw defect-free samples."),
-) -> None:
-    """Draw mask overlays and a contact sheet with a class-colour legend.
-
-    Example: defectspectrum data show ds_mvtec overlays/ --object pill -n 12
-    """
-    from defectspectrum.data.dsfolder import DSFolder
-    from defectspectrum.data.overlay import write_overlays
-
-    written = write_overlays(DSFolder.open(ds), out_dir, limit=limit, object_name=object_name, include_good=include_good)
-    out.print(f"[green]wrote[/] {len(written.overlays)} overlays and the contact sheet {written.contact_sheet}")
-
-
-# -- data split / caption ------------------------------------------------------------------------------------
-
-
-@data_app.command("split")
-@friendly
-def split_command(
-    ds: Path = typer.Argument(..., help="A DS folder (its samples.jsonl is rewritten atomically)."),
-    rule: str = typer.Option("first-k", "--rule", help="first-k (the paper's rule) or random (stratified)."),
-    k: int = typer.Option(5, "--k", min=1, help="first-k: training images per defect type."),
-    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=1.0, help="random: share for validation."),
-    seed: int = typer.Option(0, "--seed", help="random: the seed."),
-) -> None:
-    """Assign train/val splits.
-
-    first-k: the first k images of each defect type train, the rest validate (the paper's rule).
-    random: stratified by defect type, seeded.
-
-    Example: defectspectrum data split ds_mvtec --rule first-k --k 5
-    """
-    from defectspectrum.data.dsfolder import DSFolder
-    from defectspectrum.data.splits import assign_splits
-
-    folder = DSFolder.open(ds)
-    counts = assign_splits(folder, rule=rule, k=k, val_fraction=val_fraction, seed=seed)
-    folder.save()
-    out.print(", ".join(f"{split}: {count}" for split, count in counts.items()))
-
-
-@data_app.command("caption")
-@friendly
-def caption_command(
-    ds: Path = typer.Argument(..., help="A DS folder (its samples.jsonl is rewritten atomically)."),
-    replace_existing: bool = typer.Option(False, "--replace", help="Also replace captions already present."),
-) -> None:
-    """Write template captions from the masks (object, classes, count, size, position).
-
-    Captions that came with the data (DS-MVTec's captions.xlsx) are kept unless --replace.
-    Example: defectspectrum data caption ds_mvtec
-    """
-    from defectspectrum.data.captions import caption_folder
-    from defectspectrum.data.dsfolder import DSFolder
-
-    folder = DSFolder.open(ds)
-    written = caption_folder(folder, replace_existing=replace_existing)
-    folder.save()
-    out.print(f"captioned {written} of {len(folder)} samples")
-
-
-# -- data synth -------------------------------------------------------------------------------------------------
-
-
-@data_app.command("synth")
-@friendly
-def synth_command(
-    dst: Path = typer.Argument(..., help="Folder to create."),
-    layout: str = typer.Option("mvtec", "--layout",
-                               help="mvtec (native MVTec AD tree: one class a folder), ds-release (the Defect Spectrum "
-                                    "release layout: multi-class index masks) or ds (a DS folder)."),
-    materials: Optional[str] = typer.Option(None, "--materials", help="Comma-separated materials (default: all)."),
-    per_type: int = typer.Option(4, "--per-type", min=1, help="Defective images per defect type."),
-    good: int = typer.Option(4, "--good", min=0, help="Defect-free images per material."),
-    size: str = typer.Option("256", "--size", help="Image size: N or HxW."),
-    seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives the same files."),
-) -> None:
-    """Render procedural inspection images with exact multi-class defect masks (no downloads).
-
-    Example: defectspectrum data synth synth_src --materials metal,wood --size 192x256 --seed 1
-    """
-    from defectspectrum.data.synth import write_ds_folder, write_mvtec_layout, write_release_layout
-
-    kwargs = dict(materials=_csv(materials), n_defective_per_type=per_type, n_good=good, size=_size(size), seed=seed)
-    if layout == "mvtec":
-        path = write_mvtec_layout(dst, n_train_good=good, **kwargs)
-    elif layout == "ds-release":
-        path = write_release_layout(dst, **kwargs)
-    elif layout == "ds":
-        path = write_ds_folder(dst, **kwargs).root
-    else:
-        raise typer.BadParameter(f"--layout {layout!r}: choose mvtec, ds-release or ds")
-    out.print(f"[green]wrote[/] {path}")
 
 
 def _exit_on_signal(signum: int, _frame: Any) -> None:
@@ -315,4 +54,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -59,12 +59,12 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
     """Run every step into `out` and return where things are; `log` receives one line per step."""
     from defectspectrum.data.captions import caption_folder
     from defectspectrum.data.convert import convert
-    from defectspectrum.data.io import write_json_atomic
-    from defectspectrum.data.overlay import write_overlays
+    from defectspectrum.data.show import write_overlays
     from defectspectrum.data.splits import assign_splits
     from defectspectrum.data.stats import compute_stats
     from defectspectrum.data.synth import MATERIALS, write_release_layout
     from defectspectrum.data.validate import validate
+    from defectspectrum.io import write_json_atomic
 
     if size < 32:
         raise InputError(f"--size {size}: use at least 32 pixels")

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.progress import track
+from defectspectrum.regions import regions
 
 SMALL_MAX = 0.0025  # area fraction below which a region is "small"
 MEDIUM_MAX = 0.015  # ... below which it is "medium"; at or above: "large"
@@ -39,7 +39,7 @@ _CLASS_NOUNS = {"color": "color stain", "colour": "colour stain", "bent": "bent 
 
 
 @dataclass(frozen=True)
-class Region:
+class DescribedRegion:
     """One connected defect region."""
 
     class_index: int
@@ -60,18 +60,11 @@ def position_word(cx: float, cy: float, width: int, height: int) -> str:
     return POSITIONS[row][col]
 
 
-def regions(mask: np.ndarray) -> list[Region]:
+def caption_regions(mask: np.ndarray) -> list[DescribedRegion]:
     """Every 8-connected region of every class in `mask`, biggest first (ties: class, position)."""
     height, width = mask.shape
-    found = []
-    present = [int(i) for i in np.flatnonzero(np.bincount(mask.ravel())) if i > 0]
-    for index in present:
-        count, _, stats, centroids = cv2.connectedComponentsWithStats((mask == index).astype(np.uint8), connectivity=8)
-        for label in range(1, count):
-            area = int(stats[label, cv2.CC_STAT_AREA])
-            cx, cy = centroids[label]
-            found.append(Region(int(index), area, size_word(area / (height * width)),
-                                position_word(float(cx), float(cy), width, height)))
+    found = [DescribedRegion(r.class_index, r.area, size_word(r.area / (height * width)),
+                    position_word(r.centroid[0], r.centroid[1], width, height)) for r in regions(mask)]
     order = {name: i for i, name in enumerate(p for row in POSITIONS for p in row)}
     return sorted(found, key=lambda r: (-r.area, r.class_index, order[r.position]))
 
@@ -113,7 +106,7 @@ def _join(items: list[str]) -> str:
 def template_caption(object_name: str, class_map: ClassMap, mask: np.ndarray) -> str:
     """A one-sentence description of `mask` (class indices of `class_map`) on `object_name`."""
     thing = object_phrase(object_name)
-    found = regions(np.asarray(mask))
+    found = caption_regions(np.asarray(mask))
     if not found:
         return f"A defect-free {thing}."
     groups: dict[tuple[int, str, str], int] = {}

@@ -15,15 +15,15 @@ from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.dsfolder import (
     DSFolder,
     check_mask,
-    safe_name,
     staged_ds_folder,
     write_sample_files,
 )
 from defectspectrum.data.formats import open_reader
 from defectspectrum.data.formats.base import Reader, SourceSample
-from defectspectrum.data.io import open_image
 from defectspectrum.data.sample import Sample
 from defectspectrum.errors import InputError
+from defectspectrum.io import open_image
+from defectspectrum.paths import safe_name
 from defectspectrum.progress import track
 
 
@@ -62,7 +62,8 @@ def convert_sample(context: _Context, item: SourceSample, name: str) -> Sample:
     image_rel, mask_rel = write_sample_files(context.root, item.object, name, item.image, mask, decoded=image,
                                              atomic=False)
     return Sample(id=f"{item.object}/{name}", object=item.object, image=image_rel, mask=mask_rel,
-                  split=item.split, caption=item.caption, synthetic=item.synthetic, source=str(Path(item.image).absolute()),
+                  split=item.split, caption=item.caption, synthetic=item.synthetic,
+                  source=str(Path(item.image).absolute()),
                   defect_type=item.defect_type)
 
 

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,7 +26,9 @@ from defectspectrum.data.classes import (
     class_maps_from_json,
     global_classes,
 )
-from defectspectrum.data.io import (
+from defectspectrum.data.sample import Sample
+from defectspectrum.errors import InputError, SchemaError
+from defectspectrum.io import (
     KEEP_AS_IS_EXTENSIONS,
     atomic_path,
     direct_path,
@@ -42,20 +43,12 @@ from defectspectrum.data.io import (
     write_json_atomic,
     write_text_atomic,
 )
-from defectspectrum.data.sample import Sample
-from defectspectrum.errors import InputError, SchemaError
+from defectspectrum.paths import safe_name
 
 FORMAT = "defectspectrum"
 VERSION = 1
 DATASET_FILE = "dataset.json"
 SAMPLES_FILE = "samples.jsonl"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_name(name: str) -> str:
-    """A file-system-safe version of `name` (letters, digits, `.`, `_`, `-`)."""
-    cleaned = _UNSAFE.sub("_", name).strip("._")
-    return cleaned or "unnamed"
 
 
 def sample_paths(object_name: str, name: str, image_suffix: str = ".png") -> tuple[str, str]:
@@ -94,7 +87,7 @@ def write_sample_files(
     image_rel, mask_rel = sample_paths(object_name, name, suffix if keep else ".png")
     output = atomic_path if atomic else direct_path
     with output(root / image_rel) as target:
-        if keep:
+        if keep and isinstance(image, Path):
             shutil.copyfile(image, target)
         else:
             if isinstance(image, Path):
@@ -185,7 +178,8 @@ class DSFolder:
             raise InputError(f"{root}: folder not found; check the path")
         dataset_path = root / DATASET_FILE
         if not dataset_path.is_file():
-            raise SchemaError(f"{root}: not a DS folder (no {DATASET_FILE}); convert it first with `defectspectrum data convert`")
+            raise SchemaError(f"{root}: not a DS folder (no {DATASET_FILE}); "
+                              "convert it first with `defectspectrum data convert`")
         try:
             data = read_json(dataset_path)
         except InputError as exc:  # malformed index: a schema problem (message names file, line, column)
@@ -237,7 +231,8 @@ class DSFolder:
         try:
             return self.objects[object_name]
         except KeyError:
-            raise InputError(f"{self.root}: unknown object {object_name!r}; objects: {', '.join(self.objects)}") from None
+            raise InputError(f"{self.root}: unknown object {object_name!r}; "
+                             f"objects: {', '.join(self.objects)}") from None
 
     def global_classes(self) -> list[GlobalClass]:
         """Background plus every (object, class) pair: the label space of one model over all objects."""

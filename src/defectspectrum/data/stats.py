@@ -1,16 +1,16 @@
 """Data set statistics: per object and class, images, regions, region areas and image sizes.
 
 One pass over the masks (images are not decoded: a DS mask has its image's size). Regions are
-8-connected components of one class (cv2.connectedComponentsWithStats).
+8-connected components of one class (`defectspectrum.regions`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 from rich.console import Group
 from rich.table import Table
@@ -19,19 +19,13 @@ from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.errors import InputError
 from defectspectrum.progress import track
+from defectspectrum.regions import region_areas
 
 PERCENTILES = (5, 25, 50, 75, 95)
 UNASSIGNED = "unassigned"  # split key of samples without a split
 
 
-def region_areas(mask: np.ndarray, index: int) -> np.ndarray:
-    """Pixel areas of the 8-connected regions of class `index` in `mask` (int64, unordered)."""
-    binary = (mask == index).astype(np.uint8)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    return stats[1:count, cv2.CC_STAT_AREA].astype(np.int64)
-
-
-def _percentiles(values: list[float], digits: int) -> dict[str, float] | None:
+def _percentiles(values: Sequence[float], digits: int) -> dict[str, float] | None:
     if not values:
         return None
     points = np.percentile(np.asarray(values, dtype=np.float64), PERCENTILES)
@@ -190,7 +184,8 @@ def compute_stats(folder: DSFolder) -> DatasetStats:
             continue
         acc.add(mask)
         sizes[mask.shape] += 1
-    return DatasetStats(name=folder.name, root=str(folder.root), samples=len(folder), splits=dict(sorted(splits.items())),
+    return DatasetStats(name=folder.name, root=str(folder.root), samples=len(folder),
+                        splits=dict(sorted(splits.items())),
                         image_sizes=_size_list(sizes),
                         objects={name: acc.result() for name, acc in accumulators.items()})
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -28,6 +29,8 @@ from PIL import Image
 
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.errors import InputError
+
+T = TypeVar("T")
 
 __all__ = ["MATERIALS", "render_sample", "render_surface", "write_ds_folder", "write_mvtec_layout",
            "write_release_layout"]
@@ -110,7 +113,7 @@ def _rgb(values: Sequence[float], jitter: float, rng: np.random.Generator) -> np
     return np.clip(np.asarray(values, _F32) * _F32(1.0 + rng.uniform(-jitter, jitter)), 0.0, 1.0)
 
 
-def _pick(rng: np.random.Generator, options: Sequence) -> object:
+def _pick(rng: np.random.Generator, options: Sequence[T]) -> T:
     """One element of `options`."""
     return options[int(rng.integers(len(options)))]
 
@@ -210,8 +213,7 @@ def _fabric(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarra
     ixc = np.clip(ix, 0, n_cols - 1)
     iyc = np.clip(iy, 0, n_rows - 1)
     thread_var = np.where(warp_on_top, col_var[ixc], row_var[iyc])
-    fuzz = _F32(0.05) * rng.standard_normal((h, w), dtype=_F32)
-    fuzz = cv2.GaussianBlur(fuzz, (0, 0), 0.8)
+    fuzz = cv2.GaussianBlur(_F32(0.05) * rng.standard_normal((h, w), dtype=_F32), (0, 0), 0.8)
     colour = np.where(warp_on_top[..., None], warp_col, weft_col)
     lum = 0.55 + 0.45 * shade + thread_var + fuzz + 0.03 * _fractal((h, w), rng, cells=3.0, octaves=3)
     return (colour * lum[..., None]).astype(_F32), None
@@ -233,11 +235,11 @@ def _tile(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray,
     mottle = _fractal((h, w), rng, cells=3.0, octaves=5, gain=0.55)
     lum = 1.0 + 0.06 * mottle
     grain_noise = cv2.GaussianBlur(rng.standard_normal((h, w), dtype=_F32), (0, 0), 0.7)
-    grain_noise /= grain_noise.std() + 1e-6
+    grain_noise = grain_noise / (grain_noise.std() + 1e-6)
     dark_frac, light_frac = rng.uniform(0.03, 0.08), rng.uniform(0.02, 0.06)
     lum -= 0.25 * np.clip(grain_noise - _F32(NormalDist().inv_cdf(1 - dark_frac)), 0, None)
     other = cv2.GaussianBlur(rng.standard_normal((h, w), dtype=_F32), (0, 0), 0.6)
-    other /= other.std() + 1e-6
+    other = other / (other.std() + 1e-6)
     lum += 0.15 * np.clip(other - _F32(NormalDist().inv_cdf(1 - light_frac)), 0, None)
     if rng.random() < 0.5:
         y, x = _grids((h, w))
@@ -266,7 +268,7 @@ def _plastic(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarr
     h, w = shape
     base = _rgb(_pick(rng, _PLASTICS), 0.05, rng)
     peel = cv2.GaussianBlur(rng.standard_normal((h, w), dtype=_F32), (0, 0), 1.3)
-    peel /= peel.std() + 1e-6
+    peel = peel / (peel.std() + 1e-6)
     flow = _fractal((h, w), rng, cells=2.0, octaves=3)
     lum = 1.0 + 0.025 * peel + 0.03 * flow
     return (base * lum[..., None]).astype(_F32), None
@@ -458,7 +460,7 @@ def _crack(img: np.ndarray, gain: np.ndarray, rng: np.random.Generator, ctx: _Ct
     step = max(2.0, s / 100.0) * rng.uniform(1.0, 1.8)
     n = max(6, int(length / step))
     along_grain = ctx.material == "wood" and ctx.grain is not None
-    if along_grain:  # checks and splits follow the grain
+    if along_grain and ctx.grain is not None:  # checks and splits follow the grain
         heading = ctx.grain + rng.uniform(-0.12, 0.12) + rng.choice([0.0, np.pi])
         main = _walk(rng, np.zeros(2), heading, n, step, 0.015, 0.15)
     else:
@@ -582,7 +584,7 @@ def _stain(img: np.ndarray, gain: np.ndarray, rng: np.random.Generator, ctx: _Ct
     if region is None:
         return None
     a = img[region]
-    cov, rr, _, _ = _blob(region, cy, cx, r, rng.uniform(0.55, 1.0), rng.uniform(0, np.pi), 0.22, rng, 2.5)
+    cov, _rr, _, _ = _blob(region, cy, cx, r, rng.uniform(0.55, 1.0), rng.uniform(0, np.pi), 0.22, rng, 2.5)
     hard = (cov >= _MASK_THRESHOLD).astype(np.uint8)
     dist = cv2.distanceTransform(hard, cv2.DIST_L2, 3)
     ring = np.exp(-dist / _F32(max(1.2, 0.06 * r)))  # tide line where the liquid dried last
@@ -742,7 +744,8 @@ def _layout_samples(materials: Sequence[str] | None, n_defective_per_type: int, 
         empty = np.zeros(size, np.uint8)
         for split, count in (("train", n_train_good), ("test", n_good)):
             for i in range(count):
-                yield material, split, "good", i, render_surface(material, size, _image_rng(seed, material, f"{split}/good", i)), empty
+                image = render_surface(material, size, _image_rng(seed, material, f"{split}/good", i))
+                yield material, split, "good", i, image, empty
         for folder in (*classes, "combined"):
             for i in range(n_defective_per_type):
                 rng = _image_rng(seed, material, f"test/{folder}", i)

@@ -37,9 +37,9 @@ from rich.console import Group
 from rich.table import Table
 
 from defectspectrum.data.dsfolder import DSFolder
-from defectspectrum.data.io import open_image
 from defectspectrum.data.sample import SPLITS, Sample
 from defectspectrum.errors import InputError
+from defectspectrum.io import open_image
 from defectspectrum.progress import track
 
 ERROR = "error"
@@ -164,13 +164,15 @@ class _Checker:
         self.issues: list[Issue] = []
         self.hashes = _Hashes()
 
-    def add(self, level: str, code: str, sample: Sample, file: str | None, message: str, other: str | None = None) -> None:
+    def add(self, level: str, code: str, sample: Sample, file: str | None, message: str,
+            other: str | None = None) -> None:
         self.issues.append(Issue(level, code, sample.id, file, message, other))
 
     def _open(self, sample: Sample, rel: str, what: str) -> Image.Image | None:
         path = self.folder.root / rel
         if not path.is_file():
-            self.add(ERROR, "missing-file", sample, rel, f"{path}: {what} file not found; restore it or remove the sample")
+            self.add(ERROR, "missing-file", sample, rel,
+                     f"{path}: {what} file not found; restore it or remove the sample")
             return None
         try:
             return open_image(path)
@@ -181,7 +183,8 @@ class _Checker:
     def check(self, sample: Sample) -> None:
         if sample.split is not None and sample.split not in SPLITS:
             self.add(WARNING, "unknown-split", sample, None,
-                     f"{sample.id}: split {sample.split!r} is not one of {', '.join(SPLITS)}; run `data split` or fix it")
+                     f"{sample.id}: split {sample.split!r} is not one of {', '.join(SPLITS)}; "
+                     "run `data split` or fix it")
         image = self._open(sample, sample.image, "image")
         mask = self._open(sample, sample.mask, "mask")
         if image is not None:
@@ -212,7 +215,8 @@ class _Checker:
                      "annotate the defect or mark the sample 'good'")
         if defect and sample.is_good:
             self.add(WARNING, "mask-on-good", sample, sample.mask,
-                     f"{mask_path}: sample is marked 'good' but its mask has defect pixels; fix the mask or the defect_type")
+                     f"{mask_path}: sample is marked 'good' but its mask has defect pixels; "
+                     "fix the mask or the defect_type")
 
     def _hash(self, sample: Sample, image: Image.Image) -> None:
         digest = hashlib.sha1(f"{image.mode}{image.size}".encode())

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from defectspectrum.data.io import (
+from defectspectrum.errors import InputError
+from defectspectrum.io import (
     atomic_path,
     copy_file_atomic,
     image_size,
     write_text_atomic,
 )
-from defectspectrum.errors import InputError
 
 _KINDS = ("note", "ok", "warn", "error")
 _SLUG = re.compile(r"[^a-z0-9]+")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from defectspectrum.data.overlay import class_colors
+from defectspectrum.draw import class_colors
 from defectspectrum.errors import InputError
 
 

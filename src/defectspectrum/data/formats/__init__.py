@@ -48,7 +48,8 @@ def detect_format(root: Path) -> str:
         for name in file_readers:
             if READERS[name].detect(root):
                 return name
-        raise FormatError(f"{root}: is a file; pass the data set's folder (only {', '.join(file_readers)} reads a file)")
+        raise FormatError(f"{root}: is a file; pass the data set's folder "
+                          f"(only {', '.join(file_readers)} reads a file)")
     if not root.is_dir():
         raise InputError(f"{root}: folder not found; check the path")
     for name, cls in READERS.items():

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from defectspectrum.data.classes import ClassMap
-from defectspectrum.data.io import read_binary_mask, read_mask_pixels
 from defectspectrum.errors import FormatError, InputError
+from defectspectrum.io import read_binary_mask, read_mask_pixels
 
 
 @dataclass(frozen=True)

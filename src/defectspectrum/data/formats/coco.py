@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
@@ -40,7 +39,7 @@ from defectspectrum.data.classes import (
     class_maps_from_json,
     global_lookup,
 )
-from defectspectrum.data.dsfolder import DSFolder, safe_name
+from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
 from defectspectrum.data.formats.coco_masks import (
@@ -48,10 +47,12 @@ from defectspectrum.data.formats.coco_masks import (
     rasterize_annotations,
 )
 from defectspectrum.data.formats.mmseg import class_map_from_names
-from defectspectrum.data.io import read_json, write_text_atomic
 from defectspectrum.data.sample import GOOD
 from defectspectrum.errors import FormatError, InputError
+from defectspectrum.io import read_json, write_text_atomic
+from defectspectrum.paths import safe_name
 from defectspectrum.progress import track
+from defectspectrum.regions import regions
 
 WRITER_FORMAT = "defectspectrum-coco"
 META_KEY = "defectspectrum"
@@ -71,7 +72,8 @@ def _looks_like_coco(path: Path) -> bool:
         data = read_json(path)
     except InputError:
         return False
-    return isinstance(data, dict) and all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories"))
+    keys = ("images", "annotations", "categories")
+    return isinstance(data, dict) and all(isinstance(data.get(k), list) for k in keys)
 
 
 @dataclass(frozen=True)
@@ -118,12 +120,13 @@ class CocoReader(Reader):
                              "objects and classes; drop --classes and --object")
         categories = self._categories(data["categories"])
         if self.restoring:
+            assert isinstance(meta, dict)
             self._maps, self._category_object, self._category_index = self._restore_classes(meta, categories)
         else:
             self.object = object_name or safe_name(self.json_path.name.removesuffix(".json"))
             class_map, index = self._plain_classes(categories, classes)
             self._maps = {self.object: class_map}
-            self._category_object = {cid: self.object for cid in categories}
+            self._category_object = dict.fromkeys(categories, self.object)
             self._category_index = index
         self._category_names = {cid: category["name"] for cid, category in categories.items()}
         self._images, self._by_image = self._index_images(data)
@@ -219,7 +222,8 @@ class CocoReader(Reader):
     def _image_path(self, entry: dict[str, Any]) -> Path:
         file_name = entry["file_name"]
         base = self.json_path.parent
-        candidates = [Path(file_name)] if Path(file_name).is_absolute() else [base / file_name, base / "images" / file_name]
+        candidates = ([Path(file_name)] if Path(file_name).is_absolute()
+                      else [base / file_name, base / "images" / file_name])
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
@@ -270,7 +274,9 @@ class CocoReader(Reader):
         recipe = sample.mask
         if not isinstance(recipe, CocoMask):
             return super().load_mask(sample, size)
-        height, width = (recipe.height, recipe.width) if recipe.height is not None else size
+        height, width = size
+        if recipe.height is not None and recipe.width is not None:
+            height, width = recipe.height, recipe.width
         return rasterize_annotations(recipe.annotations, height, width, recipe.category_to_index,
                                      where=str(recipe.path))
 
@@ -290,16 +296,6 @@ def _file_name(image: Path, base: Path) -> str:
         return image.as_posix()
 
 
-def mask_regions(mask: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    """(class index, bool region) for every 8-connected region of every non-zero class."""
-    for value in np.unique(mask):
-        if value == 0:
-            continue
-        count, labels = cv2.connectedComponents((mask == value).astype(np.uint8), connectivity=8)
-        for label in range(1, count):
-            yield int(value), labels == label
-
-
 def region_annotation(region: np.ndarray) -> dict[str, Any]:
     """Segmentation (compressed RLE, counts as str), area and bbox of one bool region."""
     rle = mask_utils.encode(np.asfortranarray(region.astype(np.uint8)))
@@ -315,7 +311,8 @@ def export_coco(folder: DSFolder, dst: Path) -> Path:
     if dst.exists():
         raise InputError(f"{dst}: exists; choose a new file name (export never overwrites)")
     lookup = global_lookup(folder.objects)
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image_id, sample in enumerate(track(list(folder), "exporting coco"), start=1):
         image_path = folder.image_path(sample)
         mask = folder.load_checked_mask(sample)
@@ -325,9 +322,10 @@ def export_coco(folder: DSFolder, dst: Path) -> Path:
                        "split": sample.split, "caption": sample.caption, "defect_type": sample.defect_type,
                        "synthetic": sample.synthetic})
         table = lookup[sample.object]
-        for local, region in mask_regions(mask):
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(table[local]),
-                                **region_annotation(region), "iscrowd": 0})
+        for region in regions(mask):
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                "category_id": int(table[region.class_index]),
+                                **region_annotation(region.binary()), "iscrowd": 0})
     categories = [{"id": e.index, "name": e.label, "supercategory": e.object, "object": e.object, "class": e.name}
                   for e in folder.global_classes()[1:]]
     document = {
@@ -339,5 +337,6 @@ def export_coco(folder: DSFolder, dst: Path) -> Path:
         "annotations": annotations,
         "categories": categories,
     }
-    write_text_atomic(dst, json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n")  # compact: exports get big
+    compact = json.dumps(document, ensure_ascii=False, separators=(",", ":"))  # compact: exports get big
+    write_text_atomic(dst, compact + "\n")
     return dst

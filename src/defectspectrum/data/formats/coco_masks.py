@@ -146,7 +146,7 @@ def rasterize_annotations(annotations: Iterable[Mapping[str, Any]], height: int,
         ann_id = annotation.get("id")
         order = ann_id if isinstance(ann_id, int) and not isinstance(ann_id, bool) else position
         shapes.append((-int(shape.sum()), order, len(classes), shape))
-        classes.append(int(category_to_index[category]))
+        classes.append(int(category_to_index[category]))  # type: ignore[index]  # checked above
     mask = np.zeros((height, width), dtype=np.uint8)
     for _, _, slot, shape in sorted(shapes, key=lambda item: item[:3]):
         mask[shape] = classes[slot]

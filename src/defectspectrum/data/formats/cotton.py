@@ -27,9 +27,9 @@ import numpy as np
 from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import BinaryMask, Reader, SourceSample
-from defectspectrum.data.io import binarize, list_images, read_mask_pixels
 from defectspectrum.data.sample import GOOD
 from defectspectrum.errors import FormatError
+from defectspectrum.io import binarize, list_images, read_mask_pixels
 
 OBJECT = "cotton_fabric"
 IMAGE_FOLDERS = ("image", "images")

@@ -30,9 +30,9 @@ from pathlib import Path
 from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import BinaryMask, Reader, SourceSample
-from defectspectrum.data.io import is_image_file, list_images
 from defectspectrum.data.sample import GOOD
 from defectspectrum.errors import FormatError, InputError
+from defectspectrum.io import is_image_file, list_images
 
 OBJECT = "dagm"
 SPLITS = {"train": "train", "test": "test"}  # lower-cased folder name -> DS split
@@ -145,9 +145,10 @@ class DAGMReader(Reader):
         labels_path = label_files.get(LABELS_FILE)
         rows = _read_labels(labels_path) if labels_path is not None else {}
         images = {p.name.lower(): p for p in list_images(folder)}
-        for key, row in rows.items():
+        for key, listed in rows.items():
             if key not in images:
-                raise FormatError(f"{labels_path}: line {row.line} lists {row.image!r}, which is not in {folder}; "
+                raise FormatError(f"{labels_path}: line {listed.line} lists {listed.image!r}, "
+                                  f"which is not in {folder}; "
                                   "add the image or remove the line")
         for image in images.values():
             row = rows.get(image.name.lower())

@@ -51,10 +51,13 @@ from typing import Any
 import numpy as np
 
 from defectspectrum.data.classes import ClassMap
-from defectspectrum.data.dsfolder import DSFolder, safe_name
+from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
-from defectspectrum.data.io import (
+from defectspectrum.data.sample import GOOD
+from defectspectrum.draw import class_colors
+from defectspectrum.errors import FormatError, InputError
+from defectspectrum.io import (
     atomic_path,
     copy_file_atomic,
     is_image_file,
@@ -65,9 +68,7 @@ from defectspectrum.data.io import (
     write_json_atomic,
     write_text_atomic,
 )
-from defectspectrum.data.overlay import class_colors
-from defectspectrum.data.sample import GOOD
-from defectspectrum.errors import FormatError, InputError
+from defectspectrum.paths import safe_name
 from defectspectrum.progress import track
 
 # -- the release's facts (docs/reference.md section 1) ------------------------------------------------------

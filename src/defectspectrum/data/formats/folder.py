@@ -46,10 +46,11 @@ from typing import Any
 import numpy as np
 
 from defectspectrum.data.classes import BACKGROUND, ClassMap
-from defectspectrum.data.dsfolder import safe_name
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
-from defectspectrum.data.io import (
+from defectspectrum.data.sample import GOOD
+from defectspectrum.errors import FormatError, InputError
+from defectspectrum.io import (
     IMAGE_EXTENSIONS,
     binarize,
     is_image_file,
@@ -60,8 +61,7 @@ from defectspectrum.data.io import (
     read_yaml,
     to_png_mode,
 )
-from defectspectrum.data.sample import GOOD
-from defectspectrum.errors import FormatError, InputError
+from defectspectrum.paths import safe_name
 
 IMAGE_DIRS = ("images", "image", "imgs", "img", "jpegimages", "img_dir")
 MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "annotation", "anns", "ann", "gt",
@@ -135,6 +135,8 @@ def _scan_nested(images: Path, masks: Path | None, split: str | None, class_name
     groups: list[_Group] = []
     for sub in _subdirs(images):
         sub_masks = masks / sub.name if masks is not None and (masks / sub.name).is_dir() else None
+        sub_split: str | None
+        sub_class: str | None
         if split is None and class_name is None and sub.name.lower() in SPLIT_DIRS:
             sub_split, sub_class = SPLIT_DIRS[sub.name.lower()], None
         elif class_name is None:
@@ -273,12 +275,13 @@ class FolderReader(Reader):
             class_index = self.class_map.index(group.class_name)
         class_name = self.class_map[class_index] if class_index is not None else None
         for image in images:
-            mask = masks.get(image.stem + suffix)
+            paired_mask = masks.get(image.stem + suffix)
             name = group.prefix + image.stem
-            if mask is None:
+            if paired_mask is None:
                 yield SourceSample(self.object, name, image, None, GOOD, group.split)
             else:
-                yield SourceSample(self.object, name, image, FolderMask(mask, class_index), class_name, group.split)
+                yield SourceSample(self.object, name, image, FolderMask(paired_mask, class_index), class_name,
+                                   group.split)
 
     def _suffix(self, group: _Group, files: list[Path], mask_files: list[Path], side_by_side: bool) -> str:
         """The given mask suffix, or the common suffix that pairs the most images with a mask."""

@@ -42,10 +42,11 @@ from defectspectrum.data.classes import (
     class_maps_from_json,
     global_lookup,
 )
-from defectspectrum.data.dsfolder import DSFolder, safe_name
+from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
-from defectspectrum.data.io import (
+from defectspectrum.errors import FormatError, InputError
+from defectspectrum.io import (
     copy_file_atomic,
     list_images,
     read_json,
@@ -54,7 +55,7 @@ from defectspectrum.data.io import (
     staged_folder,
     write_json_atomic,
 )
-from defectspectrum.errors import FormatError, InputError
+from defectspectrum.paths import safe_name
 from defectspectrum.progress import track
 
 IMG_DIR = "img_dir"
@@ -88,7 +89,7 @@ class MmsegMask:
 
 
 def _identity_lut() -> tuple[int, ...]:
-    return tuple(range(IGNORE_INDEX)) + (0,)
+    return (*tuple(range(IGNORE_INDEX)), 0)
 
 
 def _restore_lut(object_name: str, objects: dict[str, ClassMap]) -> tuple[int, ...]:
@@ -255,11 +256,13 @@ class MmsegReader(Reader):
         where = self.root / SAMPLES_JSON
         listed: set[Path] = set()
         for number, entry in enumerate(self._written["samples"], start=1):
-            if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("image", "mask", "object", "name")):
+            fields = ("image", "mask", "object", "name")
+            if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in fields):
                 raise FormatError(f"{where}: sample {number} needs string fields image, mask, object and name")
             object_name = entry["object"]
             if object_name not in objects:
-                raise FormatError(f"{where}: sample {number} names unknown object {object_name!r}; re-export the folder")
+                raise FormatError(f"{where}: sample {number} names unknown object {object_name!r}; "
+                                  "re-export the folder")
             image, mask = self.root / entry["image"], self.root / entry["mask"]
             for path in (image, mask):
                 if not path.is_file():
@@ -319,7 +322,8 @@ def export_mmseg(folder: DSFolder, dst: Path) -> Path:
                          "ignore index); export fewer objects at a time")
     lookup = global_lookup(folder.objects)
     with staged_folder(dst) as tmp:
-        records, taken = [], set()
+        records: list[dict[str, Any]] = []
+        taken: set[tuple[str, str]] = set()
         for sample in track(list(folder), "exporting mmseg"):
             split_dir = UNSPLIT if sample.split is None else safe_name(sample.split)
             stem = _unique_stem(f"{sample.object}__{sample.name}", split_dir, taken)

@@ -18,9 +18,9 @@ from pathlib import Path
 from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import BinaryMask, Reader, SourceSample
-from defectspectrum.data.io import list_images
 from defectspectrum.data.sample import GOOD
 from defectspectrum.errors import FormatError
+from defectspectrum.io import list_images
 
 
 def _is_category(folder: Path) -> bool:

@@ -18,8 +18,8 @@ from pathlib import Path
 from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import BinaryMask, Reader, SourceSample
-from defectspectrum.data.io import list_images
 from defectspectrum.errors import FormatError
+from defectspectrum.io import list_images
 
 IMAGES = "Source Images"
 MASKS = "Ground truth"

@@ -39,9 +39,9 @@ from defectspectrum.data.formats.coco_masks import (
     has_segmentation,
     rasterize_annotations,
 )
-from defectspectrum.data.io import read_json
 from defectspectrum.data.sample import GOOD
 from defectspectrum.errors import FormatError
+from defectspectrum.io import read_json
 
 ANNOTATIONS_FILE = "_annotations.coco.json"
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "test": "test"}  # folder -> DS split
@@ -219,7 +219,7 @@ class VisionReader(Reader):
     def load_mask(self, sample: SourceSample, size: tuple[int, int]) -> np.ndarray:
         recipe = sample.mask
         if isinstance(recipe, CocoImageMask):
-            height, width = (recipe.height, recipe.width) if recipe.height else size
+            height, width = (recipe.height, recipe.width) if recipe.height and recipe.width else size
             return rasterize_annotations(recipe.annotations, height, width, dict(recipe.category_to_index),
                                          where=f"{recipe.path} (image {recipe.file_name})")
         return super().load_mask(sample, size)

@@ -1,29 +1,26 @@
-"""Mask overlays: class colours blended over images, region outlines, and a contact sheet with a legend."""
+"""Drawing shared by every stage: class colours, mask overlays, shrinking that keeps thin defects,
+side-by-side panels and contact sheets with a class-colour legend.
+
+Everything here works on plain arrays and names (no DS folder), so the report and every stage
+can draw without reaching into `data/`.
+"""
 
 from __future__ import annotations
 
 import colorsys
 import io
 import math
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from defectspectrum.data.classes import ClassMap
-from defectspectrum.data.dsfolder import DSFolder, safe_name
-from defectspectrum.data.io import atomic_path, read_json, save_png_atomic, write_json_atomic
-from defectspectrum.data.sample import Sample
 from defectspectrum.errors import InputError
-from defectspectrum.progress import track
+from defectspectrum.io import atomic_path
 
-CONTACT_SHEET = "contact_sheet.png"
-MANIFEST = "show.json"  # the files the last `write_overlays` wrote into its folder
-PANEL_MAX_SIDE = 768  # longest side of each panel of a per-sample overlay file
 THUMB_MAX_SIDE = 240  # longest side of a contact-sheet thumbnail (pixels at SHEET_DPI)
 SHEET_DPI = 100
 SHEET_MAX_BYTES = 3_000_000
@@ -54,7 +51,7 @@ def class_colors(n: int) -> np.ndarray:
             j = k - len(_BASE_COLORS)
             hue = (j * 0.618033988749895) % 1.0
             sat, val = (0.85, 0.95, 0.65)[j % 3], (0.95, 0.75, 0.9)[(j // 3) % 3]
-            rgb = tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(hue, sat, val))  # type: ignore[assignment]
+            rgb = tuple(round(255 * c) for c in colorsys.hsv_to_rgb(hue, sat, val))  # type: ignore[assignment]
         k += 1
         if rgb not in seen:
             seen.add(rgb)
@@ -75,7 +72,7 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 
 def outline_thickness(shape: tuple[int, ...]) -> int:
     """Outline width in pixels for an image of `shape`: 1 px up to ~512 px, thicker on large images."""
-    return max(1, int(round(min(shape[:2]) / 512)))
+    return max(1, round(min(shape[:2]) / 512))
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, alpha: float = 0.45,
@@ -122,7 +119,7 @@ def shrink(image: np.ndarray, mask: np.ndarray, max_side: int) -> tuple[np.ndarr
     scale = max_side / max(h, w)
     if scale >= 1.0:
         return image, mask
-    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
     small_image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     small_mask = np.zeros((size[1], size[0]), dtype=mask.dtype)
     best = np.zeros((size[1], size[0]), dtype=np.float32)
@@ -136,123 +133,11 @@ def shrink(image: np.ndarray, mask: np.ndarray, max_side: int) -> tuple[np.ndarr
     return small_image, small_mask
 
 
-@dataclass
-class ShowResult:
-    """What `write_overlays` wrote: one overlay PNG per drawn sample (same order as `samples`) and the sheet."""
-
-    overlays: list[Path]
-    contact_sheet: Path
-    samples: list[Sample] = field(default_factory=list)
-
-
-def select_samples(folder: DSFolder, limit: int, object_name: str | None = None,
-                   include_good: bool = False) -> list[Sample]:
-    """Up to `limit` samples, defective first, taken round-robin over (object, defect type) groups.
-
-    Every defect type of every object is drawn once before any is drawn twice, and a `limit` below
-    the number of types still spreads over all objects. With `include_good`, each object's
-    defect-free samples form one more group, taken after the defect types in every sweep.
-    The result is ordered by object, then defect type, for display.
-    """
-    if limit < 1:
-        raise InputError(f"limit must be at least 1, got {limit}")
-    if object_name is not None:
-        folder.classes(object_name)
-    objects = [object_name] if object_name is not None else list(folder.objects)
-    defective: dict[tuple[str, str], list[Sample]] = defaultdict(list)
-    good: dict[str, list[Sample]] = defaultdict(list)
-    for sample in folder:
-        if sample.object not in objects:
-            continue
-        if sample.is_good:
-            good[sample.object].append(sample)
-        else:
-            defective[(sample.object, sample.defect_type or "")].append(sample)
-    order = {name: i for i, name in enumerate(objects)}
-    rank = {key: sum(1 for other in defective if other[0] == key[0] and other[1] < key[1]) for key in defective}
-    # the first sweep takes every object's first type, then every object's second type, ...
-    groups = [defective[key] for key in sorted(defective, key=lambda key: (rank[key], order[key[0]]))]
-    if include_good:  # each object's defect-free samples are one more group, last in every sweep
-        groups += [good[name] for name in objects if good[name]]
-    chosen = _round_robin(groups, limit)
-    if not chosen:
-        what = f"object {object_name!r} of {folder.root}" if object_name else str(folder.root)
-        hint = "" if include_good else "; pass include_good (--include-good) to draw defect-free ones"
-        raise InputError(f"{what}: no {'samples' if include_good else 'defective samples'} to draw{hint}")
-    position = {sample.id: i for i, sample in enumerate(folder)}
-    return sorted(chosen, key=lambda s: (order[s.object], s.is_good, s.defect_type or "", position[s.id]))
-
-
-def _round_robin(groups: Sequence[list[Sample]], limit: int) -> list[Sample]:
-    chosen: list[Sample] = []
-    depth = 0
-    while len(chosen) < limit and any(depth < len(g) for g in groups):
-        for group in groups:
-            if depth < len(group) and len(chosen) < limit:
-                chosen.append(group[depth])
-        depth += 1
-    return chosen
-
-
-def overlay_file_name(sample: Sample) -> str:
-    """The overlay PNG's file name of a sample: `<object>__<name>.png`."""
-    return f"{safe_name(sample.object)}__{safe_name(sample.name)}.png"
-
-
-def _side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarray:
+def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarray:
+    """`left` and `right` (H, W, 3) next to each other with a white gap."""
     h = left.shape[0]
     spacer = np.full((h, gap, 3), 255, dtype=np.uint8)
     return np.concatenate([left, spacer, right], axis=1)
-
-
-def write_overlays(folder: DSFolder | Path, out_dir: Path, limit: int = 24, object_name: str | None = None,
-                   include_good: bool = False) -> ShowResult:
-    """Draw up to `limit` samples (defective first, every object and defect type) into `out_dir`.
-
-    Each sample gets `<object>__<name>.png`: the image beside its overlay; `contact_sheet.png` shows
-    all of them as thumbnails captioned with the sample id, with a class-colour legend per object.
-    Overlays an earlier run listed in `show.json` are removed first, so the folder shows one run;
-    other files in `out_dir` are left alone.
-    """
-    if not isinstance(folder, DSFolder):
-        folder = DSFolder.open(Path(folder))
-    out_dir = Path(out_dir)
-    if out_dir.resolve() == folder.root.resolve():
-        raise InputError(f"{out_dir}: is the DS folder itself; choose another folder for the overlays")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a folder; choose a folder for the overlays")
-    samples = select_samples(folder, limit, object_name, include_good)
-    _remove_previous_overlays(out_dir)
-    written: list[Path] = []
-    thumbs: list[np.ndarray] = []
-    for sample in track(samples, "drawing overlays"):
-        mask = folder.load_checked_mask(sample)
-        image = folder.load_image(sample)
-        colors = class_colors(len(folder.classes(sample.object)))
-        panel_image, panel_mask = shrink(image, mask, PANEL_MAX_SIDE)
-        drawn = overlay(panel_image, panel_mask, colors)
-        path = out_dir / overlay_file_name(sample)
-        save_png_atomic(_side_by_side(panel_image, drawn), path, compress_level=6)
-        written.append(path)
-        thumb_image, thumb_mask = shrink(image, mask, THUMB_MAX_SIDE)
-        thumbs.append(overlay(thumb_image, thumb_mask, colors))
-    sheet = out_dir / CONTACT_SHEET
-    write_contact_sheet(thumbs, [s.id for s in samples],
-                        {name: folder.objects[name] for name in dict.fromkeys(s.object for s in samples)}, sheet)
-    write_json_atomic(out_dir / MANIFEST, {"overlays": [p.name for p in written], "contact_sheet": sheet.name})
-    return ShowResult(overlays=written, contact_sheet=sheet, samples=samples)
-
-
-def _remove_previous_overlays(out_dir: Path) -> None:
-    """Delete the overlays listed in a previous run's manifest (plain names inside `out_dir` only)."""
-    manifest = out_dir / MANIFEST
-    if not manifest.is_file():
-        return
-    listed = read_json(manifest)
-    names = listed.get("overlays", []) if isinstance(listed, dict) else []
-    for name in names:
-        if isinstance(name, str) and name == Path(name).name and name.endswith(".png"):
-            (out_dir / name).unlink(missing_ok=True)
 
 
 def _columns(n: int) -> int:
@@ -263,17 +148,21 @@ def _columns(n: int) -> int:
     return min(options, key=lambda c: (math.ceil(n / c) * c - n, -c))
 
 
-def _legend_handles(class_map: ClassMap) -> tuple[list, list[str]]:
+def _legend_handles(class_names: Sequence[str]) -> tuple[list, list[str]]:
     from matplotlib.patches import Patch
 
-    colors = class_colors(len(class_map))
-    handles = [Patch(facecolor=colors[i] / 255.0, edgecolor="#333333", linewidth=0.5) for i in range(1, len(class_map))]
-    return handles, list(class_map.defects)
+    colors = class_colors(len(class_names))
+    handles = [Patch(facecolor=colors[i] / 255.0, edgecolor="#333333", linewidth=0.5)
+               for i in range(1, len(class_names))]
+    return handles, list(class_names[1:])
 
 
-def write_contact_sheet(thumbs: Sequence[np.ndarray], captions: Sequence[str], legend: dict[str, ClassMap],
+def write_contact_sheet(thumbs: Sequence[np.ndarray], captions: Sequence[str], legend: Mapping[str, Sequence[str]],
                         path: Path, columns: int | None = None) -> Path:
-    """A grid of thumbnails captioned below the image, then a class-colour legend per object (matplotlib, Agg)."""
+    """A grid of thumbnails captioned below the image, then a class-colour legend per object (matplotlib, Agg).
+
+    `legend` maps each object to its class names, background first (a ClassMap's `names`).
+    """
     from matplotlib.figure import Figure
 
     n = len(thumbs)
@@ -285,12 +174,12 @@ def write_contact_sheet(thumbs: Sequence[np.ndarray], captions: Sequence[str], l
     cell_w = cell_px / SHEET_DPI
     cell_h = cell_w + 0.28  # room for the caption
     fig_w = max(cols * cell_w, 4.0)
-    longest = max((len(name) for cm in legend.values() for name in cm.defects), default=0)
+    longest = max((len(name) for names in legend.values() for name in names[1:]), default=0)
     legend_ncol = 2 if longest <= 14 else 1  # class-name columns inside one object's legend
     slot_w = 0.3 + legend_ncol * (0.35 + 0.055 * min(longest, 28))  # inches one object's legend needs
     legend_cols = max(1, min(len(legend), int(fig_w / slot_w)))
     legend_rows = math.ceil(len(legend) / legend_cols) if legend else 0
-    biggest = max((len(cm) - 1 for cm in legend.values()), default=0)
+    biggest = max((len(names) - 1 for names in legend.values()), default=0)
     legend_h = (0.35 + 0.17 * math.ceil(biggest / legend_ncol)) if legend else 0.0
     fig_h = rows * cell_h + legend_rows * legend_h + 0.15
     fig = Figure(figsize=(fig_w, fig_h), dpi=SHEET_DPI, facecolor="white")
@@ -311,10 +200,10 @@ def write_contact_sheet(thumbs: Sequence[np.ndarray], captions: Sequence[str], l
     if legend:
         lgrid = fig.add_gridspec(legend_rows, legend_cols, left=0.01, right=0.99, top=grid_bottom - 0.02 / fig_h,
                                  bottom=0.05 / fig_h, wspace=0.05, hspace=0.1)
-        for i, (object_name, class_map) in enumerate(legend.items()):
+        for i, (object_name, class_names) in enumerate(legend.items()):
             ax = fig.add_subplot(lgrid[i // legend_cols, i % legend_cols])
             ax.axis("off")
-            handles, labels = _legend_handles(class_map)
+            handles, labels = _legend_handles(class_names)
             if handles:
                 ax.legend(handles, labels, title=object_name, loc="upper left", ncol=legend_ncol, fontsize=7.5,
                           title_fontproperties={"weight": "bold", "size": 8}, frameon=False, handlelength=1.2,
@@ -323,7 +212,7 @@ def write_contact_sheet(thumbs: Sequence[np.ndarray], captions: Sequence[str], l
     return path
 
 
-def _save_figure_png(fig, path: Path, max_bytes: int) -> None:
+def _save_figure_png(fig: Any, path: Path, max_bytes: int) -> None:
     """Save `fig` as PNG atomically; quantised to 256 colours where the full-colour file would be too large."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=SHEET_DPI, facecolor="white")

@@ -215,7 +215,8 @@ def read_json(path: Path) -> Any:
     except FileNotFoundError as exc:
         raise InputError(f"{path}: file not found; check the path") from exc
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; fix the file") from exc
+        raise InputError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; "
+                         "fix the file") from exc
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from exc
 

@@ -1,4 +1,4 @@
-"""Overlays: class colours, the blend + outline, sample selection, overlay files and the contact sheet."""
+"""Drawing (class colours, the blend + outline, shrink) and `data show` (sample selection, files, contact sheet)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,9 @@ import pytest
 from PIL import Image
 
 from defectspectrum.data.dsfolder import DSFolder
-from defectspectrum.data.overlay import (
-    CONTACT_SHEET,
-    class_colors,
-    overlay,
-    overlay_file_name,
-    select_samples,
-    shrink,
-    write_overlays,
-)
+from defectspectrum.data.show import CONTACT_SHEET, overlay_file_name, select_samples, write_overlays
 from defectspectrum.data.synth import write_ds_folder
+from defectspectrum.draw import class_colors, overlay, shrink
 from defectspectrum.errors import InputError
 
 OBJECTS = {"bolt": ["bent", "rust", "scratch"], "cloth": ["hole", "stain"]}

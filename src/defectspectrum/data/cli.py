@@ -1,0 +1,240 @@
+"""`defectspectrum data ...`: thin typer commands over the data layer (no torch imports here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from defectspectrum.cli_support import friendly, out, parse_csv, parse_size
+
+data_app = typer.Typer(help="Bring defect data sets into the DS folder format and work on them.", no_args_is_help=True)
+
+
+# -- data convert / formats -------------------------------------------------------------------------------
+
+
+@data_app.command("convert")
+@friendly
+def convert_command(
+    source: Path = typer.Argument(..., help="The source data set's top folder (for coco also the .json file)."),
+    dst: Path = typer.Argument(..., help="The DS folder to create (must be new or empty)."),
+    fmt: str = typer.Option("auto", "--from", "-f", help="Source layout; `data formats` lists them. auto detects."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it is already a DS folder."),
+    resize_masks: bool = typer.Option(False, "--resize-masks", help="Resample masks of another size to their image."),
+    name: str | None = typer.Option(None, "--name", help="Data set name (default: DST's folder name)."),
+    classes: str | None = typer.Option(None, "--classes",
+                                       help="folder/coco/mmseg: class names in index order, comma-separated."),
+    mask_suffix: str | None = typer.Option(None, "--mask-suffix",
+                                           help="folder/mmseg: mask file suffix, e.g. _mask or _label."),
+    palette: Path | None = typer.Option(None, "--palette",
+                                        help="folder: JSON/YAML mapping class name -> [r, g, b] for colour masks."),
+    object_name: str | None = typer.Option(None, "--object", help="Object name for single-object layouts."),
+) -> None:
+    """Convert a data set into a DS folder.
+
+    Examples:
+
+      defectspectrum data convert --from mvtec ~/data/mvtec_ad ds_mvtec
+
+      defectspectrum data convert ~/data/Defect_Spectrum/DS-MVTec ds_release --workers 4
+
+      defectspectrum data convert --from folder --mask-suffix _label --classes scratch,dent shots/ ds_shots
+    """
+    from defectspectrum.data.convert import convert
+
+    folder = convert(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks, name=name,
+                     classes=parse_csv(classes), mask_suffix=mask_suffix, palette=palette, object_name=object_name)
+    defective = sum(1 for s in folder if not s.is_good)
+    out.print(f"[green]wrote[/] {folder.root}: {len(folder)} samples ({defective} defective) "
+              f"in {len(folder.objects)} object(s)")
+
+
+@data_app.command("formats")
+def formats_command() -> None:
+    """List the source layouts `data convert --from` reads (auto tries them in this order)."""
+    from rich.table import Table
+
+    from defectspectrum.data.formats import READERS, reader_names
+
+    table = Table("--from", "layout", box=None, show_lines=True, pad_edge=False)
+    for name in reader_names():
+        table.add_row(f"[bold]{name}[/]", READERS[name].summary)
+    out.print(table)
+
+
+@data_app.command("export")
+@friendly
+def export_command(
+    ds: Path = typer.Argument(..., help="A DS folder."),
+    dst: Path = typer.Argument(..., help="Output: a .json file for coco, a new folder for mmseg / ds-release."),
+    to: str = typer.Option(..., "--to", "-t", help="coco, mmseg or ds-release."),
+) -> None:
+    """Export a DS folder to another layout.
+
+    Examples:
+
+      defectspectrum data export ds_mvtec ds_mvtec_coco.json --to coco
+
+      defectspectrum data export ds_mvtec mmseg_mvtec --to mmseg
+    """
+    from defectspectrum.data.dsfolder import DSFolder
+    from defectspectrum.data.export import export
+
+    path = export(DSFolder.open(ds), dst, to)
+    out.print(f"[green]wrote[/] {path}")
+
+
+# -- data stats / validate / show ---------------------------------------------------------------------------
+
+
+@data_app.command("stats")
+@friendly
+def stats_command(
+    ds: Path = typer.Argument(..., help="A DS folder."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the statistics as JSON here."),
+) -> None:
+    """Per object and class: images, regions, area percentiles and image sizes.
+
+    Example: defectspectrum data stats ds_mvtec --json stats.json
+    """
+    from defectspectrum.data.dsfolder import DSFolder
+    from defectspectrum.data.stats import compute_stats, stats_table
+    from defectspectrum.io import write_json_atomic
+
+    stats = compute_stats(DSFolder.open(ds))
+    out.print(stats_table(stats))
+    if json_out:
+        write_json_atomic(json_out, stats.to_json())
+        out.print(f"[green]wrote[/] {json_out}")
+
+
+@data_app.command("validate")
+@friendly
+def validate_command(
+    ds: Path = typer.Argument(..., help="A DS folder."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the machine-readable report here."),
+    hash_distance: int = typer.Option(4, "--hash-distance", min=0,
+                                      help="Perceptual-hash distance counted as near-duplicate."),
+) -> None:
+    """Check every file: readable, sizes match, indices in the class map, empty masks, duplicates across splits.
+
+    Exit code 1 when errors are found. Example: defectspectrum data validate ds_mvtec --json report.json
+    """
+    from defectspectrum.data.dsfolder import DSFolder
+    from defectspectrum.data.validate import validate, validation_table
+    from defectspectrum.io import write_json_atomic
+
+    report = validate(DSFolder.open(ds), hash_distance=hash_distance)
+    out.print(validation_table(report))
+    if json_out:
+        write_json_atomic(json_out, report.to_json())
+        out.print(f"[green]wrote[/] {json_out}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@data_app.command("show")
+@friendly
+def show_command(
+    ds: Path = typer.Argument(..., help="A DS folder."),
+    out_dir: Path = typer.Argument(..., help="Folder for the overlay PNGs and contact sheet."),
+    limit: int = typer.Option(24, "--limit", "-n", min=1, help="Samples to draw (defective first)."),
+    object_name: str | None = typer.Option(None, "--object", help="Only this object."),
+    include_good: bool = typer.Option(False, "--include-good", help="Also draw defect-free samples."),
+) -> None:
+    """Draw mask overlays and a contact sheet with a class-colour legend.
+
+    Example: defectspectrum data show ds_mvtec overlays/ --object pill -n 12
+    """
+    from defectspectrum.data.dsfolder import DSFolder
+    from defectspectrum.data.show import write_overlays
+
+    written = write_overlays(DSFolder.open(ds), out_dir, limit=limit, object_name=object_name,
+                             include_good=include_good)
+    out.print(f"[green]wrote[/] {len(written.overlays)} overlays and the contact sheet {written.contact_sheet}")
+
+
+# -- data split / caption ------------------------------------------------------------------------------------
+
+
+@data_app.command("split")
+@friendly
+def split_command(
+    ds: Path = typer.Argument(..., help="A DS folder (its samples.jsonl is rewritten atomically)."),
+    rule: str = typer.Option("first-k", "--rule", help="first-k (the paper's rule) or random (stratified)."),
+    k: int = typer.Option(5, "--k", min=1, help="first-k: training images per defect type."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=1.0, help="random: share for validation."),
+    seed: int = typer.Option(0, "--seed", help="random: the seed."),
+) -> None:
+    """Assign train/val splits.
+
+    first-k: the first k images of each defect type train, the rest validate (the paper's rule).
+    random: stratified by defect type, seeded.
+
+    Example: defectspectrum data split ds_mvtec --rule first-k --k 5
+    """
+    from defectspectrum.data.dsfolder import DSFolder
+    from defectspectrum.data.splits import assign_splits
+
+    folder = DSFolder.open(ds)
+    counts = assign_splits(folder, rule=rule, k=k, val_fraction=val_fraction, seed=seed)
+    folder.save()
+    out.print(", ".join(f"{split}: {count}" for split, count in counts.items()))
+
+
+@data_app.command("caption")
+@friendly
+def caption_command(
+    ds: Path = typer.Argument(..., help="A DS folder (its samples.jsonl is rewritten atomically)."),
+    replace_existing: bool = typer.Option(False, "--replace", help="Also replace captions already present."),
+) -> None:
+    """Write template captions from the masks (object, classes, count, size, position).
+
+    Captions that came with the data (DS-MVTec's captions.xlsx) are kept unless --replace.
+    Example: defectspectrum data caption ds_mvtec
+    """
+    from defectspectrum.data.captions import caption_folder
+    from defectspectrum.data.dsfolder import DSFolder
+
+    folder = DSFolder.open(ds)
+    written = caption_folder(folder, replace_existing=replace_existing)
+    folder.save()
+    out.print(f"captioned {written} of {len(folder)} samples")
+
+
+# -- data synth -------------------------------------------------------------------------------------------------
+
+
+@data_app.command("synth")
+@friendly
+def synth_command(
+    dst: Path = typer.Argument(..., help="Folder to create."),
+    layout: str = typer.Option("mvtec", "--layout",
+                               help="mvtec (native MVTec AD tree: one class a folder), ds-release (the Defect Spectrum "
+                                    "release layout: multi-class index masks) or ds (a DS folder)."),
+    materials: str | None = typer.Option(None, "--materials", help="Comma-separated materials (default: all)."),
+    per_type: int = typer.Option(4, "--per-type", min=1, help="Defective images per defect type."),
+    good: int = typer.Option(4, "--good", min=0, help="Defect-free images per material."),
+    size: str = typer.Option("256", "--size", help="Image size: N or HxW."),
+    seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives the same files."),
+) -> None:
+    """Render procedural inspection images with exact multi-class defect masks (no downloads).
+
+    Example: defectspectrum data synth synth_src --materials metal,wood --size 192x256 --seed 1
+    """
+    from defectspectrum.data.synth import write_ds_folder, write_mvtec_layout, write_release_layout
+
+    common: dict[str, Any] = {"materials": parse_csv(materials), "n_defective_per_type": per_type,
+                              "size": parse_size(size), "seed": seed}
+    if layout == "mvtec":
+        path = write_mvtec_layout(dst, n_good=good, n_train_good=good, **common)
+    elif layout == "ds-release":
+        path = write_release_layout(dst, n_good=good, **common)
+    elif layout == "ds":
+        path = write_ds_folder(dst, n_good=good, **common).root
+    else:
+        raise typer.BadParameter(f"--layout {layout!r}: choose mvtec, ds-release or ds")
+    out.print(f"[green]wrote[/] {path}")
