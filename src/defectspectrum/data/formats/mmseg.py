@@ -3,7 +3,7 @@
 ```
 <root>/img_dir/<split>/<stem>.<any image extension>
 <root>/ann_dir/<split>/<stem><suffix>.png       uint8 class index, 0 = background, 255 = ignore
-<root>/classes.json | classes.txt               optional class names
+<root>/classes.json | classes.txt | metainfo.json   optional class names
 ```
 Reading a plain mmseg folder gives ONE object (`--object`, else the root folder's name) and keeps
 every split folder's name as the split (`unsplit` is read as no split; images directly in
@@ -14,24 +14,43 @@ that pairs the most images. The ignore index 255 is read as background.
 
 Class names, first found wins: the `--classes` option; `classes.json` (a list of names, or
 `{"classes": [...]}` of names or of objects with a "name"/"label"); `classes.txt` (one name a
-line); else `class_1 .. class_N` up to the largest index found in the masks (this reads every
-mask once). A name list that starts with "background" (any case) includes index 0; otherwise its
-first name is index 1.
+line, UTF-8); `metainfo.json` (`{"classes": [...]}`, as an mmseg config's metainfo); else
+`class_1 .. class_N` up to the largest index found in the masks (this reads every mask once). A
+name list that starts with "background" (any case) includes index 0; otherwise its first name is
+index 1.
 
 `export_mmseg` writes this layout from a DS folder with ONE label space over all objects (the
-DS folder's global classes) and two files that let this reader restore the DS folder exactly:
-`classes.json` ({"format": "defectspectrum-mmseg", "classes": [{index, label, object, class}],
-"objects": per-object class maps}) and `samples.json` (per sample: its files, object, name,
-split, caption, defect type, synthetic flag). Samples without a split go to `unsplit/`.
+DS folder's global classes), in the form mmsegmentation 1.x's `BaseSegDataset` reads as it is:
+- one image suffix per export (BaseSegDataset takes one `img_suffix`): where every image of the DS
+  folder has the same suffix (.png, .jpg or .bmp; .jpeg counts as .jpg) the images are copied
+  byte for byte; where they are mixed, every image becomes a PNG: PNG files are copied, the others
+  are decoded and saved as PNG in their own pixel mode, which is lossless relative to the decoded
+  pixels (a JPEG's compression loss happened when it was written; nothing is added);
+- masks are `ann_dir/<split>/<stem>.png` (`seg_map_suffix='.png'`, mmseg's default), uint8
+  global class indices, background 0 (`reduce_zero_label=False`);
+- `metainfo.json` ({"classes": [background, "object/class", ...], "palette": [[r, g, b], ...]},
+  colours from `draw.class_colors`) and `dataset_config.py`, a config to use as `_base_` (or to
+  copy from): dataset type, data root, metainfo, suffixes and a dataloader per split folder;
+- stems are `<object>__<name>` made safe, never containing the image suffix (mmseg finds a mask by
+  replacing the image suffix in the file's path), every path built through `paths.output_path`.
+Two more files let this reader restore the DS folder exactly (a mixed-suffix export gives back
+its JPEG/BMP images as PNGs with the same pixels): `classes.json` ({"format":
+"defectspectrum-mmseg", "classes": [{index, label, object, class}], "objects": per-object class
+maps}) and `samples.json` (per sample: its files, object, name, split, caption, defect type,
+synthetic flag). Samples without a split go to `unsplit/`. The restore checks that index like a
+DS folder's: paths relative and inside the folder (symbolic links followed), safe object and
+sample names, each field of the right type; exports written before metainfo.json existed restore
+as before.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -39,33 +58,45 @@ import numpy as np
 from defectspectrum.data.classes import (
     BACKGROUND,
     ClassMap,
+    GlobalClass,
     class_maps_from_json,
     global_lookup,
 )
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
+from defectspectrum.data.sample import Sample
+from defectspectrum.draw import class_colors
 from defectspectrum.errors import FormatError, InputError
 from defectspectrum.io import (
     copy_file_atomic,
     list_images,
+    open_image,
     read_json,
     read_mask_pixels,
     save_png_atomic,
     staged_folder,
+    to_png_mode,
     write_json_atomic,
+    write_text_atomic,
 )
-from defectspectrum.paths import safe_name
+from defectspectrum.paths import MAX_NAME, Containment, is_safe_name, output_path, relative_path, safe_name
 from defectspectrum.progress import track
 
 IMG_DIR = "img_dir"
 ANN_DIR = "ann_dir"
 CLASSES_JSON = "classes.json"
 CLASSES_TXT = "classes.txt"
+METAINFO_JSON = "metainfo.json"
+DATASET_CONFIG = "dataset_config.py"
 SAMPLES_JSON = "samples.json"
 WRITER_FORMAT = "defectspectrum-mmseg"
 UNSPLIT = "unsplit"
 IGNORE_INDEX = 255
+SEG_MAP_SUFFIX = ".png"
+COPIED_SUFFIXES = (".png", ".jpg", ".bmp")  # a one-suffix export of these keeps the image files' bytes
+_SAME_SUFFIX = {".jpeg": ".jpg", ".tiff": ".tif"}
+_PNG_MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "I;16")  # pixel modes PNG stores as they are
 
 
 def class_map_from_names(names: Sequence[str], where: str) -> ClassMap:
@@ -136,6 +167,79 @@ def _detect_suffix(groups: list[tuple[list[Path], list[str]]], root: Path) -> st
     return min(counts, key=lambda suffix: (-counts[suffix], len(suffix), suffix))
 
 
+def _read_text(path: Path) -> str:
+    """A UTF-8 text file, or a one-line FormatError naming it and the fix."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from exc
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read ({exc.strerror or exc}); check the file and its permissions") from exc
+
+
+def _names_in_json(path: Path) -> list[str]:
+    """Class names from a JSON list of names, or {"classes": [...]} of names or {"name"|"label": ...}."""
+    data = read_json(path)
+    entries = data.get("classes") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise FormatError(f"{path}: expected a list of class names or {{'classes': [...]}}")
+    names = []
+    for entry in entries:
+        name = entry.get("name", entry.get("label")) if isinstance(entry, dict) else entry
+        if not isinstance(name, str):
+            raise FormatError(f"{path}: class entry {entry!r} has no name; give names as strings")
+        names.append(name)
+    return names
+
+
+# -- the restore's own index -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One checked samples.json entry: paths relative to the export root."""
+
+    image: PurePosixPath
+    mask: PurePosixPath
+    object: str
+    name: str
+    split: str | None
+    caption: str | None
+    defect_type: str | None
+    synthetic: bool
+
+
+def _check_entry(entry: Any, where: str, objects: dict[str, ClassMap], containment: Containment) -> _Entry:
+    """One samples.json entry, checked; FormatError naming `where` (file and entry number) otherwise."""
+    if not isinstance(entry, dict):
+        raise FormatError(f"{where}: expected an object with image, mask, object and name; re-export the folder")
+    missing = [key for key in ("image", "mask", "object", "name") if not isinstance(entry.get(key), str)]
+    if missing:
+        raise FormatError(f"{where}: missing or non-string field(s) {', '.join(missing)}; re-export the folder")
+    for key in ("object", "name"):
+        if not is_safe_name(entry[key]):
+            raise FormatError(f"{where}: {key} {entry[key]!r} is not a safe name (letters, digits, '.', '_' or '-'); "
+                              "fix the entry or re-export the folder")
+    if entry["object"] not in objects:
+        raise FormatError(f"{where}: names unknown object {entry['object']!r}; re-export the folder")
+    for key in ("split", "caption", "defect_type"):
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            raise FormatError(f"{where}: {key} must be a string or null, not {entry[key]!r}; fix the entry")
+    synthetic = entry.get("synthetic", False)
+    if not isinstance(synthetic, bool):
+        raise FormatError(f"{where}: synthetic must be true or false, not {synthetic!r}; fix the entry")
+    paths = []
+    for key in ("image", "mask"):
+        try:
+            relative = relative_path(entry[key], f"{where} {key}")
+            containment.check(relative, f"{where} {key}")
+        except InputError as exc:
+            raise FormatError(str(exc)) from exc
+        paths.append(relative)
+    return _Entry(paths[0], paths[1], entry["object"], entry["name"], entry.get("split"), entry.get("caption"),
+                  entry.get("defect_type"), synthetic)
+
+
 @register
 class MmsegReader(Reader):
     """mmsegmentation's img_dir/<split> + ann_dir/<split> layout (and DS folders exported to it)."""
@@ -171,6 +275,10 @@ class MmsegReader(Reader):
         if not (isinstance(data, dict) and data.get("format") == WRITER_FORMAT):
             return None
         class_maps = class_maps_from_json(data.get("objects"), str(path), FormatError)
+        for object_name in class_maps:
+            if not is_safe_name(object_name):
+                raise FormatError(f"{path}: object {object_name!r} is not a safe name (letters, digits, '.', '_' or "
+                                  "'-'); fix the file or re-export the folder")
         samples_path = self.root / SAMPLES_JSON
         if not samples_path.is_file():
             raise FormatError(f"{samples_path}: missing; it lists each exported sample's object and name. "
@@ -179,25 +287,26 @@ class MmsegReader(Reader):
         samples = samples.get("samples") if isinstance(samples, dict) else None
         if not isinstance(samples, list):
             raise FormatError(f"{samples_path}: expected {{'samples': [...]}}; re-export the folder")
-        return {"objects": class_maps, "samples": samples}
+        containment = Containment(self.root)
+        entries = [_check_entry(entry, f"{samples_path}: sample {number}", class_maps, containment)
+                   for number, entry in enumerate(samples, start=1)]
+        seen: dict[tuple[str, str], int] = {}
+        for number, entry in enumerate(entries, start=1):
+            first = seen.setdefault((entry.object, entry.name), number)
+            if first != number:
+                raise FormatError(f"{samples_path}: sample {number} repeats {entry.object}/{entry.name} of sample "
+                                  f"{first}; remove one of them or re-export the folder")
+        return {"objects": class_maps, "samples": entries}
 
     def _names_from_files(self) -> tuple[list[str], Path] | None:
-        json_path, txt_path = self.root / CLASSES_JSON, self.root / CLASSES_TXT
+        json_path, txt_path, metainfo_path = (self.root / name for name in (CLASSES_JSON, CLASSES_TXT, METAINFO_JSON))
         if json_path.is_file():
-            data = read_json(json_path)
-            entries = data.get("classes") if isinstance(data, dict) else data
-            if not isinstance(entries, list):
-                raise FormatError(f"{json_path}: expected a list of class names or {{'classes': [...]}}")
-            names = []
-            for entry in entries:
-                name = entry.get("name", entry.get("label")) if isinstance(entry, dict) else entry
-                if not isinstance(name, str):
-                    raise FormatError(f"{json_path}: class entry {entry!r} has no name; give names as strings")
-                names.append(name)
-            return names, json_path
+            return _names_in_json(json_path), json_path
         if txt_path.is_file():
-            lines = txt_path.read_text(encoding="utf-8").splitlines()
+            lines = _read_text(txt_path).splitlines()
             return [line.strip() for line in lines if line.strip()], txt_path
+        if metainfo_path.is_file():
+            return _names_in_json(metainfo_path), metainfo_path
         return None
 
     def _object(self) -> str:
@@ -255,22 +364,16 @@ class MmsegReader(Reader):
         luts = {name: _restore_lut(name, objects) for name in objects}
         where = self.root / SAMPLES_JSON
         listed: set[Path] = set()
-        for number, entry in enumerate(self._written["samples"], start=1):
-            fields = ("image", "mask", "object", "name")
-            if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in fields):
-                raise FormatError(f"{where}: sample {number} needs string fields image, mask, object and name")
-            object_name = entry["object"]
-            if object_name not in objects:
-                raise FormatError(f"{where}: sample {number} names unknown object {object_name!r}; "
-                                  "re-export the folder")
-            image, mask = self.root / entry["image"], self.root / entry["mask"]
+        entry: _Entry
+        for entry in self._written["samples"]:
+            image, mask = self.root / entry.image, self.root / entry.mask
             for path in (image, mask):
                 if not path.is_file():
                     raise FormatError(f"{path}: listed in {where} but missing; restore it or re-export the folder")
             listed.add(image.resolve())
-            yield SourceSample(object_name, entry["name"], image, MmsegMask(mask, luts[object_name], object_name),
-                               defect_type=entry.get("defect_type"), split=entry.get("split"),
-                               caption=entry.get("caption"), synthetic=bool(entry.get("synthetic", False)))
+            yield SourceSample(entry.object, entry.name, image, MmsegMask(mask, luts[entry.object], entry.object),
+                               defect_type=entry.defect_type, split=entry.split, caption=entry.caption,
+                               synthetic=entry.synthetic)
         for img, _, _ in _split_dirs(self.root):
             for image in list_images(img):
                 if image.resolve() not in listed:
@@ -300,6 +403,26 @@ class MmsegReader(Reader):
 # -- writer ------------------------------------------------------------------------------------
 
 
+def image_suffix(suffixes: Sequence[str]) -> str:
+    """The one image suffix of an export whose DS images have `suffixes`: their common suffix where
+    they share one of COPIED_SUFFIXES (the files are then copied as they are), else `.png`."""
+    found = {_SAME_SUFFIX.get(suffix.lower(), suffix.lower()) for suffix in suffixes}
+    if len(found) == 1 and (only := found.pop()) in COPIED_SUFFIXES:
+        return only
+    return ".png"
+
+
+def _clean_part(text: str, suffix: str, reserve: int = 0) -> str:
+    """A safe name for `text` that does not contain `suffix` (mmseg finds a sample's mask by replacing
+    the image suffix everywhere in its path) and leaves `reserve` characters for a counter and suffix."""
+    cleaned = safe_name(text).replace(suffix, "_" + suffix.lstrip("."))
+    limit = MAX_NAME - reserve
+    if len(cleaned) > limit:
+        digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+        cleaned = f"{cleaned[: limit - 11].rstrip('._-')}-{digest}"
+    return cleaned
+
+
 def _unique_stem(base: str, split_dir: str, taken: set[tuple[str, str]]) -> str:
     stem, counter = base, 1
     while (split_dir, stem.lower()) in taken:
@@ -307,6 +430,117 @@ def _unique_stem(base: str, split_dir: str, taken: set[tuple[str, str]]) -> str:
         stem = f"{base}-{counter}"
     taken.add((split_dir, stem.lower()))
     return stem
+
+
+@dataclass(frozen=True)
+class ExportPaths:
+    """Where one sample goes in an mmseg export: its split folder and file names."""
+
+    split_dir: str
+    image_file: str
+    mask_file: str
+
+    @property
+    def image_rel(self) -> str:
+        return f"{IMG_DIR}/{self.split_dir}/{self.image_file}"
+
+    @property
+    def mask_rel(self) -> str:
+        return f"{ANN_DIR}/{self.split_dir}/{self.mask_file}"
+
+
+def export_paths(sample: Sample, suffix: str, taken: set[tuple[str, str]]) -> ExportPaths:
+    """The export paths of `sample` (safe names, unique within their split folder; `taken` records
+    them). InputError for a sample whose object, name or split could not have come from a DS folder."""
+    if not (is_safe_name(sample.object) and is_safe_name(sample.name)):
+        raise InputError(f"sample {sample.id!r}: object and name must be safe names (letters, digits, '.', '_' or "
+                         "'-'); run `defectspectrum data validate` and fix the DS folder")
+    if sample.split is not None and not isinstance(sample.split, str):
+        raise InputError(f"sample {sample.id!r}: split must be a string or null, not {sample.split!r}; "
+                         "run `defectspectrum data validate` and fix the DS folder")
+    split_dir = UNSPLIT if sample.split is None else _clean_part(sample.split, suffix)
+    reserve = len("-99999") + max(len(suffix), len(SEG_MAP_SUFFIX))
+    stem = _unique_stem(_clean_part(f"{sample.object}__{sample.name}", suffix, reserve), split_dir, taken)
+    return ExportPaths(split_dir, f"{stem}{suffix}", f"{stem}{SEG_MAP_SUFFIX}")
+
+
+def _write_image(source: Path, target: Path, suffix: str) -> None:
+    """Copy `source` where it already has the export's suffix, else save its decoded pixels as PNG."""
+    if _SAME_SUFFIX.get(source.suffix.lower(), source.suffix.lower()) == suffix:
+        copy_file_atomic(source, target)
+        return
+    image = open_image(source)
+    save_png_atomic(image if image.mode in _PNG_MODES else to_png_mode(image), target)
+
+
+def _dataset_lines(name: str, split_path: str, train: bool) -> list[str]:
+    sampler = "dict(type='InfiniteSampler', shuffle=True)" if train else "dict(type='DefaultSampler', shuffle=False)"
+    batch = 2 if train else 1
+    pipeline = "train_pipeline" if train else "test_pipeline"
+    img_path = f"{IMG_DIR}/{split_path}" if split_path else IMG_DIR
+    seg_path = f"{ANN_DIR}/{split_path}" if split_path else ANN_DIR
+    return [
+        f"{name} = dict(",
+        f"    batch_size={batch},",
+        "    num_workers=2,",
+        "    persistent_workers=True,",
+        f"    sampler={sampler},",
+        "    dataset=dict(",
+        "        type=dataset_type,",
+        "        data_root=data_root,",
+        "        metainfo=metainfo,",
+        "        img_suffix=img_suffix,",
+        "        seg_map_suffix=seg_map_suffix,",
+        "        reduce_zero_label=False,",
+        f"        data_prefix=dict(img_path={img_path!r}, seg_map_path={seg_path!r}),",
+        f"        pipeline={pipeline}))",
+        "",
+    ]
+
+
+def dataset_config(entries: Sequence[GlobalClass], suffix: str, split_counts: Counter[str]) -> str:
+    """An mmsegmentation 1.x dataset config for an export (use it as `_base_`, or copy from it)."""
+    palette = class_colors(len(entries)).tolist()
+    listing = ", ".join(f"{split} ({count})" for split, count in sorted(split_counts.items()))
+    lines = [
+        "# mmsegmentation 1.x dataset settings for this export, written by defectspectrum.",
+        "# Use it as a base config (_base_ = ['<this folder>/dataset_config.py']) or copy what you need.",
+        "# mmengine's Config.fromfile puts this file's folder in place of {{ fileDirname }}; where you copy",
+        "# the lines into another file, set data_root to this export's folder.",
+        f"# Split folders (images): {listing or 'none'}."
+        + (" `unsplit` holds the samples without a split." if UNSPLIT in split_counts else ""),
+        "dataset_type = 'BaseSegDataset'",
+        'data_root = """{{ fileDirname }}"""  # triple quotes: the folder name may hold a quote',
+        "metainfo = dict(",
+        f"    classes={tuple(entry.label for entry in entries)!r},",
+        f"    palette={palette!r})",
+        f"img_suffix = {suffix!r}",
+        f"seg_map_suffix = {SEG_MAP_SUFFIX!r}",
+        "# Minimal pipelines: add resizing, cropping and augmentation to taste.",
+        "train_pipeline = [",
+        "    dict(type='LoadImageFromFile'),",
+        "    dict(type='LoadAnnotations', reduce_zero_label=False),",
+        "    dict(type='PackSegInputs'),",
+        "]",
+        "test_pipeline = [",
+        "    dict(type='LoadImageFromFile'),",
+        "    dict(type='LoadAnnotations', reduce_zero_label=False),",
+        "    dict(type='PackSegInputs'),",
+        "]",
+        "",
+    ]
+    loaders = [(loader, split) for loader, split in (("train_dataloader", "train"), ("val_dataloader", "val"),
+                                                     ("test_dataloader", "test")) if split in split_counts]
+    if not any(loader == "train_dataloader" for loader, _ in loaders):
+        lines.append("# No `train` split folder: the training set reads every split folder of the export.")
+        loaders.insert(0, ("train_dataloader", ""))
+    for loader, split in loaders:
+        lines += _dataset_lines(loader, split, loader == "train_dataloader")
+    if any(loader == "val_dataloader" for loader, _ in loaders):
+        lines.append("val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])")
+    if any(loader == "test_dataloader" for loader, _ in loaders):
+        lines.append("test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def export_mmseg(folder: DSFolder, dst: Path) -> Path:
@@ -321,24 +555,32 @@ def export_mmseg(folder: DSFolder, dst: Path) -> Path:
         raise InputError(f"{folder.root}: {len(entries)} global classes do not fit mmseg's uint8 masks (255 is the "
                          "ignore index); export fewer objects at a time")
     lookup = global_lookup(folder.objects)
+    samples = list(folder)
+    suffix = image_suffix([Path(sample.image).suffix for sample in samples])
+    taken: set[tuple[str, str]] = set()
+    planned = [(sample, export_paths(sample, suffix, taken)) for sample in samples]
     with staged_folder(dst) as tmp:
+        output_path(tmp, IMG_DIR).mkdir()
+        output_path(tmp, ANN_DIR).mkdir()
         records: list[dict[str, Any]] = []
-        taken: set[tuple[str, str]] = set()
-        for sample in track(list(folder), "exporting mmseg"):
-            split_dir = UNSPLIT if sample.split is None else safe_name(sample.split)
-            stem = _unique_stem(f"{sample.object}__{sample.name}", split_dir, taken)
-            image_rel = f"{IMG_DIR}/{split_dir}/{stem}{Path(sample.image).suffix.lower()}"
-            mask_rel = f"{ANN_DIR}/{split_dir}/{stem}.png"
-            copy_file_atomic(folder.image_path(sample), tmp / image_rel)
+        split_counts: Counter[str] = Counter()
+        for sample, paths in track(planned, "exporting mmseg"):
+            _write_image(folder.image_path(sample), output_path(tmp, IMG_DIR, paths.split_dir, paths.image_file),
+                         suffix)
             mask = folder.load_checked_mask(sample)
-            save_png_atomic(lookup[sample.object][mask].astype(np.uint8), tmp / mask_rel)
-            records.append({"image": image_rel, "mask": mask_rel, "object": sample.object, "name": sample.name,
-                            "split": sample.split, "caption": sample.caption, "defect_type": sample.defect_type,
-                            "synthetic": sample.synthetic})
+            save_png_atomic(lookup[sample.object][mask].astype(np.uint8),
+                            output_path(tmp, ANN_DIR, paths.split_dir, paths.mask_file))
+            split_counts[paths.split_dir] += 1
+            records.append({"image": paths.image_rel, "mask": paths.mask_rel, "object": sample.object,
+                            "name": sample.name, "split": sample.split, "caption": sample.caption,
+                            "defect_type": sample.defect_type, "synthetic": sample.synthetic})
         classes = [{"index": e.index, "label": e.label, "object": e.object, "class": e.name} for e in entries]
-        write_json_atomic(tmp / CLASSES_JSON, {
+        write_json_atomic(output_path(tmp, CLASSES_JSON), {
             "format": WRITER_FORMAT, "version": 1, "name": folder.name, "classes": classes,
             "objects": {name: {"classes": list(cm.names)} for name, cm in folder.objects.items()},
         })
-        write_json_atomic(tmp / SAMPLES_JSON, {"samples": records})
+        write_json_atomic(output_path(tmp, SAMPLES_JSON), {"samples": records})
+        write_json_atomic(output_path(tmp, METAINFO_JSON), {
+            "classes": [e.label for e in entries], "palette": class_colors(len(entries)).tolist()})
+        write_text_atomic(output_path(tmp, DATASET_CONFIG), dataset_config(entries, suffix, split_counts))
     return dst
