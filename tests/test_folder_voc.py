@@ -333,3 +333,12 @@ def test_summary_counts_masks_written_not_defect_types(tmp_path: Path) -> None:
     assert code == 0, output
     assert "3 samples (1 with defects, 2 defect-free) in 1 object(s)" in output
     assert "skipped" not in output
+
+
+def test_image_and_mask_of_one_name_side_by_side_is_an_error(tmp_path: Path) -> None:
+    """Magnetic-tile keeps `a.jpg` and its mask `a.png` side by side: not two defect-free images."""
+    src = tmp_path / "tiles"
+    _images(src / "MT_Crack" / "Imgs")
+    _png(src / "MT_Crack" / "Imgs" / "a.png", _blob())
+    line = _one_line_error(tmp_path, "--from", "folder", str(src))
+    assert f"{src / 'MT_Crack' / 'Imgs' / 'a.png'}: two images named a (a.jpg); if one is the mask" in line

@@ -26,8 +26,8 @@ that pairs nothing, and a folder of another name whose images pair with the imag
 Pairing: the mask of image `a.<ext>` is `a<suffix>.<any image ext>`. `mask_suffix` sets the
 suffix (`_mask`, `_label`, '' ...); without it the suffix matching the most images of each image
 folder is chosen from `""` (not for tree 2), `_mask`, `_label`, `_gt` and a few variants. An image
-without a mask is defect-free (defect_type "good"), except in VOC trees; a mask without an image
-is a FormatError.
+without a mask is defect-free (defect_type "good"), except in VOC trees; a mask without an image,
+and two images of one name (`a.jpg` + `a.png`: an image and its mask side by side?) are FormatErrors.
 
 Pascal VOC (a mask folder named `SegmentationClass`): `JPEGImages/` also holds the detection-only
 images, so there an image without a mask is unlabelled and skipped (counted in `skipped`, which
@@ -465,9 +465,10 @@ class FolderReader(Reader):
         paired: dict[str, Path] = {}
         for image in images:
             key = image.stem + suffix
-            if key in paired and key in masks:
-                raise FormatError(f"{image}: two images ({paired[key].name}) share the mask {masks[key].name}; "
-                                  "keep one of them")
+            if key in paired:  # a.jpg + a.png: most likely an image and its mask side by side (Magnetic-tile)
+                raise FormatError(f"{image}: two images named {image.stem} ({paired[key].name}); if one is the "
+                                  "mask, put the masks in masks/ beside the image folder (or use the reader for "
+                                  "the layout: `data formats`), else keep one of them")
             paired[key] = image
         orphans = sorted(set(masks) - set(paired))
         if orphans:
