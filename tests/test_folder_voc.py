@@ -342,3 +342,36 @@ def test_image_and_mask_of_one_name_side_by_side_is_an_error(tmp_path: Path) -> 
     _png(src / "MT_Crack" / "Imgs" / "a.png", _blob())
     line = _one_line_error(tmp_path, "--from", "folder", str(src))
     assert f"{src / 'MT_Crack' / 'Imgs' / 'a.png'}: two images named a (a.jpg); if one is the mask" in line
+
+
+@pytest.mark.parametrize("kind", ["dangling link", "looping link", "folder"])
+def test_unreadable_mask_entry_is_an_error_not_a_defect_free_image(tmp_path: Path, kind: str) -> None:
+    src = tmp_path / "src"
+    _images(src / "images")
+    _png(src / "masks" / "b.png", _blob())
+    bad = src / "masks" / "a.png"
+    if kind == "dangling link":
+        bad.symlink_to(tmp_path / "nowhere.png")
+    elif kind == "looping link":
+        bad.symlink_to(bad)
+    else:
+        bad.mkdir()
+    line = _one_line_error(tmp_path, str(src))
+    assert f"{bad}: named like an image but not a readable file" in line
+
+
+def test_unreadable_image_entry_side_by_side_is_an_error(tmp_path: Path) -> None:
+    src = tmp_path / "flat"
+    _images(src)
+    _png(src / "a_mask.png", _blob())
+    (src / "c.jpg").symlink_to(tmp_path / "gone.jpg")
+    line = _one_line_error(tmp_path, str(src))
+    assert f"{src / 'c.jpg'}: named like an image but not a readable file" in line
+
+
+def test_voc_list_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "VOC2012"
+    _voc_tree(root)
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_bytes(b"2007_000003\n\xff\xfe\n")
+    line = _one_line_error(tmp_path, "--classes", "voc", str(root))
+    assert "val.txt: not UTF-8 text" in line
