@@ -40,7 +40,7 @@ def sd900_ds(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> DSF
     result = CliRunner().invoke(app, ["data", "convert", str(real_dataset(shared_data, SD900)), str(dst),
                                       "--workers", "2"])
     assert result.exit_code == 0, result.output
-    assert "900 samples (900 defective) in 1 object(s)" in " ".join(result.output.split())
+    assert "900 samples (900 with defects, 0 defect-free) in 1 object(s)" in " ".join(result.output.split())
     return DSFolder.open(dst)
 
 

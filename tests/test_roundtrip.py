@@ -95,7 +95,7 @@ def test_cli_round_trip(source: DSFolder, tmp_path: Path, to: str, out_name: str
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["data", "convert", "--from", to, str(out), str(tmp_path / "ds2")])
     assert result.exit_code == 0, result.output
-    assert "5 samples (4 defective) in 2 object(s)" in " ".join(result.output.split())
+    assert "5 samples (4 with defects, 1 defect-free) in 2 object(s)" in " ".join(result.output.split())
     _assert_same(source, DSFolder.open(tmp_path / "ds2"), to)
 
 

@@ -58,7 +58,7 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
              log: Callable[[str], None] = print) -> DemoResult:
     """Run every step into `out` and return where things are; `log` receives one line per step."""
     from defectspectrum.data.captions import caption_folder
-    from defectspectrum.data.convert import convert
+    from defectspectrum.data.convert import convert_counted
     from defectspectrum.data.show import write_overlays
     from defectspectrum.data.splits import assign_splits
     from defectspectrum.data.stats import compute_stats
@@ -88,10 +88,9 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
     n_types = sum(len(classes) + 1 for classes in MATERIALS.values())  # + "combined"
     done(1, "synth", f"{len(MATERIALS)} materials, {n_types} defect folders, {size}x{size} px -> {_rel(source, out)}")
 
-    folder = convert(source, out / "ds", "auto", name="demo")
-    defective = sum(1 for s in folder if not s.is_good)
-    done(2, "convert", f"{len(folder)} samples ({defective} defective) in {len(folder.objects)} objects "
-                       f"-> {_rel(folder.root, out)}")
+    converted = convert_counted(source, out / "ds", "auto", name="demo")
+    folder = converted.folder
+    done(2, "convert", f"{converted.summary()} -> {_rel(folder.root, out)}")
 
     split_counts = assign_splits(folder, rule="first-k", k=k)
     folder.save()

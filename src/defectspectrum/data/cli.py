@@ -43,13 +43,12 @@ def convert_command(
 
       defectspectrum data convert --from folder --mask-suffix _label --classes scratch,dent shots/ ds_shots
     """
-    from defectspectrum.data.convert import convert
+    from defectspectrum.data.convert import convert_counted
 
-    folder = convert(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks, name=name,
-                     classes=parse_csv(classes), mask_suffix=mask_suffix, palette=palette, object_name=object_name)
-    defective = sum(1 for s in folder if not s.is_good)
-    out.print(f"[green]wrote[/] {folder.root}: {len(folder)} samples ({defective} defective) "
-              f"in {len(folder.objects)} object(s)")
+    result = convert_counted(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks,
+                             name=name, classes=parse_csv(classes), mask_suffix=mask_suffix, palette=palette,
+                             object_name=object_name)
+    out.print(f"[green]wrote[/] {result.folder.root}: {result.summary()}")
 
 
 @data_app.command("formats")

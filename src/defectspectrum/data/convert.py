@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -40,6 +40,33 @@ class _Context:
 _WORKER_CONTEXT: list[_Context] = []  # set in each worker process by _init_worker
 
 
+class ConvertedSample(NamedTuple):
+    """One converted sample: its index record, and whether its written mask has a defect pixel."""
+
+    sample: Sample
+    has_defect: bool
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What a conversion wrote, counted from the masks written (not from the samples' defect types)."""
+
+    folder: DSFolder
+    with_defects: int  # samples whose mask has at least one non-background pixel
+    skipped: int = 0  # source images the reader left out on purpose (e.g. VOC images without a mask)
+
+    @property
+    def defect_free(self) -> int:
+        """Samples whose mask is all background."""
+        return len(self.folder) - self.with_defects
+
+    def summary(self) -> str:
+        """`400 samples (52 with defects, 348 defect-free) in 1 object(s)`, plus the skipped images."""
+        text = (f"{len(self.folder)} samples ({self.with_defects} with defects, {self.defect_free} defect-free) "
+                f"in {len(self.folder.objects)} object(s)")
+        return text + (f"; skipped {self.skipped} unlabelled image(s)" if self.skipped else "")
+
+
 def fit_mask(mask: np.ndarray, size: tuple[int, int], item: SourceSample, resize: bool) -> np.ndarray:
     """`mask` at the image's (height, width): resampled nearest-neighbour if allowed, else InputError."""
     if mask.shape[:2] == size:
@@ -52,26 +79,28 @@ def fit_mask(mask: np.ndarray, size: tuple[int, int], item: SourceSample, resize
     return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def convert_sample(context: _Context, item: SourceSample, name: str) -> Sample:
+def convert_sample(context: _Context, item: SourceSample, name: str) -> ConvertedSample:
     """Read, check and write one sample into the private staging folder `context.root` (its files
-    are written directly: the folder's final rename publishes them); returns its index record."""
+    are written directly: the folder's final rename publishes them); returns its index record and
+    whether the mask written has a defect pixel."""
     image = open_image(item.image)
     size = (image.height, image.width)
     mask = fit_mask(context.reader.load_mask(item, size), size, item, context.resize_masks)
     mask = check_mask(mask, context.class_maps[item.object], item.mask_origin)
     image_rel, mask_rel = write_sample_files(context.root, item.object, name, item.image, mask, decoded=image,
                                              atomic=False)
-    return Sample(id=f"{item.object}/{name}", object=item.object, image=image_rel, mask=mask_rel,
-                  split=item.split, caption=item.caption, synthetic=item.synthetic,
-                  source=str(Path(item.image).absolute()),
-                  defect_type=item.defect_type)
+    sample = Sample(id=f"{item.object}/{name}", object=item.object, image=image_rel, mask=mask_rel,
+                    split=item.split, caption=item.caption, synthetic=item.synthetic,
+                    source=str(Path(item.image).absolute()),
+                    defect_type=item.defect_type)
+    return ConvertedSample(sample, bool(mask.any()))
 
 
 def _init_worker(context: _Context) -> None:
     _WORKER_CONTEXT[:] = [context]
 
 
-def _convert_in_worker(task: tuple[SourceSample, str]) -> Sample:
+def _convert_in_worker(task: tuple[SourceSample, str]) -> ConvertedSample:
     return convert_sample(_WORKER_CONTEXT[0], *task)
 
 
@@ -98,7 +127,7 @@ def _check_paths(source: Path, dst: Path) -> None:
         raise InputError(f"{dst}: the output folder must not contain the source {source}; choose another DST")
 
 
-def _run(context: _Context, tasks: list[tuple[SourceSample, str]], workers: int) -> Iterator[Sample]:
+def _run(context: _Context, tasks: list[tuple[SourceSample, str]], workers: int) -> Iterator[ConvertedSample]:
     if workers <= 1:
         for item, name in tasks:
             yield convert_sample(context, item, name)
@@ -110,7 +139,15 @@ def _run(context: _Context, tasks: list[tuple[SourceSample, str]], workers: int)
 
 def convert(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, overwrite: bool = False,
             resize_masks: bool = False, name: str | None = None, **reader_options: Any) -> DSFolder:
-    """Convert the data set at `source` (layout `fmt`, or detected) into a new DS folder at `dst`.
+    """Convert the data set at `source` into a new DS folder at `dst` (see `convert_counted`)."""
+    return convert_counted(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks,
+                           name=name, **reader_options).folder
+
+
+def convert_counted(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, overwrite: bool = False,
+                    resize_masks: bool = False, name: str | None = None, **reader_options: Any) -> ConvertResult:
+    """Convert the data set at `source` (layout `fmt`, or detected) into a new DS folder at `dst`;
+    returns the folder with the count of samples whose written mask has a defect pixel.
 
     Sources are only read. `dst` must be new or empty (or a DS folder with `overwrite`). The
     folder is written beside `dst` and moved into place only when every sample converted, so a
@@ -128,8 +165,11 @@ def convert(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, ove
         folder.meta["source"] = {"format": reader.name, "path": str(source.absolute())}
         context = _Context(reader, staging, class_maps, resize_masks)
         tasks = list(zip(items, unique_names(items)))
-        for sample in track(_run(context, tasks, workers), f"converting {reader.name}", total=len(tasks)):
+        with_defects = 0
+        for sample, has_defect in track(_run(context, tasks, workers), f"converting {reader.name}",
+                                        total=len(tasks)):
             folder.add_record(sample)
+            with_defects += has_defect
         folder.save()
     folder.root = dst
-    return folder
+    return ConvertResult(folder, with_defects, getattr(reader, "skipped", 0))

@@ -6,23 +6,47 @@ Supported trees (folder names are matched case-insensitively):
 1. <root>/images/a.png + <root>/masks/a<suffix>.png          image folder + mask folder
    image folder: images, image, imgs, img, jpegimages, img_dir
    mask folder:  masks, mask, labels, label, annotations, annotation, anns, ann, gt,
-                 ground_truth, groundtruth, segmentationclass, ann_dir (the first present wins)
+                 ground_truth, groundtruth, segmentationclass, ann_dir
 2. <root>/a.png + <root>/a<suffix>.png                       images and masks side by side
+   <root>/a.png + <root>/masks/a<suffix>.png                 (or a mask folder inside the image folder)
 3. <root>/<class>/...  (each holding tree 1 or 2)            a folder per class
    <root>/images/<class>/ + <root>/masks/<class>/
 4. <root>/<split>/...  (each holding tree 1, 2 or 3)         split folders: train, val/valid/validation, test
    <root>/images/<split>/ + <root>/masks/<split>/            (they set the samples' split)
+5. Pascal VOC: <root>/JPEGImages/ + <root>/SegmentationClass/ (+ ImageSets/Segmentation/*.txt)
 ```
+Mask folder: of the mask folders beside the images, the one whose files pair with the most images
+wins (list order breaks ties), so VOC's `SegmentationClass/` wins over `Annotations/` holding XML.
+Masks that cannot be paired are an error, never "all defect-free": a mask folder holding no mask
+images (XML, JSON, YOLO .txt), one whose names match no image, a `masks/<sub>/` without
+`images/<sub>/`, mask-like files side by side (`b_mask.png`) without their image, a `--mask-suffix`
+that pairs nothing, and a folder of another name whose images pair with the images (`gt_masks/`,
+`segmentations/`: rename it `masks/`) are each a FormatError.
+
 Pairing: the mask of image `a.<ext>` is `a<suffix>.<any image ext>`. `mask_suffix` sets the
 suffix (`_mask`, `_label`, '' ...); without it the suffix matching the most images of each image
 folder is chosen from `""` (not for tree 2), `_mask`, `_label`, `_gt` and a few variants. An image
-without a mask is defect-free (defect_type "good"); a mask without an image is a FormatError.
+without a mask is defect-free (defect_type "good"), except in VOC trees; a mask without an image,
+two images of one name (`a.jpg` + `a.png`: an image and its mask side by side?) and an entry named
+like an image that is no readable file (a folder, a broken or looping link) are FormatErrors.
+
+Pascal VOC (a mask folder named `SegmentationClass`): `JPEGImages/` also holds the detection-only
+images, so there an image without a mask is unlabelled and skipped (counted in `skipped`, which
+`data convert` prints), not defect-free. The lists in `ImageSets/Segmentation/` set the split:
+`train.txt`, `val.txt`, `test.txt` (and `valid`/`validation`); `trainval.txt` and lists of other
+names only mark images as listed and never override a finer list; an image in two of train, val
+and test is an error. A listed image must exist and have its mask, except in a list none of whose
+images has a mask (VOC2012's `test.txt`): those images are skipped. Masks are class indices
+(palette PNGs are read as their indices); 255, VOC's void label on object borders, becomes
+background (the DS format has no ignore index); the class names come from `classes`, where
+`--classes voc` stands for VOC's 20 classes (aeroplane ... tvmonitor). A VOC tree one level down
+(`VOCdevkit/VOC2012/`) is not a class folder.
 
 Classes (one object, named by `object_name`, default the root folder's name):
 - a folder per class: the class folders' names, sorted (or in `classes` order, which must name
   every folder); a binary mask's foreground gets its folder's class;
-- else `classes` (defect names, index 1..n) if given, else the `palette` names, else one class
-  `defect`.
+- else `classes` (defect names, index 1..n; `voc`: VOC's 20 names) if given, else the `palette`
+  names, else one class `defect`.
 
 Masks: with a `palette` (JSON or YAML mapping class name -> [r, g, b]; optional `background`
 entry, else black is background) each pixel colour becomes its class; a colour not in the palette
@@ -38,6 +62,7 @@ class name where one class applies, else unknown (None).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,19 +91,28 @@ from defectspectrum.paths import safe_name
 IMAGE_DIRS = ("images", "image", "imgs", "img", "jpegimages", "img_dir")
 MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "annotation", "anns", "ann", "gt",
              "ground_truth", "groundtruth", "segmentationclass", "ann_dir")
+MASK_WORDS = ("mask", "label", "gt", "seg", "anno", "truth", "groundtruth")  # a name word starting so: mask-like
 SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SUFFIXES = ("", "_mask", "_masks", "-mask", "_label", "_labels", "-label", "_gt", "-gt", "_seg",
             "_segmentation", "_anno", "_annotation")
 DEFAULT_CLASS = "defect"
 DETECT_DEPTH = 3
+NESTED_DEPTH = 2  # images/<split>/<class>/
+VOC_MASKS = "segmentationclass"
+VOC_VOID = 255
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
 
 
 @dataclass(frozen=True)
 class FolderMask:
-    """Recipe: one mask file; `class_index` is the class of a binary mask, or None (several classes)."""
+    """Recipe: one mask file; `class_index` is the class of a binary mask, or None (several classes);
+    `voc`: a VOC class mask, whose void label 255 is read as background."""
 
     path: Path
     class_index: int | None
+    voc: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +124,7 @@ class _Group:
     class_name: str | None
     split: str | None
     prefix: str
+    voc: bool = False
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -110,28 +145,155 @@ def _join(prefix: str, part: str) -> str:
     return f"{prefix}{part}_"
 
 
-def _scan(folder: Path, split: str | None, class_name: str | None, prefix: str) -> list[_Group]:
-    """The image groups of one folder (trees 1-4), descending at most one split and one class level."""
+def _check_entry(entry: Path) -> None:
+    """An entry named like an image must be a readable file: a folder or a broken or looping link
+    named `a.png` would otherwise leave image `a` without its mask (defect-free) or drop it."""
+    if entry.suffix.lower() in IMAGE_EXTENSIONS and not entry.name.startswith(".") and not entry.is_file():
+        raise FormatError(f"{entry}: named like an image but not a readable file (a folder, or a broken or "
+                          "looping link); fix or remove it")
+
+
+def _list_images(folder: Path) -> list[Path]:
+    """`list_images(folder)`, refusing entries named like images that are not readable files."""
+    for entry in folder.iterdir():
+        _check_entry(entry)
+    return list_images(folder)
+
+
+def _image_keys(folder: Path, depth: int) -> set[str]:
+    """`sub/stem` of every image in `folder` and its subfolders down to `depth` levels."""
+    keys: set[str] = set()
+    for entry in folder.iterdir():
+        if entry.name.startswith("."):
+            continue
+        _check_entry(entry)
+        if entry.is_dir():
+            if depth > 0:
+                keys.update(f"{entry.name}/{key}" for key in _image_keys(entry, depth - 1))
+        elif is_image_file(entry):
+            keys.add(entry.stem)
+    return keys
+
+
+def _pairs(image_keys: set[str], mask_keys: set[str], suffixes: Sequence[str]) -> int:
+    """How many images have a mask under one of `suffixes`."""
+    return sum(1 for key in image_keys if any(key + s in mask_keys for s in suffixes))
+
+
+def _mask_like(name: str) -> bool:
+    """True for names with a word that starts like a mask word (`gt_masks`, `Segmentations`, `labels`)."""
+    return any(word.startswith(MASK_WORDS) for word in re.split(r"[^a-z0-9]+", name.lower()) if word)
+
+
+def _mask_like_paths(folder: Path, depth: int) -> Iterator[Path]:
+    """Folders named like mask folders that hold images, and images named like masks (`a_mask.png`)."""
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if _mask_like(entry.name) and _image_keys(entry, NESTED_DEPTH):
+                yield entry
+            elif depth > 0:
+                yield from _mask_like_paths(entry, depth - 1)
+        elif is_image_file(entry) and any(s and entry.stem.endswith(s) for s in SUFFIXES):
+            yield entry
+
+
+def _other_files(folder: Path, depth: int) -> list[Path]:
+    """Files that are not images in `folder` and its subfolders down to `depth` levels."""
+    found: list[Path] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if depth > 0:
+                found += _other_files(entry, depth - 1)
+        elif not is_image_file(entry):
+            found.append(entry)
+    return found
+
+
+def _mask_folder(folder: Path, images: Path, suffixes: Sequence[str]) -> Path | None:
+    """The mask folder for `images` among the subfolders of `folder`: the known mask folder whose
+    files pair with the most images; `images` itself (side by side) where images and masks share
+    it; None where there are no masks. A layout whose masks cannot be paired is a FormatError."""
+    side_by_side = images == folder
+    depth = 0 if side_by_side else NESTED_DEPTH
+    image_keys = _image_keys(images, depth)
+    subdirs = [p for p in _subdirs(folder) if p != images]
+    ranked = []
+    for order, candidate in enumerate(MASK_DIRS):
+        for sub in subdirs:
+            if sub.name.lower() == candidate:
+                mask_keys = _image_keys(sub, depth)
+                ranked.append((_pairs(image_keys, mask_keys, suffixes), bool(mask_keys), -order, sub))
+    best = max(ranked, key=lambda r: r[:3]) if ranked else None
+    if best is not None and best[0] > 0:
+        return best[3]
+    if side_by_side and _pairs(image_keys, image_keys, [s for s in suffixes if s]) > 0:
+        return images
+    known = {r[3] for r in ranked}
+    unknown = []
+    for sub in subdirs:
+        if sub in known or sub.name.lower() in IMAGE_DIRS or sub.name.lower() in SPLIT_DIRS:
+            continue
+        mask_keys = _image_keys(sub, depth)
+        if mask_keys and (_pairs(image_keys, mask_keys, suffixes) > 0 or _mask_like(sub.name)):
+            unknown.append(sub)
+    if unknown:
+        tried = f" ({', '.join(str(r[3]) for r in ranked)} pair with none)" if ranked else ""
+        raise FormatError(f"{images}: no mask folder found{tried}, but {', '.join(str(p) for p in unknown)} "
+                          f"hold(s) images that look like masks; if one holds the masks, rename it masks/ (or "
+                          f"another known name: {', '.join(MASK_DIRS)}), else move it out of {folder}")
+    if best is None:
+        return images if side_by_side else None
+    if best[1]:
+        raise FormatError(f"{best[3]}: no mask name matches an image in {images} (tried suffixes "
+                          f"{', '.join(repr(s) for s in suffixes)}); pass --mask-suffix")
+    others = _other_files(best[3], depth)
+    if others:
+        raise FormatError(f"{best[3]}: holds no mask images ({len(others)} other file(s), e.g. {others[0].name}), "
+                          f"so no image of {images} has a mask; the folder reader pairs mask images "
+                          f"({', '.join(IMAGE_EXTENSIONS)}) by name: point it at the folder that holds them, "
+                          "or convert the annotations with their own format (`data formats` lists them)")
+    return images if side_by_side else None  # an empty mask folder: every image is defect-free
+
+
+def _scan(folder: Path, split: str | None, class_name: str | None, prefix: str,
+          suffixes: Sequence[str]) -> list[_Group]:
+    """The image groups of one folder (trees 1-5), descending at most one split and one class level."""
     images = _named(folder, IMAGE_DIRS)
     if images is not None:
-        masks = _named(folder, MASK_DIRS)
+        masks = _mask_folder(folder, images, suffixes)
+        voc = masks is not None and masks.name.lower() == VOC_MASKS
+        if voc:
+            class_name = None  # VOCdevkit/VOC2012/: a release folder, not a class folder
         if _has_images(images):
-            return [_Group(images, masks, class_name, split, prefix)]
-        return _scan_nested(images, masks, split, class_name, prefix)
+            return [_Group(images, masks, class_name, split, prefix, voc)]
+        return _scan_nested(images, masks, split, class_name, prefix, voc)
     if _has_images(folder):
-        return [_Group(folder, folder, class_name, split, prefix)]
+        return [_Group(folder, _mask_folder(folder, folder, suffixes), class_name, split, prefix)]
     groups: list[_Group] = []
     for sub in _subdirs(folder):
         if split is None and class_name is None and sub.name.lower() in SPLIT_DIRS:
-            groups += _scan(sub, SPLIT_DIRS[sub.name.lower()], None, _join(prefix, sub.name))
+            groups += _scan(sub, SPLIT_DIRS[sub.name.lower()], None, _join(prefix, sub.name), suffixes)
         elif class_name is None and sub.name.lower() not in MASK_DIRS:
-            groups += _scan(sub, split, sub.name, _join(prefix, sub.name))
+            groups += _scan(sub, split, sub.name, _join(prefix, sub.name), suffixes)
     return groups
 
 
 def _scan_nested(images: Path, masks: Path | None, split: str | None, class_name: str | None,
-                 prefix: str) -> list[_Group]:
+                 prefix: str, voc: bool) -> list[_Group]:
     """`images/<split|class>/` with `masks/<split|class>/`."""
+    if masks is not None:
+        image_subs = {sub.name for sub in _subdirs(images)}
+        orphan = next((sub for sub in _subdirs(masks) if sub.name not in image_subs and _image_keys(sub, 1)), None)
+        if orphan is not None:
+            raise FormatError(f"{orphan}: mask folder without an image folder {images / orphan.name}; "
+                              "name the mask and image subfolders alike")
+        if _has_images(masks):
+            raise FormatError(f"{masks}: holds masks directly, but the images are in subfolders of {images}; "
+                              "put the masks in subfolders named like the image subfolders")
     groups: list[_Group] = []
     for sub in _subdirs(images):
         sub_masks = masks / sub.name if masks is not None and (masks / sub.name).is_dir() else None
@@ -139,15 +301,55 @@ def _scan_nested(images: Path, masks: Path | None, split: str | None, class_name
         sub_class: str | None
         if split is None and class_name is None and sub.name.lower() in SPLIT_DIRS:
             sub_split, sub_class = SPLIT_DIRS[sub.name.lower()], None
-        elif class_name is None:
+        elif class_name is None and not voc:
             sub_split, sub_class = split, sub.name
         else:
             continue
         if _has_images(sub):
-            groups.append(_Group(sub, sub_masks, sub_class, sub_split, _join(prefix, sub.name)))
+            groups.append(_Group(sub, sub_masks, sub_class, sub_split, _join(prefix, sub.name), voc))
         else:
-            groups += _scan_nested(sub, sub_masks, sub_split, sub_class, _join(prefix, sub.name))
+            groups += _scan_nested(sub, sub_masks, sub_split, sub_class, _join(prefix, sub.name), voc)
     return groups
+
+
+def _read_list(path: Path) -> list[tuple[int, str]]:
+    """(line number, image id) of each non-empty line of a VOC image-set list (first word of the line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"{path}: not UTF-8 text; a VOC image-set list holds one image name a line") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror}); check the file and its permissions") from None
+    return [(number, line.split()[0]) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def _voc_splits(lists: Path, images: Path, stems: set[str], masked: set[str], masks: Path) -> dict[str, str | None]:
+    """Image stem -> split from VOC's `ImageSets/Segmentation/*.txt` (None: listed, split unknown)."""
+    split_of: dict[str, str | None] = {}
+    listed_in: dict[str, Path] = {}
+    for path in sorted(p for p in lists.iterdir() if p.suffix.lower() == ".txt" and p.is_file()):
+        entries = _read_list(path)
+        for number, stem in entries:
+            if stem not in stems:
+                raise FormatError(f"{path}: line {number} names {stem!r}, not found in {images}; "
+                                  "add the image or remove the line")
+        if not any(stem in masked for _, stem in entries):
+            continue  # a list without masks (VOC2012's test.txt): its images are unlabelled
+        missing = next(((n, stem) for n, stem in entries if stem not in masked), None)
+        if missing is not None:
+            raise FormatError(f"{path}: line {missing[0]} lists {missing[1]!r}, which has no mask in {masks}; "
+                              "add the mask or remove the line")
+        split = SPLIT_DIRS.get(path.stem.lower())
+        for _, stem in entries:
+            earlier = split_of.get(stem)
+            if split is None or earlier == split:
+                split_of.setdefault(stem, None)
+            elif earlier is None:
+                split_of[stem], listed_in[stem] = split, path
+            else:
+                raise FormatError(f"{path}: {stem!r} is also in {listed_in[stem].name} ({earlier}); "
+                                  "list each image in one of the train, val and test lists")
+    return split_of
 
 
 def _any_image(folder: Path, depth: int) -> bool:
@@ -200,11 +402,14 @@ class FolderReader(Reader):
         super().__init__(root)
         self.mask_suffix = mask_suffix
         self.object = safe_name(object_name or self.root.resolve().name)
-        self.groups = _scan(self.root, None, None, "")
+        self.skipped = 0  # unlabelled images left out (VOC), known once samples() ran
+        self.groups = _scan(self.root, None, None, "", SUFFIXES if mask_suffix is None else (mask_suffix,))
         if not self.groups:
             raise FormatError(f"{self.root}: no images found (looked for images/ + masks/, images beside masks, "
                               "class and split folders); check the folder or the --from format")
         colours = _read_palette(palette) if palette is not None else None
+        if classes and [c.lower() for c in classes] == ["voc"]:
+            classes = VOC_CLASSES
         self.class_map = self._class_map(list(classes) if classes else None, colours, palette)
         self.single = len(self.class_map.defects) == 1
         # palette as (colour code, class index) pairs: picklable and cheap to send to workers
@@ -237,13 +442,31 @@ class FolderReader(Reader):
         return {self.object: self.class_map}
 
     def samples(self) -> Iterator[SourceSample]:
+        items: list[SourceSample] = []
+        self.skipped = 0
         for group in self.groups:
-            yield from self._group_samples(group)
+            items += self._group_samples(group)
+        if items and all(item.mask is None for item in items):
+            self._check_no_masks()
+        yield from items
 
-    def _group_samples(self, group: _Group) -> Iterator[SourceSample]:
+    def _check_no_masks(self) -> None:
+        """Every image would be defect-free: refuse where masks were asked for or something looks like masks."""
+        if self.mask_suffix is not None:
+            raise FormatError(f"{self.root}: no image has a mask with the suffix {self.mask_suffix!r} "
+                              f"(image folders: {', '.join(str(g.images) for g in self.groups[:3])}"
+                              f"{' ...' if len(self.groups) > 3 else ''}); check --mask-suffix, or leave it out "
+                              "to detect the suffix")
+        suspect = next(_mask_like_paths(self.root, DETECT_DEPTH), None)
+        if suspect is not None:
+            raise FormatError(f"{self.root}: no image pairs with a mask, but {suspect} looks like masks; put masks "
+                              f"in masks/ beside images/ (or beside the images with a suffix and --mask-suffix), "
+                              "or remove it if every image is defect-free")
+
+    def _group_samples(self, group: _Group) -> list[SourceSample]:
         side_by_side = group.masks == group.images
-        files = list_images(group.images)
-        mask_files = list_images(group.masks) if group.masks is not None else []
+        files = _list_images(group.images)
+        mask_files = _list_images(group.masks) if group.masks is not None else []
         suffix = self._suffix(group, files, mask_files, side_by_side)
         if side_by_side:
             mask_files = [p for p in files if suffix and p.stem.endswith(suffix)]
@@ -259,9 +482,10 @@ class FolderReader(Reader):
         paired: dict[str, Path] = {}
         for image in images:
             key = image.stem + suffix
-            if key in paired and key in masks:
-                raise FormatError(f"{image}: two images ({paired[key].name}) share the mask {masks[key].name}; "
-                                  "keep one of them")
+            if key in paired:  # a.jpg + a.png: most likely an image and its mask side by side (Magnetic-tile)
+                raise FormatError(f"{image}: two images named {image.stem} ({paired[key].name}); if one is the "
+                                  "mask, put the masks in masks/ beside the image folder (or use the reader for "
+                                  "the layout: `data formats`), else keep one of them")
             paired[key] = image
         orphans = sorted(set(masks) - set(paired))
         if orphans:
@@ -270,18 +494,30 @@ class FolderReader(Reader):
             raise FormatError(f"{mask}: mask without an image named {stem}.* "
                               f"in {group.images} (mask suffix {suffix!r}); add the image, remove the mask "
                               "or pass --mask-suffix")
-        class_index = 1 if self.single else None  # the class of a binary mask, where one applies
+        class_index = 1 if self.single and not group.voc else None  # the class of a binary mask, where one applies
         if group.class_name is not None:
             class_index = self.class_map.index(group.class_name)
         class_name = self.class_map[class_index] if class_index is not None else None
+        splits: dict[str, str | None] = {}
+        if group.voc and group.masks is not None:
+            lists = _named(group.images.parent, ("imagesets",))
+            lists = _named(lists, ("segmentation",)) if lists is not None else None
+            if lists is not None:
+                masked = {image.stem for image in images if image.stem + suffix in masks}
+                splits = _voc_splits(lists, group.images, {image.stem for image in images}, masked, group.masks)
+        items: list[SourceSample] = []
         for image in images:
             paired_mask = masks.get(image.stem + suffix)
             name = group.prefix + image.stem
-            if paired_mask is None:
-                yield SourceSample(self.object, name, image, None, GOOD, group.split)
+            if paired_mask is None and group.voc:
+                self.skipped += 1  # VOC: an image without a mask is unlabelled, not defect-free
+            elif paired_mask is None:
+                items.append(SourceSample(self.object, name, image, None, GOOD, group.split))
             else:
-                yield SourceSample(self.object, name, image, FolderMask(paired_mask, class_index), class_name,
-                                   group.split)
+                split = splits.get(image.stem) or group.split
+                items.append(SourceSample(self.object, name, image, FolderMask(paired_mask, class_index, group.voc),
+                                          class_name, split))
+        return items
 
     def _suffix(self, group: _Group, files: list[Path], mask_files: list[Path], side_by_side: bool) -> str:
         """The given mask suffix, or the common suffix that pairs the most images with a mask."""
@@ -299,7 +535,12 @@ class FolderReader(Reader):
             counts = {s: sum(1 for p in files if p.stem + s in mask_stems) for s in SUFFIXES}
         best = max(counts, key=lambda s: counts[s])  # ties: the earlier suffix
         if counts[best] == 0 and side_by_side:
-            return ""  # no file pairs with another: all images, none with a mask
+            lone = next(((p, s) for p in files for s in SUFFIXES if s and p.stem.endswith(s)), None)
+            if lone is not None:
+                raise FormatError(f"{lone[0]}: named like a mask (suffix {lone[1]!r}), but no image "
+                                  f"{lone[0].stem[: -len(lone[1])]}.* is beside it; add the image, rename the file, "
+                                  "or pass --mask-suffix with the suffix your masks end with")
+            return ""  # no file pairs with another and none is named like a mask: all images, none with a mask
         if counts[best] == 0 and mask_files:
             raise FormatError(f"{group.masks}: no mask name matches an image in {group.images} (tried suffixes "
                               f"{', '.join(repr(s) for s in SUFFIXES)}); pass --mask-suffix")
@@ -317,6 +558,8 @@ class FolderReader(Reader):
                 raise FormatError(f"{recipe.path}: a colour mask; pass --palette with a JSON/YAML file mapping "
                                   "class name -> [r, g, b]")
             pixels = pixels[..., 0]
+        if recipe.voc:
+            pixels = np.where(pixels == VOC_VOID, np.uint8(0), pixels)
         values = set(np.flatnonzero(np.bincount(pixels.ravel(), minlength=256)).tolist())
         binary = values <= {0, 255} or values <= {0, 1}
         if recipe.class_index is not None and (binary or max(values) >= max(128, len(self.class_map))):
@@ -326,9 +569,10 @@ class FolderReader(Reader):
                               "classes; binary masks need exactly one class (--classes) or a folder per class")
         top = max(values)
         if top >= len(self.class_map):
+            voc_hint = " (--classes voc: the 20 Pascal VOC classes)" if recipe.voc else ""
             raise FormatError(f"{recipe.path}: mask index {top} is outside the classes "
                               f"{', '.join(self.class_map.names)}; pass --classes with every defect class in index "
-                              "order (1, 2, ...) or fix the mask")
+                              f"order (1, 2, ...){voc_hint} or fix the mask")
         return pixels
 
     def _palette_mask(self, path: Path) -> np.ndarray:
