@@ -52,11 +52,11 @@ from defectspectrum.io import (
     read_json,
     read_mask_pixels,
     save_png_atomic,
-    staged_folder,
     write_json_atomic,
 )
 from defectspectrum.paths import safe_name
 from defectspectrum.progress import track
+from defectspectrum.staging import staged_folder
 
 IMG_DIR = "img_dir"
 ANN_DIR = "ann_dir"
