@@ -488,3 +488,5 @@ def test_owner_alive_tells_ended_reused_and_foreign_processes_apart() -> None:
     if me.boot:
         assert Owner(me.pid, me.host, "another-boot", me.started).alive() is False  # the machine rebooted
     assert Owner(me.pid, f"not-{socket.gethostname()}", me.boot, me.started).alive() is None
+    if me.pid_namespace:
+        assert Owner(me.pid, me.host, me.boot, me.started, "pid:[1]").alive() is None  # another container

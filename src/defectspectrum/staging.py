@@ -48,6 +48,13 @@ def _boot_id() -> str:
         return ""
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def _proc_stat(pid: int) -> tuple[str, str] | None:
     """(state, start time) of a process from /proc, or None where /proc cannot tell."""
     try:
@@ -86,11 +93,12 @@ class Owner:
     host: str
     boot: str
     started: str | None
+    pid_namespace: str = ""
 
     @classmethod
     def me(cls) -> Owner:
         stat = _proc_stat(os.getpid())
-        return cls(os.getpid(), socket.gethostname(), _boot_id(), stat[1] if stat else None)
+        return cls(os.getpid(), socket.gethostname(), _boot_id(), stat[1] if stat else None, _pid_namespace())
 
     @classmethod
     def from_json(cls, data: Any) -> Owner | None:
@@ -98,15 +106,17 @@ class Owner:
             return None
         started = data.get("started")
         return cls(data["pid"], str(data.get("host", "")), str(data.get("boot", "")),
-                   started if isinstance(started, str) else None)
+                   started if isinstance(started, str) else None, str(data.get("pid_namespace", "")))
 
     def to_json(self) -> dict[str, Any]:
-        return {"pid": self.pid, "host": self.host, "boot": self.boot, "started": self.started}
+        return {"pid": self.pid, "host": self.host, "boot": self.boot, "started": self.started,
+                "pid_namespace": self.pid_namespace}
 
     def alive(self) -> bool | None:
-        """True while the owner runs, False once it ended, None where this machine cannot tell (another host)."""
+        """True while the owner runs, False once it ended, None where this process cannot tell (another
+        host, or another container's pid namespace on this one)."""
         me = Owner.me()
-        if self.host != me.host:
+        if self.host != me.host or (self.pid_namespace and me.pid_namespace and self.pid_namespace != me.pid_namespace):
             return None
         if self.boot and me.boot and self.boot != me.boot:
             return False  # the machine rebooted since
@@ -212,8 +222,8 @@ def _owner_record(kind: str, target: Path, token: str, **extra: Any) -> dict[str
 def _write_new_file(path: Path, text: str) -> None:
     """Create `path` holding `text`, complete when it appears; FileExistsError where it exists."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(text, encoding="utf-8")
     try:
+        tmp.write_text(text, encoding="utf-8")
         rename_noreplace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -429,7 +439,8 @@ def staged_folder(root: Path, *, may_replace: Callable[[Path], bool] | None = No
                          "write to") from exc
     staging = root.with_name(f".{_stem(root.name)}.{os.getpid()}.{token}.partial")
     try:
-        clean_leftovers(root)
+        with suppress(OSError):  # best effort: a leftover that cannot go now is still there for `data clean`
+            clean_leftovers(root)
         replace = may_replace(root) if may_replace else False
         if not replace:
             require_new_folder(root)
