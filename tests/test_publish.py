@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -218,6 +219,26 @@ def test_rename_noreplace_refuses_files_and_folders(tmp_path: Path, monkeypatch)
             (tmp_path / name).unlink()
         for name in ("d1", "d2"):
             (tmp_path / name).rmdir()
+
+
+def test_without_native_no_replace_rename_or_hard_links_the_lock_still_excludes(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(staging, "_native_rename_noreplace", lambda src, dst: False)
+
+    def no_hard_links(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, "hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    out = tmp_path / "out"
+    with staged_folder(out) as building:
+        assert json.loads(lock_path(out).read_text())["pid"] == os.getpid()  # created with O_EXCL
+        with pytest.raises(InputError, match="another defectspectrum run"), staged_folder(out):
+            pass
+        (building / "result.txt").write_text("mine")
+    assert (out / "result.txt").read_text() == "mine" and _beside(out) == []
+    other = tmp_path / "other"
+    lock_path(other).write_text("")  # a run that has just created its lock and not yet written it
+    with pytest.raises(InputError, match="another defectspectrum run is starting to write it"), staged_folder(other):
+        pass
 
 
 def test_overwrite_does_not_clobber_a_folder_swapped_in_meanwhile(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import secrets
 import shutil
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -219,12 +220,24 @@ def _owner_record(kind: str, target: Path, token: str, **extra: Any) -> dict[str
     return {_TAG: kind, "target": target.name, "token": token, **Owner.me().to_json(), **extra}
 
 
-def _write_new_file(path: Path, text: str) -> None:
-    """Create `path` holding `text`, complete when it appears; FileExistsError where it exists."""
+def _create_exclusive(path: Path, text: str) -> None:
+    """Create `path` holding `text`; FileExistsError where it exists. The file appears complete where
+    the system renames without replacing or hard-links; elsewhere it is created with O_EXCL and written."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
-        rename_noreplace(tmp, path)
+        if _native_rename_noreplace(tmp, path):
+            return
+        try:
+            os.link(tmp, path)
+            return
+        except FileExistsError:
+            raise
+        except OSError:
+            pass  # no hard links here
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -244,16 +257,21 @@ def _take_lock(target: Path, token: str) -> Path:
     record = json.dumps(_owner_record("lock", target, token))
     for _ in range(10):
         try:
-            _write_new_file(lock, record)
+            _create_exclusive(lock, record)
             return lock
         except FileExistsError:
             pass
         holder = _read_owner_file(lock)
         if holder is None:
-            if lock.exists():
-                raise InputError(f"{lock}: is in the way and is not a defectspectrum lock; remove it, or choose "
-                                 "another output")
-            continue  # it went away meanwhile: try again
+            try:
+                info = lock.stat()
+            except FileNotFoundError:
+                continue  # it went away meanwhile: try again
+            if info.st_size == 0 and time.time() - info.st_mtime < 10:  # being written (O_EXCL fallback)
+                raise InputError(f"{target}: another defectspectrum run is starting to write it; wait for it to end "
+                                 "or choose another output")
+            raise InputError(f"{lock}: is in the way and is not a defectspectrum lock; remove it, or choose "
+                             "another output")
         owner = Owner.from_json(holder)
         state = owner.alive() if owner else None
         if state is not False:
@@ -400,7 +418,9 @@ def _remove(path: Path) -> None:
 def require_new_folder(path: Path) -> None:
     """InputError unless `path` is absent or an empty folder (outputs never overwrite anything)."""
     path = Path(path)
-    if path.is_symlink() or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
+    if path.is_symlink():
+        raise InputError(f"{path}: is a link; choose a new output folder (outputs are not written through links)")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise InputError(f"{path}: exists and is not an empty folder; choose a new output folder")
 
 
