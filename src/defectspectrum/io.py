@@ -6,7 +6,6 @@ import itertools
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,51 +54,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
 @contextmanager
 def direct_path(path: Path) -> Iterator[Path]:
     """Yield `path` itself, its folder created: for files written inside a private staging folder
-    (see `staged_folder`), where the folder's one rename is the atomic step."""
+    (see `defectspectrum.staging.staged_folder`), where the folder's one rename is the atomic step."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     yield path
-
-
-def require_new_folder(path: Path) -> None:
-    """InputError unless `path` is absent or an empty folder (outputs never overwrite anything)."""
-    path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise InputError(f"{path}: exists and is not an empty folder; choose a new output folder")
-
-
-@contextmanager
-def staged_folder(root: Path, replace: bool = False) -> Iterator[Path]:
-    """Yield a new temporary folder beside `root` to build an output in; on success it takes
-    `root`'s place in one rename, on failure it is removed and `root` is left as it was.
-
-    `root` must be absent or empty, unless `replace` (the caller has checked that the folder there
-    may go): it is then removed only after the new one is complete.
-    """
-    root = Path(root)
-    if not replace:
-        require_new_folder(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
-    try:
-        yield staging
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
-        if root.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
-            os.replace(root, old / root.name)
-            os.replace(staging, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, root)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_text_atomic(path: Path, text: str) -> None:

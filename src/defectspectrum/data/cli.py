@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from defectspectrum.cli_support import friendly, out, parse_csv, parse_size
 
@@ -22,7 +23,8 @@ def convert_command(
     dst: Path = typer.Argument(..., help="The DS folder to create (must be new or empty)."),
     fmt: str = typer.Option("auto", "--from", "-f", help="Source layout; `data formats` lists them. auto detects."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it is already a DS folder."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace DST if it is already a DS folder (files of yours in it are kept)."),
     resize_masks: bool = typer.Option(False, "--resize-masks", help="Resample masks of another size to their image."),
     name: str | None = typer.Option(None, "--name", help="Data set name (default: DST's folder name)."),
     classes: str | None = typer.Option(None, "--classes",
@@ -45,10 +47,15 @@ def convert_command(
     """
     from defectspectrum.data.convert import convert_counted
 
+    kept: list[str] = []
     result = convert_counted(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks,
-                             name=name, classes=parse_csv(classes), mask_suffix=mask_suffix, palette=palette,
-                             object_name=object_name)
+                             name=name, kept=kept, classes=parse_csv(classes), mask_suffix=mask_suffix,
+                             palette=palette, object_name=object_name)
     out.print(f"[green]wrote[/] {result.folder.root}: {result.summary()}")
+    if kept:
+        shown = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+        out.print(escape(f"kept {len(kept)} file(s) of yours from the replaced folder: {shown}"), highlight=False,
+                  soft_wrap=True)
 
 
 @data_app.command("formats")
@@ -103,11 +110,22 @@ def stats_command(
     from defectspectrum.data.stats import compute_stats, stats_table
     from defectspectrum.io import write_json_atomic
 
-    stats = compute_stats(DSFolder.open(ds))
+    folder = DSFolder.open(ds)
+    _check_report_path(json_out, folder.root)
+    stats = compute_stats(folder)
     out.print(stats_table(stats))
     if json_out:
         write_json_atomic(json_out, stats.to_json())
         out.print(f"[green]wrote[/] {json_out}")
+
+
+def _check_report_path(path: Path | None, ds_root: Path) -> None:
+    """Refuse a --json path that is a folder or one of the DS folder's own files (before any work)."""
+    if path is not None:
+        from defectspectrum.data.dsfolder import index_files
+        from defectspectrum.staging import check_report_path
+
+        check_report_path(path, ds_root, index_files(ds_root))
 
 
 @data_app.command("validate")
@@ -126,7 +144,9 @@ def validate_command(
     from defectspectrum.data.validate import validate, validation_table
     from defectspectrum.io import write_json_atomic
 
-    report = validate(DSFolder.open(ds), hash_distance=hash_distance)
+    folder = DSFolder.open(ds)
+    _check_report_path(json_out, folder.root)
+    report = validate(folder, hash_distance=hash_distance)
     out.print(validation_table(report))
     if json_out:
         write_json_atomic(json_out, report.to_json())
@@ -154,6 +174,33 @@ def show_command(
     written = write_overlays(DSFolder.open(ds), out_dir, limit=limit, object_name=object_name,
                              include_good=include_good)
     out.print(f"[green]wrote[/] {len(written.overlays)} overlays and the contact sheet {written.contact_sheet}")
+
+
+@data_app.command("clean")
+@friendly
+def clean_command(
+    output: Path = typer.Argument(..., help="An output (DS folder, export) whose leftovers to clean up."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be done."),
+) -> None:
+    """Clean up what killed runs left beside an output: hidden staging folders (.NAME.*.partial),
+    replaced folders (.NAME.*.old) and locks (.NAME.lock).
+
+    Only leftovers of defectspectrum whose run has ended are touched (a run into the same output
+    also does this on its own); a replaced folder whose swap was cut off is put back where the
+    output is missing, else listed to be dealt with by hand.
+
+    Example: defectspectrum data clean ds_mvtec
+    """
+    from defectspectrum.staging import clean_leftovers
+
+    found = clean_leftovers(output, dry_run=dry_run)
+    if not found:
+        out.print(escape(f"nothing to clean beside {output}"), highlight=False, soft_wrap=True)
+    verbs = {"remove": "removed", "restore": "restored", "keep": "kept"} if not dry_run else \
+        {"remove": "would remove", "restore": "would restore", "keep": "would keep"}
+    for item in found:
+        out.print(escape(f"{verbs[item.action]} {item.path} ({item.kind}: {item.reason})"), highlight=False,
+                  soft_wrap=True)
 
 
 # -- data split / caption ------------------------------------------------------------------------------------

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ from defectspectrum.errors import InputError
 from defectspectrum.io import open_image
 from defectspectrum.paths import safe_name
 from defectspectrum.progress import track
+from defectspectrum.staging import process_alive
 
 
 @dataclass(frozen=True)
@@ -96,8 +103,34 @@ def convert_sample(context: _Context, item: SourceSample, name: str) -> Converte
     return ConvertedSample(sample, bool(mask.any()))
 
 
-def _init_worker(context: _Context) -> None:
+def _init_worker(context: _Context, parent_pid: int) -> None:
+    exit_with_parent(parent_pid)
     _WORKER_CONTEXT[:] = [context]
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Make this worker process end as soon as its parent ends (also when the parent is SIGKILLed and
+    cannot stop it): the kernel's parent-death signal on Linux, else a thread watching the parent."""
+    parent = os.getppid()
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            armed = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
+    if not process_alive(parent_pid) or (parent != parent_pid and not process_alive(parent)):
+        os._exit(1)  # the parent ended before the signal was armed
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _convert_in_worker(task: tuple[SourceSample, str]) -> ConvertedSample:
@@ -133,25 +166,28 @@ def _run(context: _Context, tasks: list[tuple[SourceSample, str]], workers: int)
             yield convert_sample(context, item, name)
         return
     chunksize = max(1, min(64, len(tasks) // (workers * 4)))
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(context,)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(context, os.getpid())) as pool:
         yield from pool.map(_convert_in_worker, tasks, chunksize=chunksize)
 
 
 def convert(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, overwrite: bool = False,
-            resize_masks: bool = False, name: str | None = None, **reader_options: Any) -> DSFolder:
+            resize_masks: bool = False, name: str | None = None, kept: list[str] | None = None,
+            **reader_options: Any) -> DSFolder:
     """Convert the data set at `source` into a new DS folder at `dst` (see `convert_counted`)."""
     return convert_counted(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks,
-                           name=name, **reader_options).folder
+                           name=name, kept=kept, **reader_options).folder
 
 
 def convert_counted(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, overwrite: bool = False,
-                    resize_masks: bool = False, name: str | None = None, **reader_options: Any) -> ConvertResult:
+                    resize_masks: bool = False, name: str | None = None, kept: list[str] | None = None,
+                    **reader_options: Any) -> ConvertResult:
     """Convert the data set at `source` (layout `fmt`, or detected) into a new DS folder at `dst`;
     returns the folder with the count of samples whose written mask has a defect pixel.
 
     Sources are only read. `dst` must be new or empty (or a DS folder with `overwrite`). The
     folder is written beside `dst` and moved into place only when every sample converted, so a
-    failed conversion leaves `dst` as it was.
+    failed conversion leaves `dst` as it was. Files of the user's own in a replaced DS folder are
+    carried into the new one; `kept`, where given, receives their paths relative to `dst`.
     """
     source, dst = Path(source), Path(dst)
     reader = open_reader(fmt, source, **reader_options)
@@ -160,7 +196,7 @@ def convert_counted(source: Path, dst: Path, fmt: str = "auto", *, workers: int 
     items = list(reader.samples())
     if not items:
         raise reader.empty_error()
-    with staged_ds_folder(dst, overwrite) as staging:
+    with staged_ds_folder(dst, overwrite, kept) as staging:
         folder = DSFolder.create(staging, name or dst.name, class_maps)
         folder.meta["source"] = {"format": reader.name, "path": str(source.absolute())}
         context = _Context(reader, staging, class_maps, resize_masks)

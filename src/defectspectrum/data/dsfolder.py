@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -38,12 +40,12 @@ from defectspectrum.io import (
     read_mask_pixels,
     read_rgb,
     save_png,
-    staged_folder,
     to_png_mode,
     write_json_atomic,
     write_text_atomic,
 )
 from defectspectrum.paths import safe_name
+from defectspectrum.staging import staged_folder
 
 FORMAT = "defectspectrum"
 VERSION = 1
@@ -116,13 +118,93 @@ def check_output_folder(root: Path, overwrite: bool = False) -> bool:
 
 
 @contextmanager
-def staged_ds_folder(root: Path, overwrite: bool = False) -> Iterator[Path]:
+def staged_ds_folder(root: Path, overwrite: bool = False, kept: list[str] | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside `root` to write a DS folder into; on success it takes
-    `root`'s place (an old DS folder there, allowed by `overwrite`, is removed only then), on
-    failure `root` is left as it was."""
-    check_output_folder(root, overwrite)
-    with staged_folder(root, replace=True) as staging:
+    `root`'s place, on failure `root` is left as it was (see `staging.staged_folder`).
+
+    An old DS folder at `root` (allowed by `overwrite`) is replaced only then, and files of the
+    user's own in it (not named by its index) are carried into the new folder, refusing on a name
+    clash; `kept`, where given, receives their relative paths.
+    """
+
+    def carry(old: Path, new: Path) -> None:
+        moved = carry_user_files(old, new)
+        if kept is not None:
+            kept[:] = moved
+
+    with staged_folder(root, may_replace=lambda path: check_output_folder(path, overwrite), carry=carry) as staging:
         yield staging
+
+
+def index_files(root: Path) -> set[str]:
+    """The files a DS folder's index owns, relative to `root`: dataset.json, samples.jsonl and every
+    sample's image and mask (read leniently: a damaged line owns nothing)."""
+    owned = {DATASET_FILE, SAMPLES_FILE}
+    path = Path(root) / SAMPLES_FILE
+    try:
+        lines = path.read_bytes().decode("utf-8", "replace").splitlines()
+    except FileNotFoundError:
+        return owned
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror}); fix its permissions") from exc
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            owned.update(os.path.normpath(record[key]).replace(os.sep, "/") for key in ("image", "mask")
+                         if isinstance(record.get(key), str) and record[key])
+    return owned
+
+
+_OUR_TEMP_FILE = re.compile(r"\..+\.\d+\.\d+\.tmp")  # io.atomic_path's temporary files
+
+
+def _clashes(new: Path, rel: str) -> bool:
+    """Would `rel` (a file, or a folder where it ends in '/') clash with what `new` holds?"""
+    target = new / rel.rstrip("/")
+    for parent in target.relative_to(new).parents:
+        if parent != Path(".") and ((new / parent).is_symlink() or (new / parent).is_file()):
+            return True
+    if rel.endswith("/"):
+        return os.path.lexists(target) and (target.is_symlink() or not target.is_dir())
+    return os.path.lexists(target)
+
+
+def carry_user_files(old: Path, new: Path) -> list[str]:
+    """Bring the files of the user's own in the DS folder `old` (all but what its index owns) to the
+    same place in the new DS folder `new` (hard-linked, else copied; `old` is unchanged); returns
+    their relative paths. InputError, before anything is carried, where one would clash with `new`."""
+    owned = index_files(old)
+    plan: list[str] = []
+    for folder, subfolders, files in os.walk(old):
+        here = Path(folder).relative_to(old)
+        for name in list(subfolders):
+            if (Path(folder) / name).is_symlink():  # a link to a folder is carried as a link
+                subfolders.remove(name)
+                files.append(name)
+        if not files and not subfolders and here != Path("."):
+            plan.append(here.as_posix() + "/")  # an empty folder of the user's
+        plan += [(here / name).as_posix() for name in sorted(files)
+                 if (here / name).as_posix() not in owned and not _OUR_TEMP_FILE.fullmatch(name)]
+    for rel in plan:
+        if _clashes(new, rel):
+            raise InputError(f"{old / rel.rstrip('/')}: a file of yours in the DS folder being replaced has the name "
+                             "of a file of the new one; move it out of the folder and run again")
+    for rel in plan:
+        source, target = old / rel.rstrip("/"), new / rel.rstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith("/"):
+            target.mkdir(exist_ok=True)
+        elif source.is_symlink():
+            os.symlink(os.readlink(source), target)
+        else:
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+    return plan
 
 
 class DSFolder:

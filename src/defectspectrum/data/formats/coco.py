@@ -49,10 +49,11 @@ from defectspectrum.data.formats.coco_masks import (
 from defectspectrum.data.formats.mmseg import class_map_from_names
 from defectspectrum.data.sample import GOOD
 from defectspectrum.errors import FormatError, InputError
-from defectspectrum.io import read_json, write_text_atomic
+from defectspectrum.io import read_json
 from defectspectrum.paths import safe_name
 from defectspectrum.progress import track
 from defectspectrum.regions import regions
+from defectspectrum.staging import write_text_new
 
 WRITER_FORMAT = "defectspectrum-coco"
 META_KEY = "defectspectrum"
@@ -338,5 +339,5 @@ def export_coco(folder: DSFolder, dst: Path) -> Path:
         "categories": categories,
     }
     compact = json.dumps(document, ensure_ascii=False, separators=(",", ":"))  # compact: exports get big
-    write_text_atomic(dst, compact + "\n")
+    write_text_new(dst, compact + "\n")  # never replaces a file that appeared meanwhile
     return dst

@@ -64,12 +64,12 @@ from defectspectrum.io import (
     read_json,
     read_mask_pixels,
     save_png_atomic,
-    staged_folder,
     write_json_atomic,
     write_text_atomic,
 )
 from defectspectrum.paths import safe_name
 from defectspectrum.progress import track
+from defectspectrum.staging import staged_folder
 
 # -- the release's facts (docs/reference.md section 1) ------------------------------------------------------
 

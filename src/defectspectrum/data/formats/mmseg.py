@@ -75,13 +75,13 @@ from defectspectrum.io import (
     read_json,
     read_mask_pixels,
     save_png_atomic,
-    staged_folder,
     to_png_mode,
     write_json_atomic,
     write_text_atomic,
 )
 from defectspectrum.paths import MAX_NAME, Containment, is_safe_name, output_path, relative_path, safe_name
 from defectspectrum.progress import track
+from defectspectrum.staging import staged_folder
 
 IMG_DIR = "img_dir"
 ANN_DIR = "ann_dir"
