@@ -37,6 +37,7 @@ from defectspectrum.io import (
 _KINDS = ("note", "ok", "warn", "error")
 _SLUG = re.compile(r"[^a-z0-9]+")
 _FILE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CODE = re.compile(r"`([^`\n]+)`")
 
 
 @dataclass
@@ -72,7 +73,8 @@ class Report:
         self._blocks.append(("heading", (level, text, anchor)))
 
     def add_text(self, text: str, kind: str | None = None) -> None:
-        """One or more paragraphs (split at blank lines); `kind` note/ok/warn/error draws a call-out box."""
+        """One or more paragraphs (split at blank lines; `backticks` mark code); `kind` note/ok/warn/error draws
+        a call-out box."""
         if kind is not None and kind not in _KINDS:
             raise InputError(f"add_text: kind must be one of {', '.join(_KINDS)} or None, got {kind!r}")
         self._blocks.append(("text", (text, kind)))
@@ -118,6 +120,15 @@ class Report:
         figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
         file_name = (_FILE_UNSAFE.sub("_", name).strip("._") or "figure") + ".png"
         self._blocks.append(("image", _Image(None, buffer.getvalue(), file_name, caption)))
+
+    def mark(self) -> tuple[int, int]:
+        """A position in the report to `rollback` to (drop what a failed section added)."""
+        return len(self._blocks), len(self._headings)
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        """Remove every block and heading added since `mark`."""
+        del self._blocks[mark[0]:]
+        del self._headings[mark[1]:]
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -173,10 +184,10 @@ class Report:
                 parts.append(f'<h{level} id="{anchor}">{_e(text)}</h{level}>')
             elif kind == "text":
                 text, style = payload
-                paragraphs = "".join(f"<p>{_e(p.strip())}</p>" for p in re.split(r"\n\s*\n", text) if p.strip())
+                paragraphs = "".join(f"<p>{_inline(p.strip())}</p>" for p in re.split(r"\n\s*\n", text) if p.strip())
                 parts.append(f'<div class="callout {style}">{paragraphs}</div>' if style else paragraphs)
             elif kind == "list":
-                parts.append("<ul>" + "".join(f"<li>{_e(item)}</li>" for item in payload) + "</ul>")
+                parts.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in payload) + "</ul>")
             elif kind == "metrics":
                 cards = "".join(f'<div class="metric"><div class="value">{_e(_fmt(v))}</div>'
                                 f'<div class="label">{_e(k)}</div></div>' for k, v in payload.items())
@@ -204,6 +215,11 @@ class Report:
 
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
+
+
+def _inline(text: str) -> str:
+    """Escaped text in which `backticks` mark code (commands, file names)."""
+    return _CODE.sub(r"<code>\1</code>", _e(text))
 
 
 def _url(target: Path, folder: Path) -> str:
@@ -302,6 +318,8 @@ h2 { font-size: 21px; margin: 36px 0 10px; padding-bottom: 6px; border-bottom: 1
 h3 { font-size: 17px; margin: 24px 0 8px; }
 h4 { font-size: 15px; margin: 18px 0 6px; }
 p { margin: 8px 0; }
+code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace; font-size: 0.9em;
+  background: #eef1f5; border-radius: 3px; padding: 1px 4px; }
 ul { margin: 8px 0; padding-left: 22px; }
 .callout { border-left: 4px solid #8a96a8; background: var(--soft); padding: 6px 14px; margin: 12px 0;
   border-radius: 0 6px 6px 0; }
