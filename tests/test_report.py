@@ -156,3 +156,11 @@ def test_rollback_removes_blocks_and_headings_added_since_the_mark(tmp_path):
     report.add_heading("Dropped")  # its anchor is free again
     html = report.write(tmp_path / "r.html").read_text(encoding="utf-8")
     assert "dropped text" not in html and 'id="dropped"' in html and 'id="dropped-2"' not in html
+
+
+def test_long_text_columns_wrap_and_numbers_align_right(tmp_path):
+    report = Report("r")
+    report.add_table([["a", 1, "x" * 61], ["b", None, "short"]], header=["name", "n", "message"])
+    html = report.write(tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<th>name</th><th class=num>n</th><th class=wrap>message</th>" in html
+    assert f"<td>a</td><td class=num>1</td><td class=wrap>{'x' * 61}</td>" in html

@@ -193,8 +193,11 @@ def test_statistics_from_a_file_are_shown_as_given_and_flagged_when_stale(ds, tm
 @pytest.mark.parametrize("mangle, complaint", [
     (lambda s: s.pop("objects"), "no 'objects' mapping"),
     (lambda s: s["objects"]["metal"].__setitem__("samples", "many"), "'samples' is not a count"),
-    (lambda s: s["objects"]["metal"]["classes"][0].__setitem__("area_pct", [1, 2]), "not a set of percentiles"),
+    (lambda s: s["objects"]["metal"]["classes"][0].__setitem__("area_pct", [1, 2]), "not a set of finite percentiles"),
     (lambda s: s["objects"]["wood"].__setitem__("image_sizes", [{"height": 1}]), "'image_sizes'"),
+    (lambda s: s["objects"]["wood"]["classes"][0].__setitem__("index", 10**9), "index 1000000000 is not 1..255"),
+    (lambda s: s["objects"]["wood"]["classes"][0].__setitem__(
+        "area_px", {"p5": 1, "p25": 2, "p50": float("nan"), "p75": 4, "p95": 5}), "finite percentiles"),
 ])
 def test_a_wrong_statistics_file_is_one_line(ds, mangle, complaint):
     stats = compute_stats(DSFolder.open(ds)).to_json()
@@ -202,6 +205,16 @@ def test_a_wrong_statistics_file_is_one_line(ds, mangle, complaint):
     with pytest.raises(InputError, match=complaint) as caught:
         check_stats_json(stats, "my_stats.json")
     assert str(caught.value).startswith("my_stats.json: not a statistics file") and "\n" not in str(caught.value)
+
+
+def test_statistics_of_very_many_classes_are_listed_but_not_plotted(ds, tmp_path):
+    classes = [{"index": i, "name": f"c{i}", "images": 1, "regions": 1, "area_px": None, "area_pct": None}
+               for i in range(1, 152)]
+    obj = {"samples": 1, "defective": 1, "defect_free": 0, "splits": {}, "image_sizes": [], "classes": classes}
+    stats = check_stats_json({"objects": {"a": obj, "b": obj}}, "stats.json")
+    html, _, problems = _page(DSFolder.open(ds), tmp_path, ["stats"], stats=stats)
+    assert not problems and "302 classes are too many to plot" in html and "<img" not in html
+    assert len(_table(html, "object", "class")) == 302
 
 
 def test_validation_section_computes_or_reads_a_report(ds, tmp_path):

@@ -7,11 +7,13 @@ Validation, statistics and overlays are computed when the context does not alrea
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from defectspectrum.data.classes import MAX_CLASSES
 from defectspectrum.errors import InputError
 from defectspectrum.report.html import Report
 from defectspectrum.report.sections import ReportContext, section
@@ -24,6 +26,7 @@ UNASSIGNED = "unassigned"  # the split key of samples without a split (as in `co
 MIN_OVERLAYS = 24  # overlays drawn at least when no limit is given (as `data show`)
 GALLERY_SIZE = 9  # captioned examples under the contact sheet
 ISSUES_SHOWN = 10  # validation issues listed one by one
+PLOT_MAX_CLASSES = 300  # more (object, class) rows than this are listed but not plotted
 
 
 def _split_keys(counts: Counter[str] | dict[str, int]) -> list[str]:
@@ -155,7 +158,7 @@ def _is_count(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_stats_json(data: Any, where: str) -> dict[str, Any]:
@@ -188,11 +191,13 @@ def check_stats_json(data: Any, where: str) -> dict[str, Any]:
             if not (isinstance(cls, dict) and _is_count(cls.get("index")) and isinstance(cls.get("name"), str)
                     and _is_count(cls.get("images")) and _is_count(cls.get("regions"))):
                 raise bad(f"object {name!r}: a class lacks its index, name, images or regions")
+            if not 0 < cls["index"] < MAX_CLASSES:
+                raise bad(f"object {name!r}, class {cls['name']!r}: index {cls['index']} is not 1..{MAX_CLASSES - 1}")
             for key in ("area_px", "area_pct"):
                 area = cls.get(key)
                 if area is not None and not (isinstance(area, dict) and all(
                         _is_number(area.get(p)) for p in ("p5", "p25", "p50", "p75", "p95"))):
-                    raise bad(f"object {name!r}, class {cls['name']!r}: {key!r} is not a set of percentiles")
+                    raise bad(f"object {name!r}, class {cls['name']!r}: {key!r} is not a set of finite percentiles")
     return data
 
 
@@ -251,6 +256,9 @@ def stats_section(context: ReportContext, report: Report) -> None:
     report.add_table(class_rows, header=["object", "class", "images", "regions", "median area (px)",
                                          "p95 area (px)", "median area (% of image)"],
                      caption="Regions are 8-connected components of one class.")
+    if len(class_rows) > PLOT_MAX_CLASSES:
+        report.add_text(f"{len(class_rows):,} classes are too many to plot; the table lists them all.", kind="note")
+        return
     report.add_figure(stats_figure(stats), "stats", "Left: images containing each class and its regions. Right: "
                                                     "region area percentiles; colours match the overlays.")
 

@@ -38,6 +38,7 @@ _KINDS = ("note", "ok", "warn", "error")
 _SLUG = re.compile(r"[^a-z0-9]+")
 _FILE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _CODE = re.compile(r"`([^`\n]+)`")
+WRAP_AT = 60  # table cells longer than this (characters) make their column wrap
 
 
 @dataclass
@@ -247,18 +248,25 @@ def _is_number(value: Any) -> bool:
 
 
 def _table(rows: list[list[Any]], header: list[str] | None, caption: str | None) -> str:
-    numeric = [bool(rows) and all(_is_number(r[i]) or r[i] is None for r in rows) for i in range(len(rows[0]) if rows
-                                                                                                  else 0)]
+    """Numeric columns align right; columns with long text wrap instead of widening the table."""
+    columns = len(rows[0]) if rows else 0
+    kinds = []
+    for i in range(columns):
+        if all(_is_number(r[i]) or r[i] is None for r in rows):
+            kinds.append(" class=num")
+        elif any(len(_fmt(r[i])) > WRAP_AT for r in rows):
+            kinds.append(" class=wrap")
+        else:
+            kinds.append("")
     out = ['<div class="table-wrap"><table>']
     if caption:
         out.append(f"<caption>{_e(caption)}</caption>")
     if header is not None:
-        cells = "".join(f'<th{" class=num" if i < len(numeric) and numeric[i] else ""}>{_e(h)}</th>'
-                        for i, h in enumerate(header))
+        cells = "".join(f'<th{kinds[i] if i < columns else ""}>{_e(h)}</th>' for i, h in enumerate(header))
         out.append(f"<thead><tr>{cells}</tr></thead>")
     out.append("<tbody>")
     for row in rows:
-        cells = "".join(f'<td{" class=num" if numeric[i] else ""}>{_e(_fmt(v))}</td>' for i, v in enumerate(row))
+        cells = "".join(f"<td{kinds[i]}>{_e(_fmt(v))}</td>" for i, v in enumerate(row))
         out.append(f"<tr>{cells}</tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
@@ -336,6 +344,7 @@ caption { text-align: left; color: var(--muted); padding-bottom: 6px; caption-si
 th, td { padding: 5px 12px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap; }
 th { background: var(--soft); font-weight: 600; border-bottom: 2px solid var(--line); }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.wrap { white-space: normal; min-width: 24em; overflow-wrap: anywhere; }
 tbody tr:nth-child(even) td { background: #fafbfc; }
 figure { margin: 16px 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; display: block; }
