@@ -388,3 +388,19 @@ def test_report_command_warns_about_a_section_it_could_not_draw(ds_copy, tmp_pat
 def test_report_help_has_an_example():
     result = CliRunner().invoke(app, ["report", "--help"], terminal_width=200)
     assert result.exit_code == 0 and "defectspectrum report ds_mvtec" in result.output
+
+
+def test_a_linked_ds_folder_gets_its_report_beside_the_link_never_inside(ds_copy, tmp_path):
+    link = tmp_path / "linked"
+    link.symlink_to(ds_copy, target_is_directory=True)
+    assert default_out(link) == tmp_path / "linked_report" / "report.html"
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", str(link), "--out", str(link / "r.html"), "--sections", "overview"])
+    assert result.exit_code == 2 and "is the DS folder" in result.output
+    alias = tmp_path / "alias_out"
+    alias.symlink_to(ds_copy / "metal", target_is_directory=True)
+    result = runner.invoke(app, ["report", str(ds_copy), "--out", str(alias / "r.html"), "--sections", "overview"])
+    assert result.exit_code == 2 and "is inside the DS folder" in result.output
+    result = runner.invoke(app, ["report", str(link), "--sections", "overview"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "linked_report" / "report.html").is_file()

@@ -8,6 +8,7 @@ replaced only when it holds the `.defectspectrum-report` marker this writes; any
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,10 @@ class WrittenReport:
 
 
 def default_out(ds: Path) -> Path:
-    """`<DS_DIR>_report/report.html` beside the DS folder."""
-    root = Path(ds).absolute().resolve()
+    """`<DS_DIR>_report/report.html` beside the DS folder (as named: a symbolic link is not followed)."""
+    root = Path(os.path.abspath(ds))
+    if not root.name:
+        raise InputError(f"{ds}: has no folder name to name its report after; pass --out")
     return root.parent / f"{root.name}_report" / "report.html"
 
 
@@ -40,7 +43,7 @@ def report_target(ds_root: Path, out: Path | None) -> tuple[Path, bool]:
     InputError when the folder is, or lies inside, the DS folder, holds the DS folder, or exists
     with other contents (no marker file).
     """
-    html = default_out(ds_root) if out is None else Path(out).absolute()
+    html = default_out(ds_root) if out is None else Path(os.path.abspath(out))
     if html.is_dir() or (out is not None and not html.suffix):
         html = html / "report.html"
     if html.suffix.lower() not in HTML_SUFFIXES:
