@@ -43,8 +43,10 @@ def test_demo_writes_a_report_whose_images_exist(demo_run):
         assert (report.parent / unquote(src)).is_file(), src
     assert "show/contact_sheet.png" in srcs
     assert any(src.startswith("report_files/") for src in srcs)  # the stats figure
-    for section in ("Overview", "Validation", "Statistics", "Splits", "Overlays"):
-        assert f">{section}</h2>" in html
+    # the registered report sections, with the demo's own steps and files around them
+    assert re.findall(r"<h2 [^>]*>(.*?)</h2>", html) == ["Overview", "Steps", "Validation", "Statistics", "Splits",
+                                                         "Overlays", "Files"]
+    assert ">Examples with captions</h3>" in html and "first-5 rule of the paper" in html
 
 
 def test_demo_ds_folder_is_valid_split_and_captioned(demo_run):

@@ -135,3 +135,32 @@ def test_stats_figure_draws_counts_and_area_boxes():
     assert len(area_ax.patches) == 2  # one box per class with regions
     with pytest.raises(InputError, match="objects"):
         stats_figure({"nothing": 1})
+
+
+def test_backticks_mark_code_and_stay_escaped(tmp_path):
+    report = Report("r")
+    report.add_text("run `data split <DS>` first; a lone ` stays")
+    report.add_list(["`<b>`"])
+    html = report.write(tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<p>run <code>data split &lt;DS&gt;</code> first; a lone ` stays</p>" in html
+    assert "<li><code>&lt;b&gt;</code></li>" in html
+
+
+def test_rollback_removes_blocks_and_headings_added_since_the_mark(tmp_path):
+    report = Report("r")
+    report.add_heading("Kept")
+    mark = report.mark()
+    report.add_heading("Dropped")
+    report.add_text("dropped text")
+    report.rollback(mark)
+    report.add_heading("Dropped")  # its anchor is free again
+    html = report.write(tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "dropped text" not in html and 'id="dropped"' in html and 'id="dropped-2"' not in html
+
+
+def test_long_text_columns_wrap_and_numbers_align_right(tmp_path):
+    report = Report("r")
+    report.add_table([["a", 1, "x" * 61], ["b", None, "short"]], header=["name", "n", "message"])
+    html = report.write(tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<th>name</th><th class=num>n</th><th class=wrap>message</th>" in html
+    assert f"<td>a</td><td class=num>1</td><td class=wrap>{'x' * 61}</td>" in html

@@ -13,6 +13,7 @@ import typer
 
 from defectspectrum.cli_support import out
 from defectspectrum.data.cli import data_app
+from defectspectrum.report.cli import report_command
 
 app = typer.Typer(
     name="defectspectrum",
@@ -22,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.command("report")(report_command)
 
 
 def _version(value: bool) -> None:

@@ -1,10 +1,11 @@
 """The end-to-end demo on embedded procedural data (no downloads): `python -m defectspectrum.demo --out demo_output`.
 
 Steps: synthesise a source tree in the Defect Spectrum release layout (multi-class index masks),
-convert it into a DS folder, assign the paper's
-first-k splits, caption every sample, validate, compute statistics, draw overlays and a contact
-sheet, and write `<out>/report.html`. A previous `<out>` is replaced only if it holds the
-`.defectspectrum-demo` marker this demo writes; anything else is refused, never deleted.
+convert it into a DS folder, assign the paper's first-k splits, caption every sample, validate,
+compute statistics, draw overlays and a contact sheet, and compose the report sections (as
+`defectspectrum report` does) with the demo's own steps and files into `<out>/report.html`. A
+previous `<out>` is replaced only if it holds the `.defectspectrum-demo` marker this demo writes;
+anything else is refused, never deleted.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import argparse
 import shutil
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,6 @@ from typing import Any
 from defectspectrum.errors import DefectSpectrumError, InputError
 
 MARKER = ".defectspectrum-demo"
-GALLERY_SIZE = 9
 
 
 @dataclass
@@ -115,7 +114,7 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
     done(7, "show", f"{len(shown.overlays)} overlays and {_rel(shown.contact_sheet, out)}")
 
     report_path = out / "report.html"
-    _write_report(report_path, folder, report, stats_json, shown, split_counts, timings,
+    _write_report(report_path, folder, report, stats_json, shown, timings,
                   {"size": size, "per_type": per_type, "good": good, "seed": seed, "k": k})
     done(8, "report", _rel(report_path, out))
     return DemoResult(out=out, source=source, ds=folder.root, show=out / "show", report=report_path, timings=timings)
@@ -129,133 +128,74 @@ def _rel(path: Path, base: Path) -> str:
 
 
 def _write_report(path: Path, folder: Any, validation: Any, stats: dict[str, Any], shown: Any,
-                  split_counts: dict[str, int], timings: dict[str, float], settings: dict[str, int]) -> None:
-    from defectspectrum.report import Report
-    from defectspectrum.report.plots import stats_figure
+                  timings: dict[str, float], settings: dict[str, int]) -> None:
+    """The registered report sections on the demo's results, with the demo's steps and files around them."""
+    from defectspectrum.report.sections import ReportContext, Section, build_report, get_sections
 
-    out = path.parent
-    samples = list(folder)
-    defective = sum(1 for s in samples if not s.is_good)
-    n_classes = sum(len(cm.defects) for cm in folder.objects.values())
-    report = Report("defectspectrum demo",
-                    subtitle=f"Procedural inspection images, {settings['size']}×{settings['size']} px, "
-                             f"seed {settings['seed']}: from a source tree to a checked, split and captioned "
-                             "DS folder.")
-
-    report.add_heading("Overview")
-    report.add_metrics({"objects": len(folder.objects), "defect classes": n_classes, "samples": len(samples),
-                        "defective": defective, "defect-free": len(samples) - defective,
-                        "train / val": f"{split_counts.get('train', 0)} / {split_counts.get('val', 0)}",
-                        "run time": f"{sum(timings.values()):.1f} s"})
-    report.add_text(
-        "Every image was rendered on the spot (textured metal, wood, fabric, tile and plastic with painted "
-        f"defects; {settings['per_type']} images per defect folder and {2 * settings['good']} defect-free images "
-        "per material), written in the Defect Spectrum release layout (class-index masks, one folder per "
-        "defect type, `combined` images holding 2-3 classes at once), and then carried through the "
-        "toolkit's data stages.")
-    steps = [
-        ("synth", "write a tree in the Defect Spectrum release layout", "source/"),
-        ("convert", "read it with --from auto (detected: ds-release) into a DS folder", "ds/"),
-        ("split", f"first-{settings['k']} rule of the paper per (object, defect type)", "ds/samples.jsonl"),
-        ("caption", "template captions from the masks", "ds/samples.jsonl"),
-        ("validate", "files, sizes, class indices, empty masks, duplicates across splits", "validation.json"),
-        ("stats", "images, regions and region areas per class", "stats.json"),
-        ("show", "mask overlays and a contact sheet", "show/"),
-    ]
-    report.add_table([(name, what, where, round(timings.get(name, 0.0), 2)) for name, what, where in steps],
-                     header=["step", "what", "output", "seconds"])
-
-    report.add_heading("Validation")
-    counts = (f"{validation.samples} samples checked: {len(validation.errors)} error(s), "
-              f"{len(validation.warnings)} warning(s).")
-    if validation.ok and not validation.warnings:
-        report.add_text(f"OK. {counts}", kind="ok")
-    elif validation.ok:
-        report.add_text(f"OK with warnings. {counts}", kind="warn")
-    else:
-        report.add_text(f"FAILED. {counts}", kind="error")
-    if validation.issues:
-        levels = {i.code: i.level for i in validation.issues}
-        report.add_table([(code, levels[code], n) for code, n in validation.counts().items()],
-                         header=["issue", "level", "count"])
-        first = sorted(validation.issues, key=lambda i: (i.level != "error", i.code, i.sample or ""))[:10]
-        report.add_table([(i.level, i.code, i.sample, i.message) for i in first],
-                         header=["level", "issue", "sample", "message"],
-                         caption=f"First {len(first)} of {len(validation.issues)} issues (all in validation.json)")
-
-    report.add_heading("Statistics")
-    object_rows = []
-    for name, obj in stats["objects"].items():
-        size = obj["image_sizes"][0] if obj["image_sizes"] else None
-        object_rows.append((name, obj["samples"], obj["defective"], obj["defect_free"], obj["splits"].get("train", 0),
-                            obj["splits"].get("val", 0), f"{size['height']}×{size['width']}" if size else None))
-    report.add_table(object_rows,
-                     header=["object", "samples", "defective", "defect-free", "train", "val", "image size"])
-    class_rows = []
-    for name, obj in stats["objects"].items():
-        for cls in obj["classes"]:
-            px, pct = cls.get("area_px") or {}, cls.get("area_pct") or {}
-            class_rows.append((name, cls["name"], cls["images"], cls["regions"], px.get("p50"), px.get("p95"),
-                               pct.get("p50")))
-    report.add_table(class_rows, header=["object", "class", "images", "regions", "median area (px)",
-                                         "p95 area (px)", "median area (% of image)"],
-                     caption="Regions are 8-connected components of one class.")
-    figure = stats_figure(stats)
-    report.add_figure(figure, "stats", "Left: images containing each class and its regions. Right: region area "
-                                       "percentiles; colours match the overlays.")
-
-    report.add_heading("Splits")
-    by_object: dict[str, Counter[str]] = {name: Counter() for name in folder.objects}
-    by_type: dict[tuple[str, str], Counter[str]] = {}
-    for sample in samples:
-        split = sample.split or "unassigned"
-        by_object[sample.object][split] += 1
-        by_type.setdefault((sample.object, sample.defect_type or "unknown"), Counter())[split] += 1
-    report.add_text(f"The paper's rule: in each (object, defect type) group, in natural name order, the first "
-                    f"{settings['k']} images train and the rest validate. Defect-free images form one group "
-                    "per object.")
-    report.add_table([(name, c["train"], c["val"], c["train"] + c["val"]) for name, c in by_object.items()]
-                     + [("all", split_counts.get("train", 0), split_counts.get("val", 0), len(samples))],
-                     header=["object", "train", "val", "total"])
-    report.add_table([(name, ", ".join(f"{dtype} {c['train']}/{c['val']}" for (obj, dtype), c in sorted(by_type.items())
-                                   if obj == name)) for name in folder.objects],
-                     header=["object", "defect type train/val"], caption="Per defect type")
-
-    report.add_heading("Overlays")
-    report.add_text(f"{len(shown.overlays)} samples, every defect type of every object; class colours are "
-                    "blended over the image and each region is outlined. The legend lists each object's classes.")
-    report.add_image(shown.contact_sheet, "Contact sheet: one thumbnail per sample, captioned with its id.")
-    report.add_heading("Examples with captions", level=3)
-    report.add_gallery((overlay, f"{sample.id}: {sample.caption or ''}".strip(": "))
-                       for sample, overlay in _gallery_picks(shown.samples, shown.overlays))
-
-    report.add_heading("Files")
-    report.add_table([(_rel(p, out) + ("/" if p.is_dir() else ""), what) for p, what in [
-        (out / "source", "the generated source tree (Defect Spectrum release layout)"),
-        (folder.root, "the DS folder: dataset.json, samples.jsonl, <object>/images, <object>/masks"),
-        (out / "validation.json", "every validation issue"),
-        (out / "stats.json", "the statistics above, as JSON"),
-        (out / "show", "overlay PNGs (image | overlay) and contact_sheet.png"),
-    ]], header=["path", "contents"])
+    context = ReportContext(folder, html=path, validation=validation, stats=stats, overlays=shown)
+    overview, *rest = get_sections()
+    sections: list[Section] = [overview, DemoSteps(timings, settings), *rest, DemoFiles(path.parent, folder.root)]
+    report, problems = build_report(
+        context, sections, "defectspectrum demo",
+        subtitle=f"Procedural inspection images, {settings['size']}×{settings['size']} px, seed {settings['seed']}: "
+                 "from a source tree to a checked, split and captioned DS folder.")
+    if problems:  # generated data draws every section; a failure here is a bug, not bad input
+        raise DefectSpectrumError(f"report section {problems[0].name}: {problems[0].message}")
     report.write(path)
 
 
-def _gallery_picks(samples: Sequence[Any], overlays: Sequence[Path]) -> list[tuple[Any, Path]]:
-    """Up to GALLERY_SIZE overlays, cycling over objects and preferring defect types not shown yet."""
-    pairs = list(zip(samples, overlays))
-    objects = list(dict.fromkeys(s.object for s, _ in pairs))
-    picks: list[tuple[Any, Path]] = []
-    shown_types: set[str] = set()
-    while len(picks) < min(GALLERY_SIZE, len(pairs)):
-        for name in objects:
-            rest = [p for p in pairs if p[0].object == name and p not in picks]
-            if not rest or len(picks) >= GALLERY_SIZE:
-                continue
-            # a type no other picture shows yet, multi-class `combined` images first
-            rest.sort(key=lambda p: (p[0].defect_type in shown_types, p[0].defect_type != "combined"))
-            picks.append(rest[0])
-            shown_types.add(rest[0][0].defect_type)
-    return picks
+@dataclass(frozen=True)
+class DemoSteps:
+    """Report section: how the demo data was made, what each step did, where it wrote, and how long it took."""
+
+    timings: dict[str, float]
+    settings: dict[str, int]
+    name: str = "demo-steps"
+    title: str = "Steps"
+
+    def render(self, context: Any, report: Any) -> None:
+        settings = self.settings
+        report.add_text(
+            "Every image was rendered on the spot (textured metal, wood, fabric, tile and plastic with painted "
+            f"defects; {settings['per_type']} images per defect folder and {2 * settings['good']} defect-free "
+            "images per material), written in the Defect Spectrum release layout (class-index masks, one folder "
+            "per defect type, `combined` images holding 2-3 classes at once), and then carried through the "
+            "toolkit's data stages.\n\n"
+            f"Splits follow the paper's rule: in each (object, defect type) group, in natural name order, the first "
+            f"{settings['k']} images train and the rest validate; defect-free images form one group per object.")
+        steps = [
+            ("synth", "write a tree in the Defect Spectrum release layout", "source/"),
+            ("convert", "read it with --from auto (detected: ds-release) into a DS folder", "ds/"),
+            ("split", f"first-{settings['k']} rule of the paper per (object, defect type)", "ds/samples.jsonl"),
+            ("caption", "template captions from the masks", "ds/samples.jsonl"),
+            ("validate", "files, sizes, class indices, empty masks, duplicates across splits", "validation.json"),
+            ("stats", "images, regions and region areas per class", "stats.json"),
+            ("show", "mask overlays and a contact sheet", "show/"),
+        ]
+        rows: list[tuple[str, str, str | None, float]] = [
+            (name, what, where, round(self.timings.get(name, 0.0), 2)) for name, what, where in steps]
+        rows.append(("total", "", None, round(sum(self.timings.get(name, 0.0) for name, *_ in steps), 2)))
+        report.add_table(rows, header=["step", "what", "output", "seconds"])
+
+
+@dataclass(frozen=True)
+class DemoFiles:
+    """Report section: the files the demo wrote, relative to its output folder."""
+
+    out: Path
+    ds: Path
+    name: str = "demo-files"
+    title: str = "Files"
+
+    def render(self, context: Any, report: Any) -> None:
+        out = self.out
+        report.add_table([(_rel(p, out) + ("/" if p.is_dir() else ""), what) for p, what in [
+            (out / "source", "the generated source tree (Defect Spectrum release layout)"),
+            (self.ds, "the DS folder: dataset.json, samples.jsonl, <object>/images, <object>/masks"),
+            (out / "validation.json", "every validation issue"),
+            (out / "stats.json", "the statistics above, as JSON"),
+            (out / "show", "overlay PNGs (image | overlay) and contact_sheet.png"),
+        ]], header=["path", "contents"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

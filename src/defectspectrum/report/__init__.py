@@ -1,4 +1,5 @@
-"""HTML reports shared by every stage: a small builder (`Report`) and the plots it shows."""
+"""HTML reports shared by every stage: a small builder (`Report`), the plots it shows, and the report sections
+(`report.sections`) that each stage registers and `defectspectrum report` writes."""
 
 from defectspectrum.report.html import Report
 

@@ -37,6 +37,8 @@ from defectspectrum.io import (
 _KINDS = ("note", "ok", "warn", "error")
 _SLUG = re.compile(r"[^a-z0-9]+")
 _FILE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CODE = re.compile(r"`([^`\n]+)`")
+WRAP_AT = 60  # table cells longer than this (characters) make their column wrap
 
 
 @dataclass
@@ -72,7 +74,8 @@ class Report:
         self._blocks.append(("heading", (level, text, anchor)))
 
     def add_text(self, text: str, kind: str | None = None) -> None:
-        """One or more paragraphs (split at blank lines); `kind` note/ok/warn/error draws a call-out box."""
+        """One or more paragraphs (split at blank lines; `backticks` mark code); `kind` note/ok/warn/error draws
+        a call-out box."""
         if kind is not None and kind not in _KINDS:
             raise InputError(f"add_text: kind must be one of {', '.join(_KINDS)} or None, got {kind!r}")
         self._blocks.append(("text", (text, kind)))
@@ -118,6 +121,15 @@ class Report:
         figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
         file_name = (_FILE_UNSAFE.sub("_", name).strip("._") or "figure") + ".png"
         self._blocks.append(("image", _Image(None, buffer.getvalue(), file_name, caption)))
+
+    def mark(self) -> tuple[int, int]:
+        """A position in the report to `rollback` to (drop what a failed section added)."""
+        return len(self._blocks), len(self._headings)
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        """Remove every block and heading added since `mark`."""
+        del self._blocks[mark[0]:]
+        del self._headings[mark[1]:]
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -173,10 +185,10 @@ class Report:
                 parts.append(f'<h{level} id="{anchor}">{_e(text)}</h{level}>')
             elif kind == "text":
                 text, style = payload
-                paragraphs = "".join(f"<p>{_e(p.strip())}</p>" for p in re.split(r"\n\s*\n", text) if p.strip())
+                paragraphs = "".join(f"<p>{_inline(p.strip())}</p>" for p in re.split(r"\n\s*\n", text) if p.strip())
                 parts.append(f'<div class="callout {style}">{paragraphs}</div>' if style else paragraphs)
             elif kind == "list":
-                parts.append("<ul>" + "".join(f"<li>{_e(item)}</li>" for item in payload) + "</ul>")
+                parts.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in payload) + "</ul>")
             elif kind == "metrics":
                 cards = "".join(f'<div class="metric"><div class="value">{_e(_fmt(v))}</div>'
                                 f'<div class="label">{_e(k)}</div></div>' for k, v in payload.items())
@@ -206,6 +218,11 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _inline(text: str) -> str:
+    """Escaped text in which `backticks` mark code (commands, file names)."""
+    return _CODE.sub(r"<code>\1</code>", _e(text))
+
+
 def _url(target: Path, folder: Path) -> str:
     return quote(Path(os.path.relpath(target, folder)).as_posix())
 
@@ -231,18 +248,25 @@ def _is_number(value: Any) -> bool:
 
 
 def _table(rows: list[list[Any]], header: list[str] | None, caption: str | None) -> str:
-    numeric = [bool(rows) and all(_is_number(r[i]) or r[i] is None for r in rows) for i in range(len(rows[0]) if rows
-                                                                                                  else 0)]
+    """Numeric columns align right; columns with long text wrap instead of widening the table."""
+    columns = len(rows[0]) if rows else 0
+    kinds = []
+    for i in range(columns):
+        if all(_is_number(r[i]) or r[i] is None for r in rows):
+            kinds.append(" class=num")
+        elif any(len(_fmt(r[i])) > WRAP_AT for r in rows):
+            kinds.append(" class=wrap")
+        else:
+            kinds.append("")
     out = ['<div class="table-wrap"><table>']
     if caption:
         out.append(f"<caption>{_e(caption)}</caption>")
     if header is not None:
-        cells = "".join(f'<th{" class=num" if i < len(numeric) and numeric[i] else ""}>{_e(h)}</th>'
-                        for i, h in enumerate(header))
+        cells = "".join(f'<th{kinds[i] if i < columns else ""}>{_e(h)}</th>' for i, h in enumerate(header))
         out.append(f"<thead><tr>{cells}</tr></thead>")
     out.append("<tbody>")
     for row in rows:
-        cells = "".join(f'<td{" class=num" if numeric[i] else ""}>{_e(_fmt(v))}</td>' for i, v in enumerate(row))
+        cells = "".join(f"<td{kinds[i]}>{_e(_fmt(v))}</td>" for i, v in enumerate(row))
         out.append(f"<tr>{cells}</tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
@@ -302,6 +326,8 @@ h2 { font-size: 21px; margin: 36px 0 10px; padding-bottom: 6px; border-bottom: 1
 h3 { font-size: 17px; margin: 24px 0 8px; }
 h4 { font-size: 15px; margin: 18px 0 6px; }
 p { margin: 8px 0; }
+code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace; font-size: 0.9em;
+  background: #eef1f5; border-radius: 3px; padding: 1px 4px; }
 ul { margin: 8px 0; padding-left: 22px; }
 .callout { border-left: 4px solid #8a96a8; background: var(--soft); padding: 6px 14px; margin: 12px 0;
   border-radius: 0 6px 6px 0; }
@@ -318,6 +344,7 @@ caption { text-align: left; color: var(--muted); padding-bottom: 6px; caption-si
 th, td { padding: 5px 12px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap; }
 th { background: var(--soft); font-weight: 600; border-bottom: 2px solid var(--line); }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.wrap { white-space: normal; min-width: 24em; overflow-wrap: anywhere; }
 tbody tr:nth-child(even) td { background: #fafbfc; }
 figure { margin: 16px 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; display: block; }
