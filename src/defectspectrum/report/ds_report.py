@@ -81,8 +81,9 @@ def write_ds_report(ds: Path, out: Path | None = None, sections: Sequence[str] |
     defect type of each object, at least 24).
     """
     from defectspectrum.data.dsfolder import DSFolder
-    from defectspectrum.io import staged_folder, write_text_atomic
+    from defectspectrum.io import write_text_atomic
     from defectspectrum.report.data_sections import load_stats, load_validation
+    from defectspectrum.staging import staged_folder
 
     if limit is not None and limit < 1:
         raise InputError(f"--limit {limit}: draw at least 1 overlay")
@@ -91,7 +92,7 @@ def write_ds_report(ds: Path, out: Path | None = None, sections: Sequence[str] |
     html, replace = report_target(folder.root, out)
     loaded_validation = load_validation(validation) if validation is not None else None
     loaded_stats = load_stats(stats) if stats is not None else None
-    with staged_folder(html.parent, replace=replace) as staging:
+    with staged_folder(html.parent, may_replace=lambda folder: replace and (folder / MARKER).is_file()) as staging:
         write_text_atomic(staging / MARKER, "Written by `defectspectrum report`; the next report into this folder "
                                             "replaces it.\n")
         context = ReportContext(folder, html=staging / html.name, limit=limit, validation=loaded_validation,
