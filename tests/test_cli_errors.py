@@ -272,17 +272,15 @@ def test_help_shows_square_brackets_literally() -> None:
 def test_every_help_text_with_brackets_is_shown_in_full(command: str) -> None:
     """typer renders help as rich markup: a `[...]` written without `\\[` would vanish from the help."""
     import typer.main
-    from rich.markup import render
 
     group = typer.main.get_command(app)
     data = group.commands["data"]  # type: ignore[attr-defined]
     cmd = data.commands[command]
     result = CliRunner().invoke(app, ["data", command, "--help"])
     shown = " ".join(result.output.replace("│", " ").split())  # the help column, its wrapped lines joined
-    for param in cmd.params:
-        text = getattr(param, "help", None) or ""
+    for text in [cmd.help or "", *(getattr(param, "help", None) or "" for param in cmd.params)]:
         if "[" in text:
-            assert " ".join(render(text).plain.split()) in shown, text
+            assert " ".join(text.replace("\\[", "[").split()) in shown, text  # what was written, literally
             assert "\\[" not in shown
 
 

@@ -157,7 +157,7 @@ def error_message(exc: BaseException) -> str | None:
         return _os_error_message(exc.__context__)  # Python 3.11's Path.resolve on a symbolic link loop
     if isinstance(exc, UnicodeDecodeError):
         where = _open_file_in_traceback(exc)
-        what = f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        what = f"not UTF-8 text ({exc.reason}); save it as UTF-8"
         return f"{where}: {what}" if where else f"a file is {what}"
     if isinstance(exc, json.JSONDecodeError):
         where = _open_file_in_traceback(exc)
