@@ -17,10 +17,11 @@ def test_version() -> None:
     assert result.exit_code == 0 and result.output.strip() == f"defectspectrum {__version__}"
 
 
-def test_formats_lists_every_reader() -> None:
+def test_formats_lists_every_reader_in_detection_order() -> None:
     result = CliRunner().invoke(app, ["data", "formats"], terminal_width=200)
     assert result.exit_code == 0
-    listed = [line.split()[0] for line in result.output.splitlines()[1:] if line and not line.startswith(" ")]
+    readers = result.output.split("writers (")[0]
+    listed = [line.split()[0] for line in readers.splitlines()[2:] if line.strip() and not line.startswith(" ")]
     assert listed == reader_names()
     assert {"ds", "ds-release", "mvtec", "vision", "dagm", "cotton", "magnetic-tile", "sd900", "mmseg", "coco",
             "folder"} == set(listed)

@@ -208,11 +208,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the generated data (default 0).")
     parser.add_argument("--k", type=int, default=5, help="first-k split: training images per defect type (default 5).")
     args = parser.parse_args(argv)
+    from defectspectrum.cli_support import error_message, printable
+
     started = time.perf_counter()
     try:
         result = run_demo(args.out, size=args.size, per_type=args.per_type, seed=args.seed, k=args.k)
-    except (DefectSpectrumError, FileExistsError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+    except Exception as exc:  # the same one-line errors as the CLI; anything else is a bug and keeps its traceback
+        message = error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {printable(message)}", file=sys.stderr)
         return 2
     print(f"Done in {time.perf_counter() - started:.1f} s.")
     print(f"Report: {result.report.resolve()}")

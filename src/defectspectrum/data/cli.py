@@ -1,16 +1,31 @@
-"""`defectspectrum data ...`: thin typer commands over the data layer (no torch imports here)."""
+"""`defectspectrum data ...`: thin typer commands over the data layer (no torch imports here).
+
+Help texts are rich markup (typer's default): write a literal `[` as `\\[` (see `--palette`).
+Everything printed that holds a path or a name goes through `say`/`wrote` (never parsed as markup).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.markup import escape
 
-from defectspectrum.cli_support import friendly, out, parse_csv, parse_size
+from defectspectrum.cli_support import friendly, out, parse_csv, parse_size, require_folder, say, wrote
+from defectspectrum.data.export import writer_names
+from defectspectrum.errors import InputError
+
+if TYPE_CHECKING:
+    from defectspectrum.data.dsfolder import DSFolder
 
 data_app = typer.Typer(help="Bring defect data sets into the DS folder format and work on them.", no_args_is_help=True)
+
+
+def open_ds(path: Path) -> DSFolder:
+    """The DS folder at `path`; a file or a missing path is one clear error before anything is read."""
+    from defectspectrum.data.dsfolder import DSFolder
+
+    return DSFolder.open(require_folder(path, "the DS folder"))
 
 
 # -- data convert / formats -------------------------------------------------------------------------------
@@ -19,7 +34,8 @@ data_app = typer.Typer(help="Bring defect data sets into the DS folder format an
 @data_app.command("convert")
 @friendly
 def convert_command(
-    source: Path = typer.Argument(..., help="The source data set's top folder (for coco also the .json file)."),
+    source: Path = typer.Argument(..., readable=False,  # an unreadable path gets our one-line error, not a usage box
+                                  help="The source data set's top folder (for coco also the .json file)."),
     dst: Path = typer.Argument(..., help="The DS folder to create (must be new or empty)."),
     fmt: str = typer.Option("auto", "--from", "-f", help="Source layout; `data formats` lists them. auto detects."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
@@ -31,8 +47,8 @@ def convert_command(
                                        help="folder/coco/mmseg: class names in index order, comma-separated."),
     mask_suffix: str | None = typer.Option(None, "--mask-suffix",
                                            help="folder/mmseg: mask file suffix, e.g. _mask or _label."),
-    palette: Path | None = typer.Option(None, "--palette",
-                                        help="folder: JSON/YAML mapping class name -> [r, g, b] for colour masks."),
+    palette: Path | None = typer.Option(None, "--palette", readable=False,
+                                        help="folder: JSON/YAML mapping class name -> \\[r, g, b] for colour masks."),
     object_name: str | None = typer.Option(None, "--object", help="Object name for single-object layouts."),
 ) -> None:
     """Convert a data set into a DS folder.
@@ -51,32 +67,42 @@ def convert_command(
     result = convert_counted(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks,
                              name=name, kept=kept, classes=parse_csv(classes), mask_suffix=mask_suffix,
                              palette=palette, object_name=object_name)
-    out.print(f"[green]wrote[/] {result.folder.root}: {result.summary()}")
+    wrote(result.folder.root, f": {result.summary()}")
     if kept:
         shown = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
-        out.print(escape(f"kept {len(kept)} file(s) of yours from the replaced folder: {shown}"), highlight=False,
-                  soft_wrap=True)
+        say(f"kept {len(kept)} file(s) of yours from the replaced folder: {shown}")
 
 
 @data_app.command("formats")
+@friendly
 def formats_command() -> None:
-    """List the source layouts `data convert --from` reads (auto tries them in this order)."""
+    """List the source layouts `data convert --from` reads (auto tries them in this order) and the
+    layouts `data export --to` writes."""
     from rich.table import Table
+    from rich.text import Text
 
-    from defectspectrum.data.formats import READERS, reader_names
+    from defectspectrum.data.export import WRITERS
+    from defectspectrum.data.formats import READERS, detection_order
 
-    table = Table("--from", "layout", box=None, show_lines=True, pad_edge=False)
-    for name in reader_names():
-        table.add_row(f"[bold]{name}[/]", READERS[name].summary)
-    out.print(table)
+    readers = Table("--from", "layout", box=None, show_lines=True, pad_edge=False,
+                    title="readers (--from auto tries them in this order)", title_justify="left")
+    for name in detection_order():
+        readers.add_row(Text(name, style="bold"), Text(READERS[name].summary))
+    writers = Table("--to", "layout", box=None, show_lines=True, pad_edge=False,
+                    title="writers (data export --to)", title_justify="left")
+    for name, writer in WRITERS.items():
+        writers.add_row(Text(name, style="bold"), Text(writer.summary))
+    out.print(readers)
+    out.print()
+    out.print(writers)
 
 
 @data_app.command("export")
 @friendly
 def export_command(
-    ds: Path = typer.Argument(..., help="A DS folder."),
+    ds: Path = typer.Argument(..., readable=False, help="A DS folder."),
     dst: Path = typer.Argument(..., help="Output: a .json file for coco, a new folder for mmseg / ds-release."),
-    to: str = typer.Option(..., "--to", "-t", help="coco, mmseg or ds-release."),
+    to: str = typer.Option(..., "--to", "-t", help=f"One of: {', '.join(writer_names())} (`data formats` lists them)."),
 ) -> None:
     """Export a DS folder to another layout.
 
@@ -86,11 +112,11 @@ def export_command(
 
       defectspectrum data export ds_mvtec mmseg_mvtec --to mmseg
     """
-    from defectspectrum.data.dsfolder import DSFolder
-    from defectspectrum.data.export import export
+    from defectspectrum.data.export import export, get_writer
 
-    path = export(DSFolder.open(ds), dst, to)
-    out.print(f"[green]wrote[/] {path}")
+    get_writer(to)  # an unknown --to is refused before the folder is read
+    path = export(open_ds(ds), dst, to)
+    wrote(path)
 
 
 # -- data stats / validate / show ---------------------------------------------------------------------------
@@ -99,24 +125,23 @@ def export_command(
 @data_app.command("stats")
 @friendly
 def stats_command(
-    ds: Path = typer.Argument(..., help="A DS folder."),
+    ds: Path = typer.Argument(..., readable=False, help="A DS folder."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the statistics as JSON here."),
 ) -> None:
     """Per object and class: images, regions, area percentiles and image sizes.
 
     Example: defectspectrum data stats ds_mvtec --json stats.json
     """
-    from defectspectrum.data.dsfolder import DSFolder
     from defectspectrum.data.stats import compute_stats, stats_table
     from defectspectrum.io import write_json_atomic
 
-    folder = DSFolder.open(ds)
+    folder = open_ds(ds)
     _check_report_path(json_out, folder.root)
     stats = compute_stats(folder)
     out.print(stats_table(stats))
     if json_out:
         write_json_atomic(json_out, stats.to_json())
-        out.print(f"[green]wrote[/] {json_out}")
+        wrote(json_out)
 
 
 def _check_report_path(path: Path | None, ds_root: Path) -> None:
@@ -131,7 +156,7 @@ def _check_report_path(path: Path | None, ds_root: Path) -> None:
 @data_app.command("validate")
 @friendly
 def validate_command(
-    ds: Path = typer.Argument(..., help="A DS folder."),
+    ds: Path = typer.Argument(..., readable=False, help="A DS folder."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the machine-readable report here."),
     hash_distance: int = typer.Option(4, "--hash-distance", min=0,
                                       help="Perceptual-hash distance counted as near-duplicate."),
@@ -140,17 +165,16 @@ def validate_command(
 
     Exit code 1 when errors are found. Example: defectspectrum data validate ds_mvtec --json report.json
     """
-    from defectspectrum.data.dsfolder import DSFolder
     from defectspectrum.data.validate import validate, validation_table
     from defectspectrum.io import write_json_atomic
 
-    folder = DSFolder.open(ds)
+    folder = open_ds(ds)
     _check_report_path(json_out, folder.root)
     report = validate(folder, hash_distance=hash_distance)
     out.print(validation_table(report))
     if json_out:
         write_json_atomic(json_out, report.to_json())
-        out.print(f"[green]wrote[/] {json_out}")
+        wrote(json_out)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -158,7 +182,7 @@ def validate_command(
 @data_app.command("show")
 @friendly
 def show_command(
-    ds: Path = typer.Argument(..., help="A DS folder."),
+    ds: Path = typer.Argument(..., readable=False, help="A DS folder."),
     out_dir: Path = typer.Argument(..., help="Folder for the overlay PNGs and contact sheet."),
     limit: int = typer.Option(24, "--limit", "-n", min=1, help="Samples to draw (defective first)."),
     object_name: str | None = typer.Option(None, "--object", help="Only this object."),
@@ -168,12 +192,11 @@ def show_command(
 
     Example: defectspectrum data show ds_mvtec overlays/ --object pill -n 12
     """
-    from defectspectrum.data.dsfolder import DSFolder
     from defectspectrum.data.show import write_overlays
 
-    written = write_overlays(DSFolder.open(ds), out_dir, limit=limit, object_name=object_name,
+    written = write_overlays(open_ds(ds), out_dir, limit=limit, object_name=object_name,
                              include_good=include_good)
-    out.print(f"[green]wrote[/] {len(written.overlays)} overlays and the contact sheet {written.contact_sheet}")
+    say(("wrote", "green"), f" {len(written.overlays)} overlays and the contact sheet {written.contact_sheet}")
 
 
 @data_app.command("clean")
@@ -195,12 +218,11 @@ def clean_command(
 
     found = clean_leftovers(output, dry_run=dry_run)
     if not found:
-        out.print(escape(f"nothing to clean beside {output}"), highlight=False, soft_wrap=True)
+        say(f"nothing to clean beside {output}")
     verbs = {"remove": "removed", "restore": "restored", "keep": "kept"} if not dry_run else \
         {"remove": "would remove", "restore": "would restore", "keep": "would keep"}
     for item in found:
-        out.print(escape(f"{verbs[item.action]} {item.path} ({item.kind}: {item.reason})"), highlight=False,
-                  soft_wrap=True)
+        say(f"{verbs[item.action]} {item.path} ({item.kind}: {item.reason})")
 
 
 # -- data split / caption ------------------------------------------------------------------------------------
@@ -209,7 +231,7 @@ def clean_command(
 @data_app.command("split")
 @friendly
 def split_command(
-    ds: Path = typer.Argument(..., help="A DS folder (its samples.jsonl is rewritten atomically)."),
+    ds: Path = typer.Argument(..., readable=False, help="A DS folder (its samples.jsonl is rewritten atomically)."),
     rule: str = typer.Option("first-k", "--rule", help="first-k (the paper's rule) or random (stratified)."),
     k: int = typer.Option(5, "--k", min=1, help="first-k: training images per defect type."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=1.0, help="random: share for validation."),
@@ -222,19 +244,18 @@ def split_command(
 
     Example: defectspectrum data split ds_mvtec --rule first-k --k 5
     """
-    from defectspectrum.data.dsfolder import DSFolder
     from defectspectrum.data.splits import assign_splits
 
-    folder = DSFolder.open(ds)
+    folder = open_ds(ds)
     counts = assign_splits(folder, rule=rule, k=k, val_fraction=val_fraction, seed=seed)
     folder.save()
-    out.print(", ".join(f"{split}: {count}" for split, count in counts.items()))
+    say(", ".join(f"{split}: {count}" for split, count in counts.items()))
 
 
 @data_app.command("caption")
 @friendly
 def caption_command(
-    ds: Path = typer.Argument(..., help="A DS folder (its samples.jsonl is rewritten atomically)."),
+    ds: Path = typer.Argument(..., readable=False, help="A DS folder (its samples.jsonl is rewritten atomically)."),
     replace_existing: bool = typer.Option(False, "--replace", help="Also replace captions already present."),
 ) -> None:
     """Write template captions from the masks (object, classes, count, size, position).
@@ -243,12 +264,11 @@ def caption_command(
     Example: defectspectrum data caption ds_mvtec
     """
     from defectspectrum.data.captions import caption_folder
-    from defectspectrum.data.dsfolder import DSFolder
 
-    folder = DSFolder.open(ds)
+    folder = open_ds(ds)
     written = caption_folder(folder, replace_existing=replace_existing)
     folder.save()
-    out.print(f"captioned {written} of {len(folder)} samples")
+    say(f"captioned {written} of {len(folder)} samples")
 
 
 # -- data synth -------------------------------------------------------------------------------------------------
@@ -271,16 +291,19 @@ def synth_command(
 
     Example: defectspectrum data synth synth_src --materials metal,wood --size 192x256 --seed 1
     """
-    from defectspectrum.data.synth import write_ds_folder, write_mvtec_layout, write_release_layout
+    from defectspectrum.data.synth import MAX_COUNT, MAX_SIDE, write_ds_folder, write_mvtec_layout, write_release_layout
 
+    if layout not in ("mvtec", "ds-release", "ds"):
+        raise InputError(f"--layout {layout!r}: choose mvtec, ds-release or ds")
+    for option, count in (("--per-type", per_type), ("--good", good)):
+        if count > MAX_COUNT:
+            raise InputError(f"{option} {count}: at most {MAX_COUNT} images per type; use a smaller number")
     common: dict[str, Any] = {"materials": parse_csv(materials), "n_defective_per_type": per_type,
-                              "size": parse_size(size), "seed": seed}
+                              "size": parse_size(size, "--size", largest=MAX_SIDE), "seed": seed}
     if layout == "mvtec":
         path = write_mvtec_layout(dst, n_good=good, n_train_good=good, **common)
     elif layout == "ds-release":
         path = write_release_layout(dst, n_good=good, **common)
-    elif layout == "ds":
-        path = write_ds_folder(dst, n_good=good, **common).root
     else:
-        raise typer.BadParameter(f"--layout {layout!r}: choose mvtec, ds-release or ds")
-    out.print(f"[green]wrote[/] {path}")
+        path = write_ds_folder(dst, n_good=good, **common).root
+    wrote(path)

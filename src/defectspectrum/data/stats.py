@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 
 from defectspectrum.data.classes import ClassMap
@@ -207,14 +208,14 @@ def _fmt_sizes(obj: ObjectStats) -> str:
 
 def stats_table(stats: DatasetStats) -> Group:
     """Two rich tables: objects (samples, splits, sizes) and classes (images, regions, area percentiles)."""
-    objects = Table(title=f"{stats.name}: {stats.samples} samples", title_justify="left")
+    objects = Table(title=f"{escape(stats.name)}: {stats.samples} samples", title_justify="left")
     for column in ("object", "samples", "defective", "free", "synth", "splits", "sizes HxW"):
         objects.add_column(column, justify="left" if column in ("object", "splits", "sizes HxW") else "right",
                            no_wrap=column == "object")
     for obj in stats.objects.values():
         splits = ", ".join(f"{k} {v}" for k, v in obj.splits.items()) or "-"
-        objects.add_row(obj.name, str(obj.samples), str(obj.defective), str(obj.defect_free), str(obj.synthetic),
-                        splits, _fmt_sizes(obj))
+        objects.add_row(escape(obj.name), str(obj.samples), str(obj.defective), str(obj.defect_free),
+                        str(obj.synthetic), splits, _fmt_sizes(obj))
 
     classes = Table(title="classes (region areas in pixels; regions are 8-connected)", title_justify="left")
     for column in ("object", "class", "images", "regions", *(f"p{p}" for p in PERCENTILES), "p50 %"):
@@ -224,12 +225,12 @@ def stats_table(stats: DatasetStats) -> Group:
         for cls in obj.classes:
             px = [f"{cls.area_px[f'p{p}']:.0f}" if cls.area_px else "-" for p in PERCENTILES]
             pct = f"{cls.area_pct['p50']:.2f}" if cls.area_pct else "-"
-            classes.add_row(obj.name, cls.name, str(cls.images), str(cls.regions), *px, pct)
+            classes.add_row(escape(obj.name), escape(cls.name), str(cls.images), str(cls.regions), *px, pct)
     parts: list[Any] = [objects, classes]
-    notes = [f"[yellow]{obj.name}: mask index {index} is outside the class map in {n} image(s)[/]"
+    notes = [f"[yellow]{escape(obj.name)}: mask index {index} is outside the class map in {n} image(s)[/]"
              for obj in stats.objects.values() for index, n in obj.out_of_map.items()]
     if stats.unreadable:
         notes.append(f"[yellow]{len(stats.unreadable)} mask(s) could not be read and are not counted "
-                     f"(first: {stats.unreadable[0]}); run `defectspectrum data validate`[/]")
+                     f"(first: {escape(str(stats.unreadable[0]))}); run `defectspectrum data validate`[/]")
     parts.extend(notes)
     return Group(*parts)

@@ -658,6 +658,11 @@ def _paint_defects(img: np.ndarray, gain: np.ndarray, defects: Sequence[str], rn
 # --------------------------------------------------------------------------- public API
 
 
+MIN_SIDE = 8
+MAX_SIDE = 4096  # rendering peaks near 160 bytes a pixel: 4096 x 4096 needs about 2.7 GB
+MAX_COUNT = 10_000  # images per folder
+
+
 def _check(material: str, size: tuple[int, int]) -> tuple[int, int]:
     """Validate material and size; return (height, width)."""
     if material not in MATERIALS:
@@ -666,8 +671,10 @@ def _check(material: str, size: tuple[int, int]) -> tuple[int, int]:
         h, w = (int(v) for v in size)
     except (TypeError, ValueError):
         raise InputError(f"size must be (height, width), got {size!r}") from None
-    if h < 8 or w < 8:
-        raise InputError(f"size {size!r} is too small; height and width must be at least 8")
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise InputError(f"size {size!r} is too small; height and width must be at least {MIN_SIDE}")
+    if h > MAX_SIDE or w > MAX_SIDE:
+        raise InputError(f"size {size!r} is too large; height and width must be at most {MAX_SIDE}")
     return h, w
 
 
@@ -728,8 +735,10 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
 
 def _check_counts(**counts: int) -> None:
     for name, value in counts.items():
-        if int(value) != value or value < 0:
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
             raise InputError(f"{name} must be a non-negative integer, got {value!r}")
+        if name != "seed" and value > MAX_COUNT:
+            raise InputError(f"{name} {value}: at most {MAX_COUNT} images a folder; use a smaller number")
 
 
 def _layout_samples(materials: Sequence[str] | None, n_defective_per_type: int, n_good: int, n_train_good: int,

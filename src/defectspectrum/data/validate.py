@@ -34,6 +34,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 
 from defectspectrum.data.dsfolder import DSFolder
@@ -312,7 +313,7 @@ def validation_table(report: ValidationReport, limit: int = 50) -> Group:
         ordered = sorted(report.issues, key=lambda i: (i.level != ERROR, i.code, i.sample or ""))
         for issue in ordered[:limit]:
             level = f"[red]{issue.level}[/]" if issue.level == ERROR else f"[yellow]{issue.level}[/]"
-            issues.add_row(level, issue.code, issue.sample or "-", issue.message)
+            issues.add_row(level, issue.code, escape(issue.sample or "-"), escape(issue.message))
         parts.append(issues)
         if len(report.issues) > limit:
             parts.append(f"... and {len(report.issues) - limit} more; write them all with --json")
