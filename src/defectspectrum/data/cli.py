@@ -127,7 +127,7 @@ def validate_command(
     from defectspectrum.data.validate import validate, validation_table
     from defectspectrum.io import write_json_atomic
 
-    report = validate(DSFolder.open(ds), hash_distance=hash_distance)
+    report = validate(DSFolder.open(ds, lenient=True), hash_distance=hash_distance)  # bad index lines: reported
     out.print(validation_table(report))
     if json_out:
         write_json_atomic(json_out, report.to_json())
