@@ -176,7 +176,7 @@ class _Checker:
         self.issues.append(Issue(level, code, sample.id, file, message, other))
 
     def _open(self, sample: Sample, rel: str, what: str) -> Image.Image | None:
-        try:  # the folder checks the path again (a symbolic link may have appeared since it was opened)
+        try:  # the folder's own path check: a sample added in Python is held to the index rules too
             path = self.folder.image_path(sample) if what == "image" else self.folder.mask_path(sample)
         except InputError as exc:
             self.add(ERROR, "bad-index-entry", sample, rel, str(exc))
