@@ -401,6 +401,16 @@ def test_add_sample_refuses_an_id_differing_in_case_only(ds: Path) -> None:
     assert not (ds / "metal" / "images" / "A.png").exists()
 
 
+def test_add_sample_never_writes_through_a_folder_linked_outside(ds: Path, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", ds / "gear")
+    folder = DSFolder.open(ds)
+    folder.add_object("gear", ["dent"])
+    with pytest.raises(SchemaError, match="symbolic link"):
+        folder.add_sample("gear", "g", _image(7), _mask())
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
 def test_objects_is_read_only(ds: Path) -> None:
     folder = DSFolder.open(ds)
     with pytest.raises(TypeError):

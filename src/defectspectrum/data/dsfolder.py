@@ -391,7 +391,10 @@ class DSFolder:
             raise InputError(f"{self.root}: sample {clash} already exists")
         sample = Sample(id=f"{object_name}/{name}", object=object_name, image="", mask="", split=split,
                         caption=caption, synthetic=synthetic, source=source, defect_type=defect_type)
-        sample.check_types(f"{self.root}: sample {sample.id!r}")  # before any file is written
+        where = f"{self.root}: sample {sample.id!r}"
+        sample.check_types(where)  # before any file is written, as is the path check (a folder linked out)
+        for kind in ("images", "masks"):
+            self._check_path(f"{object_name}/{kind}/{name}.png", where)
         mask = check_mask(mask, class_map, f"{source or name}")
         image_rel, mask_rel = write_sample_files(self.root, object_name, name, image, mask)
         sample = sample.replace(image=image_rel, mask=mask_rel)
