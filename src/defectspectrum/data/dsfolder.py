@@ -275,8 +275,9 @@ class DSFolder:
         path = self._root / SAMPLES_FILE
         problems: list[IndexProblem] = []
         lines: dict[str, int] = {}  # lower-case id -> its line
+        prefix = str(path)
         for number, raw in _index_lines(path):
-            where = f"{path}:{number}"
+            where = f"{prefix}:{number}"
             data: Any = None
             try:
                 data = _parse_line(raw, where)
