@@ -193,6 +193,14 @@ def test_undecodable_lines_are_schema_errors(ds: Path, raw: bytes, match: str) -
         DSFolder.open(ds)
 
 
+def test_an_unreadable_index_is_one_line(ds: Path) -> None:
+    path = ds / "samples.jsonl"
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(InputError, match=f"{path}: cannot read the index .*; make it a readable file"):
+        DSFolder.open(ds)
+
+
 @pytest.mark.parametrize("duplicate, extra", [
     ("metal/a", "; ids must be unique"), ("METAL/A", " \\('metal/a': ids may not differ in case only\\)"),
     ("metal/A", " \\('metal/a': ids may not differ in case only\\)"),

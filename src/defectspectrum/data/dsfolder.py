@@ -18,10 +18,12 @@ lost on the next save (SchemaError naming `dataset.json` or `samples.jsonl:<line
   symbolic links are followed (`paths.Containment`: one listing per folder, no call per file).
 
 Samples added in Python (`add_sample`, `add_record`, `update`) are held to the same rules, and
-`image_path`/`mask_path` check again before they hand out a path (which entries are symbolic links
-is learnt once per folder and DSFolder: a link made later in a folder already listed is not seen). `DSFolder.open(root,
-lenient=True)` skips bad lines instead, recording each as an `IndexProblem` in `folder.problems`
-(what `data validate` reports); such a folder refuses to `save()`, which would drop those lines.
+`image_path`/`mask_path` check again before they hand out a path. (Which entries are symbolic links
+is learnt once per folder and DSFolder: a link made later in a folder already listed is not seen.)
+
+`DSFolder.open(root, lenient=True)` skips bad lines instead, recording each as an `IndexProblem`
+in `folder.problems` (what `data validate` reports); such a folder refuses to `save()`, which
+would drop those lines.
 """
 
 from __future__ import annotations
