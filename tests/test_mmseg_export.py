@@ -30,7 +30,7 @@ from defectspectrum.data.formats.mmseg import (
 )
 from defectspectrum.data.sample import Sample
 from defectspectrum.draw import class_colors
-from defectspectrum.errors import FormatError, InputError
+from defectspectrum.errors import FormatError, InputError, SchemaError
 from defectspectrum.io import read_rgb
 from defectspectrum.paths import MAX_NAME, is_safe_name
 
@@ -250,18 +250,16 @@ def _outside(tmp_path: Path) -> list[str]:
     return sorted(p.name for p in tmp_path.rglob("*PWNED*"))
 
 
-@pytest.mark.parametrize("sample_id", ["metal/../../../../PWNED", "metal/a/../../PWNED", "metal/PW NED"])
-def test_hostile_sample_names_are_refused_before_anything_is_written(tmp_path: Path, sample_id: str) -> None:
-    folder = _in_memory(tmp_path, id=sample_id)
-    with pytest.raises(InputError, match="object and name must be safe names"):
-        export_mmseg(folder, tmp_path / "out" / "mm")
-    assert _outside(tmp_path) == [] and not (tmp_path / "out" / "mm").exists()
-
-
-def test_hostile_object_is_refused(tmp_path: Path) -> None:
-    folder = _in_memory(tmp_path, id="../../PWNED/x", object="../../PWNED")
-    with pytest.raises(InputError, match="object and name must be safe names"):
-        export_mmseg(folder, tmp_path / "out" / "mm")
+@pytest.mark.parametrize(("sample_id", "object_name"), [
+    ("metal/../../../../PWNED", "metal"), ("metal/a/../../PWNED", "metal"), ("metal/PW NED", "metal"),
+    ("../../PWNED/x", "../../PWNED")])
+def test_hostile_sample_names_are_refused_before_anything_is_written(tmp_path: Path, sample_id: str,
+                                                                     object_name: str) -> None:
+    with pytest.raises(InputError):  # the DS folder refuses such a sample outright
+        _in_memory(tmp_path, id=sample_id, object=object_name)
+    hostile = Sample(id=sample_id, object=object_name, image="i.png", mask="m.png")
+    with pytest.raises(InputError, match="object and name must be safe names"):  # and the writer on its own
+        export_paths(hostile, ".png", set())
     assert _outside(tmp_path) == []
 
 
@@ -280,8 +278,10 @@ def test_hostile_split_stays_inside_the_export(tmp_path: Path, split: str) -> No
 
 
 def test_non_string_split_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SchemaError, match="split"):
+        _in_memory(tmp_path, split=5)
     with pytest.raises(InputError, match="split must be a string or null, not 5"):
-        export_mmseg(_in_memory(tmp_path, split=5), tmp_path / "mm")
+        export_paths(Sample(id="metal/a", object="metal", image="i.png", mask="m.png", split=5), ".png", set())
 
 
 def test_export_paths_are_safe_unique_and_short(tmp_path: Path) -> None:
@@ -379,7 +379,7 @@ def test_restore_object_names_in_classes_json_must_be_safe(exported: Path) -> No
     data = json.loads((exported / "classes.json").read_text())
     data["objects"] = {"../../evil": data["objects"]["pill"], "wood": data["objects"]["wood"]}
     (exported / "classes.json").write_text(json.dumps(data))
-    with pytest.raises(FormatError, match=r"classes\.json: object '\.\./\.\./evil' is not a safe name"):
+    with pytest.raises(FormatError, match=r"classes\.json: object name '\.\./\.\./evil' must be letters"):
         open_reader("mmseg", exported)
 
 

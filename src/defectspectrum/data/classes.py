@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from defectspectrum.errors import InputError
+from defectspectrum.paths import is_safe_name, safe_name
 
 BACKGROUND = "background"
 MAX_CLASSES = 256  # masks are uint8
@@ -23,15 +24,16 @@ class ClassMap:
     def __post_init__(self) -> None:
         names = tuple(self.names)
         object.__setattr__(self, "names", names)
+        for name in names:  # first: a list among the names would make the checks below raise TypeError
+            if not isinstance(name, str) or not name.strip():
+                raise InputError(f"class map {list(names)}: every class name must be a non-empty string, "
+                                 f"not {name!r}")
         if not names or names[0] != BACKGROUND:
             raise InputError(f"class map {list(names)}: index 0 must be {BACKGROUND!r}")
         if len(set(names)) != len(names):
             raise InputError(f"class map {list(names)}: class names must be unique")
         if len(names) > MAX_CLASSES:
             raise InputError(f"class map has {len(names)} classes; masks are uint8, so at most {MAX_CLASSES}")
-        for name in names:
-            if not isinstance(name, str) or not name.strip():
-                raise InputError(f"class map {list(names)}: every class name must be a non-empty string")
 
     @classmethod
     def from_defects(cls, defects: Sequence[str]) -> ClassMap:
@@ -101,12 +103,19 @@ def global_lookup(objects: Mapping[str, ClassMap]) -> dict[str, np.ndarray]:
 
 def class_maps_from_json(objects: Any, where: str, error: type[InputError] = InputError) -> dict[str, ClassMap]:
     """Parse `{"object": {"classes": ["background", ...]}, ...}` (as in dataset.json); `error`
-    (naming `where`) for anything else."""
+    (naming `where`) for anything else. Object names name folders, so each must be a safe name
+    (`paths.is_safe_name`)."""
     if not isinstance(objects, dict) or not all(
         isinstance(spec, dict) and isinstance(spec.get("classes"), list) for spec in objects.values()
     ):
         raise error(f"{where}: 'objects' must map object names to {{'classes': [...]}}")
-    try:
-        return {name: ClassMap(tuple(spec["classes"])) for name, spec in objects.items()}
-    except InputError as exc:
-        raise error(f"{where}: {exc}") from exc
+    maps: dict[str, ClassMap] = {}
+    for name, spec in objects.items():
+        if not is_safe_name(name):
+            raise error(f"{where}: object name {name!r} must be letters, digits, '.', '_' or '-' (it names a "
+                        f"folder); rename it, e.g. to {safe_name(name)!r}")
+        try:
+            maps[name] = ClassMap(tuple(spec["classes"]))
+        except InputError as exc:
+            raise error(f"{where}: object {name!r}: {exc}") from exc
+    return maps

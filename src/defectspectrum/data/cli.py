@@ -21,11 +21,12 @@ if TYPE_CHECKING:
 data_app = typer.Typer(help="Bring defect data sets into the DS folder format and work on them.", no_args_is_help=True)
 
 
-def open_ds(path: Path) -> DSFolder:
-    """The DS folder at `path`; a file or a missing path is one clear error before anything is read."""
+def open_ds(path: Path, lenient: bool = False) -> DSFolder:
+    """The DS folder at `path`; a file or a missing path is one clear error before anything is read.
+    `lenient`: bad index lines are listed in `folder.problems` instead of refused (see `DSFolder.open`)."""
     from defectspectrum.data.dsfolder import DSFolder
 
-    return DSFolder.open(require_folder(path, "the DS folder"))
+    return DSFolder.open(require_folder(path, "the DS folder"), lenient=lenient)
 
 
 # -- data convert / formats -------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ def validate_command(
     from defectspectrum.data.validate import validate, validation_table
     from defectspectrum.io import write_json_atomic
 
-    folder = open_ds(ds)
+    folder = open_ds(ds, lenient=True)  # bad index lines are reported, not fatal
     _check_report_path(json_out, folder.root)
     report = validate(folder, hash_distance=hash_distance)
     out.print(validation_table(report))

@@ -146,7 +146,7 @@ def unique_names(items: list[SourceSample]) -> list[str]:
         name, counter = base, 1
         while (item.object, name.lower()) in seen:
             counter += 1
-            name = f"{base}-{counter}"
+            name = safe_name(f"{base}-{counter}")  # still a safe name where `base` is as long as one may be
         seen.add((item.object, name.lower()))
         names.append(name)
     return names

@@ -6,6 +6,24 @@
 <root>/<object>/images/<name>.<png|jpg|bmp>
 <root>/<object>/masks/<name>.png   uint8 class index, 0 = background, per-object class map
 ```
+
+The index is checked on open, so that nothing read from it can lead outside the folder or be
+lost on the next save (SchemaError naming `dataset.json` or `samples.jsonl:<line>`):
+- object names (the keys of `objects`) are safe names (`paths.is_safe_name`): they name folders;
+- every line is a JSON object with typed fields (see `sample.py`) whose `id` is `<object>/<name>`,
+  `object` being the line's object (one of dataset.json's) and `name` a safe name;
+- ids are unique, also ignoring case (`pill/A` and `pill/a` would share files on Windows and
+  macOS); a repeated id names both lines;
+- `image` and `mask` are relative paths inside the folder (`paths.relative_path`), also once
+  symbolic links are followed (`paths.Containment`: one listing per folder, no call per file).
+
+Samples added in Python (`add_sample`, `add_record`, `update`) are held to the same rules, and
+`image_path`/`mask_path` check again before they hand out a path. (Which entries are symbolic links
+is learnt once per folder and DSFolder: a link made later in a folder already listed is not seen.)
+
+`DSFolder.open(root, lenient=True)` skips bad lines instead, recording each as an `IndexProblem`
+in `folder.problems` (what `data validate` reports); such a folder refuses to `save()`, which
+would drop those lines.
 """
 
 from __future__ import annotations
@@ -16,7 +34,9 @@ import re
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -44,17 +64,40 @@ from defectspectrum.io import (
     write_json_atomic,
     write_text_atomic,
 )
-from defectspectrum.paths import safe_name
+from defectspectrum.paths import Containment, is_safe_name, output_path, relative_path, safe_name
 from defectspectrum.staging import staged_folder
 
 FORMAT = "defectspectrum"
 VERSION = 1
 DATASET_FILE = "dataset.json"
 SAMPLES_FILE = "samples.jsonl"
+STORED_IMAGE_SUFFIXES = (".png", ".jpg", ".bmp")  # what write_sample_files writes images as
+
+
+@dataclass(frozen=True)
+class IndexProblem:
+    """A samples.jsonl line that `DSFolder.open(root, lenient=True)` left out; `message` is the one
+    line a strict open raises (it starts with `<root>/samples.jsonl:<line>:`)."""
+
+    line: int
+    sample: str | None  # the line's id, where it has a string one
+    message: str
+
+
+def _check_names(object_name: str, name: str, image_suffix: str = ".png") -> None:
+    for part in (object_name, name):
+        if not is_safe_name(part):
+            raise InputError(f"refusing to write sample {object_name!r}/{name!r}: object and sample names must be "
+                             "letters, digits, '.', '_' or '-' (pass them through safe_name)")
+    if image_suffix not in STORED_IMAGE_SUFFIXES:
+        raise InputError(f"refusing to write an image with suffix {image_suffix!r}: a DS folder stores "
+                         f"{', '.join(STORED_IMAGE_SUFFIXES)}")
 
 
 def sample_paths(object_name: str, name: str, image_suffix: str = ".png") -> tuple[str, str]:
-    """Relative (image, mask) paths of a sample inside a DS folder."""
+    """Relative (image, mask) paths of a sample inside a DS folder; InputError unless the object and
+    sample name are safe names (`paths.is_safe_name`), so that no path built here leaves the folder."""
+    _check_names(object_name, name, image_suffix)
     return f"{object_name}/images/{name}{image_suffix}", f"{object_name}/masks/{name}.png"
 
 
@@ -86,16 +129,19 @@ def write_sample_files(
     suffix = Path(image).suffix.lower() if isinstance(image, Path) else ".png"
     suffix = ".jpg" if suffix == ".jpeg" else suffix
     keep = isinstance(image, Path) and suffix in KEEP_AS_IS_EXTENSIONS
-    image_rel, mask_rel = sample_paths(object_name, name, suffix if keep else ".png")
+    suffix = suffix if keep else ".png"
+    image_rel, mask_rel = sample_paths(object_name, name, suffix)  # checks both names
+    image_file = output_path(root, object_name, "images") / f"{name}{suffix}"
+    mask_file = output_path(root, object_name, "masks") / f"{name}.png"
     output = atomic_path if atomic else direct_path
-    with output(root / image_rel) as target:
+    with output(image_file) as target:
         if keep and isinstance(image, Path):
             shutil.copyfile(image, target)
         else:
             if isinstance(image, Path):
                 image = decoded if decoded is not None else open_image(image)
             save_png(to_png_mode(image) if isinstance(image, Image.Image) else image, target)
-    with output(root / mask_rel) as target:
+    with output(mask_file) as target:
         save_png(mask, target)
     return image_rel, mask_rel
 
@@ -212,17 +258,37 @@ class DSFolder:
 
     Create with `DSFolder.create(root)`, open with `DSFolder.open(root)`; add samples with
     `add_sample` and call `save()` (or use the folder as a context manager) to write the index.
+    `objects` is a read-only view: register objects with `add_object`.
     """
 
     def __init__(self, root: Path, name: str, objects: Mapping[str, ClassMap], samples: Iterable[Sample] = (),
                  meta: Mapping[str, Any] | None = None) -> None:
-        self.root = Path(root)
+        self._root = Path(root)
+        self._containment: Containment | None = None
         self.name = name
-        self.objects: dict[str, ClassMap] = dict(objects)
+        self._objects: dict[str, ClassMap] = {}
+        for object_name, class_map in objects.items():
+            self.add_object(object_name, class_map)
         self.meta: dict[str, Any] = dict(meta or {})
         self._samples: dict[str, Sample] = {}
+        self._folded_ids: dict[str, str] = {}  # lower-case id -> id: ids may not differ in case only
+        self.problems: tuple[IndexProblem, ...] = ()  # lines a lenient open left out
         for sample in samples:
-            self._insert(sample)
+            self.add_record(sample)
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    @root.setter
+    def root(self, root: Path) -> None:  # e.g. after a staging folder was renamed into place
+        self._root = Path(root)
+        self._containment = None
+
+    @property
+    def objects(self) -> Mapping[str, ClassMap]:
+        """Class map per object, read-only (`add_object` registers one)."""
+        return MappingProxyType(self._objects)
 
     # -- opening and creating ------------------------------------------------------------------
 
@@ -253,8 +319,13 @@ class DSFolder:
         return folder
 
     @classmethod
-    def open(cls, root: Path) -> DSFolder:
-        """Read a DS folder's index, checking its format and schema version."""
+    def open(cls, root: Path, *, lenient: bool = False) -> DSFolder:
+        """Read a DS folder's index, checking its format, schema version and every line (see the
+        module docstring); SchemaError naming `dataset.json` or `samples.jsonl:<line>`.
+
+        With `lenient`, bad samples.jsonl lines are left out and listed in `folder.problems`
+        instead (dataset.json must still be sound: without its class maps no line can be checked).
+        """
         root = Path(root)
         if not root.is_dir():
             raise InputError(f"{root}: folder not found; check the path")
@@ -274,14 +345,43 @@ class DSFolder:
                 f"{dataset_path}: schema version {version!r} is not supported (this defectspectrum reads version "
                 f"{VERSION}); upgrade defectspectrum or re-convert the data"
             )
+        name = data.get("name", "")
+        if not isinstance(name, str):
+            raise SchemaError(f"{dataset_path}: 'name' must be a string, not {name!r}; fix the file")
         class_maps = class_maps_from_json(data.get("objects"), str(dataset_path), SchemaError)
         meta = {key: value for key, value in data.items() if key not in ("format", "version", "name", "objects")}
-        folder = cls(root, str(data.get("name") or root.name), class_maps, meta=meta)
-        for sample in _read_samples(root / SAMPLES_FILE):
-            if sample.object not in class_maps:
-                raise SchemaError(f"{root / SAMPLES_FILE}: sample {sample.id!r} names unknown object {sample.object!r}")
-            folder._insert(sample)
+        folder = cls(root, name or root.name, class_maps, meta=meta)
+        folder.problems = tuple(folder._read_index(lenient))
         return folder
+
+    def _read_index(self, lenient: bool) -> list[IndexProblem]:
+        """Add every sound line of samples.jsonl; raise on the first bad one, or list them if `lenient`."""
+        path = self._root / SAMPLES_FILE
+        problems: list[IndexProblem] = []
+        lines: dict[str, int] = {}  # lower-case id -> its line
+        prefix = str(path)
+        for number, raw in _index_lines(path):
+            where = f"{prefix}:{number}"
+            data: Any = None
+            try:
+                data = _parse_line(raw, where)
+                sample = Sample.from_json(data, where)
+                folded = sample.id.lower()
+                if folded in lines:
+                    first = self._folded_ids[folded]
+                    same = "" if first == sample.id else f" ({first!r}: ids may not differ in case only)"
+                    raise SchemaError(f"{where}: sample id {sample.id!r} repeats line {lines[folded]}{same}; "
+                                      "ids must be unique: remove or rename one of the two lines")
+                self._check(sample, where)
+            except SchemaError as exc:
+                if not lenient:
+                    raise
+                sample_id = data.get("id") if isinstance(data, dict) else None
+                problems.append(IndexProblem(number, sample_id if isinstance(sample_id, str) else None, str(exc)))
+                continue
+            lines[folded] = number
+            self._insert(sample)
+        return problems
 
     def __enter__(self) -> DSFolder:
         return self
@@ -311,20 +411,22 @@ class DSFolder:
     def classes(self, object_name: str) -> ClassMap:
         """The class map of one object."""
         try:
-            return self.objects[object_name]
-        except KeyError:
+            return self._objects[object_name]
+        except (KeyError, TypeError):
             raise InputError(f"{self.root}: unknown object {object_name!r}; "
-                             f"objects: {', '.join(self.objects)}") from None
+                             f"objects: {', '.join(self._objects)}") from None
 
     def global_classes(self) -> list[GlobalClass]:
         """Background plus every (object, class) pair: the label space of one model over all objects."""
-        return global_classes(self.objects)
+        return global_classes(self._objects)
 
     def image_path(self, sample: Sample) -> Path:
-        return self.root / sample.image
+        """The sample's image file, checked to lie inside the folder (SchemaError otherwise)."""
+        return self._inside(sample.image, f"{self.root}: sample {sample.id!r}")
 
     def mask_path(self, sample: Sample) -> Path:
-        return self.root / sample.mask
+        """The sample's mask file, checked to lie inside the folder (SchemaError otherwise)."""
+        return self._inside(sample.mask, f"{self.root}: sample {sample.id!r}")
 
     def load_image(self, sample: Sample) -> np.ndarray:
         """The sample's image as (H, W, 3) uint8 RGB."""
@@ -351,14 +453,16 @@ class DSFolder:
     # -- changing ------------------------------------------------------------------------------
 
     def add_object(self, object_name: str, classes: Sequence[str] | ClassMap) -> ClassMap:
-        """Register an object and its class map (a ClassMap, or the defect names without background)."""
-        if safe_name(object_name) != object_name:
-            raise InputError(f"object name {object_name!r}: use letters, digits, '.', '_' or '-' only")
+        """Register an object and its class map (a ClassMap, or the defect names without background).
+        An object's class map never changes once registered."""
+        if not is_safe_name(object_name):
+            raise InputError(f"object name {object_name!r}: use letters, digits, '.', '_' or '-' only "
+                             "(it names a folder)")
         class_map = classes if isinstance(classes, ClassMap) else ClassMap.from_defects(classes)
-        existing = self.objects.get(object_name)
+        existing = self._objects.get(object_name)
         if existing is not None and existing != class_map:
             raise InputError(f"object {object_name!r} already has classes {list(existing.names)}")
-        self.objects[object_name] = class_map
+        self._objects[object_name] = class_map
         return class_map
 
     def add_sample(self, object_name: str, name: str, image: Path | np.ndarray | Image.Image, mask: np.ndarray, *,
@@ -367,52 +471,126 @@ class DSFolder:
         """Write a sample's files and add it to the index (call `save()` to write the index)."""
         class_map = self.classes(object_name)
         name = safe_name(name)
-        if f"{object_name}/{name}" in self._samples:
-            raise InputError(f"{self.root}: sample {object_name}/{name} already exists")
+        clash = self._folded_ids.get(f"{object_name}/{name}".lower())
+        if clash is not None:
+            raise InputError(f"{self.root}: sample {clash} already exists")
+        sample = Sample(id=f"{object_name}/{name}", object=object_name, image="", mask="", split=split,
+                        caption=caption, synthetic=synthetic, source=source, defect_type=defect_type)
+        where = f"{self.root}: sample {sample.id!r}"
+        sample.check_types(where)  # before any file is written, as is the path check (a folder linked out)
+        for kind in ("images", "masks"):
+            self._check_path(f"{object_name}/{kind}/{name}.png", where)
         mask = check_mask(mask, class_map, f"{source or name}")
         image_rel, mask_rel = write_sample_files(self.root, object_name, name, image, mask)
-        sample = Sample(id=f"{object_name}/{name}", object=object_name, image=image_rel, mask=mask_rel, split=split,
-                        caption=caption, synthetic=synthetic, source=source, defect_type=defect_type)
-        self._insert(sample)
+        sample = sample.replace(image=image_rel, mask=mask_rel)
+        self.add_record(sample)
         return sample
 
     def add_record(self, sample: Sample) -> None:
-        """Index a sample whose files are already written (as parallel converters do)."""
+        """Index a sample whose files are already written (as parallel converters do); it is held to
+        the rules `open` checks (SchemaError otherwise)."""
+        where = f"{self.root}: sample {sample.id!r}"
+        sample.check_types(where)
         self.classes(sample.object)
-        if sample.id in self._samples:
-            raise InputError(f"{self.root}: sample {sample.id} already exists")
+        clash = self._folded_ids.get(sample.id.lower())
+        if clash is not None:
+            raise InputError(f"{self.root}: sample {clash} already exists"
+                             + ("" if clash == sample.id else f" (ids may not differ in case only: {sample.id!r})"))
+        self._check(sample, where)
         self._insert(sample)
 
     def update(self, samples: Iterable[Sample]) -> None:
-        """Replace existing samples (matched by id), e.g. after setting splits or captions."""
-        for sample in samples:
+        """Replace existing samples (matched by id), e.g. after setting splits or captions; every
+        replacement is checked before any is made."""
+        replacements = list(samples)
+        for sample in replacements:
+            where = f"{self.root}: sample {sample.id!r}"
+            sample.check_types(where)
             if sample.id not in self._samples:
                 raise InputError(f"{self.root}: no sample {sample.id!r} to update")
+            self._check(sample, where)
+        for sample in replacements:
             self._samples[sample.id] = sample
 
     def save(self) -> None:
-        """Write dataset.json and samples.jsonl atomically."""
+        """Write dataset.json, then samples.jsonl, each atomically.
+
+        In that order because objects and their class maps only ever grow (`add_object` never
+        changes or removes one): after a crash between the two writes, the old samples.jsonl
+        still names only objects the new dataset.json knows. A folder opened leniently with
+        problems refuses: saving would drop the lines it left out.
+        """
+        if self.problems:
+            raise InputError(f"{self.root / SAMPLES_FILE}: {len(self.problems)} line(s) were left out when it was "
+                             f"opened (first: line {self.problems[0].line}); saving would drop them: fix the file "
+                             "(see `defectspectrum data validate`) and open it again")
         self.root.mkdir(parents=True, exist_ok=True)
         dataset = {"format": FORMAT, "version": VERSION, "name": self.name,
-                   "objects": {name: {"classes": list(cm.names)} for name, cm in self.objects.items()}, **self.meta}
+                   "objects": {name: {"classes": list(cm.names)} for name, cm in self._objects.items()}, **self.meta}
         lines = "".join(json.dumps(s.to_json(), ensure_ascii=False) + "\n" for s in self)
-        write_text_atomic(self.root / SAMPLES_FILE, lines)
         write_json_atomic(self.root / DATASET_FILE, dataset)
+        write_text_atomic(self.root / SAMPLES_FILE, lines)
+
+    # -- the index rules -----------------------------------------------------------------------
+
+    def _check(self, sample: Sample, where: str) -> None:
+        """SchemaError naming `where` unless `sample` (its types already checked) follows the index
+        rules: a known object, an id `<object>/<safe name>`, image and mask inside the folder."""
+        if sample.object not in self._objects:
+            raise SchemaError(f"{where}: sample {sample.id!r} names unknown object {sample.object!r}; add the object "
+                              f"to {DATASET_FILE} or fix the line")
+        prefix, slash, name = sample.id.partition("/")
+        if not slash or prefix != sample.object or not is_safe_name(name):
+            raise SchemaError(f"{where}: sample id {sample.id!r} must be '{sample.object}/<name>', the name made of "
+                              "letters, digits, '.', '_' or '-'; fix the line")
+        self._check_path(sample.image, where)
+        self._check_path(sample.mask, where)
+
+    def _check_path(self, text: str, where: str) -> None:
+        """SchemaError naming `where` unless `text` is a relative path that stays inside the root,
+        symbolic links followed."""
+        try:
+            relative = relative_path(text, where)
+            if self._containment is None:
+                self._containment = Containment(self._root)
+            self._containment.check(relative, where)
+        except SchemaError:
+            raise
+        except InputError as exc:
+            raise SchemaError(str(exc)) from None
+
+    def _inside(self, text: str, where: str) -> Path:
+        """`root/text`, checked by `_check_path`."""
+        self._check_path(text, where)
+        return self._root / text
 
     def _insert(self, sample: Sample) -> None:
         self._samples[sample.id] = sample
+        self._folded_ids[sample.id.lower()] = sample.id
 
 
-def _read_samples(path: Path) -> Iterator[Sample]:
-    if not path.exists():
+def _index_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of every non-blank line of samples.jsonl (none where the file is absent)."""
+    try:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if raw.strip():
+                    yield number, raw
+    except FileNotFoundError:
         return
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SchemaError(f"{where}: invalid JSON ({exc.msg}); fix or delete that line") from exc
-            yield Sample.from_json(data, where)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the index ({exc.strerror or exc}); make it a readable file") from exc
+
+
+def _parse_line(raw: bytes, where: str) -> Any:
+    try:
+        text = raw.decode("utf-8").lstrip("\ufeff")  # a byte-order mark (first line) is not part of the JSON
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"{where}: not UTF-8 text ({exc.reason}); save samples.jsonl as UTF-8") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise SchemaError(f"{where}: invalid JSON (nested too deeply); fix or delete that line") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise SchemaError(f"{where}: invalid JSON ({message}); fix or delete that line") from None

@@ -1,7 +1,13 @@
-"""A sample: one image with its class-index mask and metadata, as a line of `samples.jsonl`."""
+"""A sample: one image with its class-index mask and metadata, as a line of `samples.jsonl`.
+
+Field types are strict (a line with a wrong type is refused, naming the line): `id`, `object`,
+`image`, `mask` are strings; `split`, `caption`, `source`, `defect_type` are strings or null;
+`synthetic` is true or false. Fields this version does not know are kept as they are (`extra`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -9,6 +15,35 @@ from defectspectrum.errors import SchemaError
 
 GOOD = "good"  # defect_type of a defect-free image
 SPLITS = ("train", "val", "test")
+REQUIRED_FIELDS = ("id", "object", "image", "mask")  # strings
+OPTIONAL_TEXT_FIELDS = ("split", "caption", "source", "defect_type")  # strings or null
+FLAG_FIELDS = ("synthetic",)  # true or false
+
+
+def _json_type(value: Any) -> str:
+    """How `value` reads in JSON terms, for messages: `5 (a number)`, `["a"] (a list)`."""
+    kind = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{text if len(text) <= 40 else text[:37] + '...'} ({kind})"
+
+
+def check_field_types(values: Mapping[str, Any], where: str) -> None:
+    """SchemaError naming `where` and the first field of `values` (a samples.jsonl record, or a
+    Sample's fields) whose type is wrong; absent optional fields are fine."""
+    missing = [key for key in REQUIRED_FIELDS if not isinstance(values.get(key), str)]
+    if missing:
+        raise SchemaError(f"{where}: missing or non-string field(s) {', '.join(missing)}; every sample needs "
+                          "string id, object, image and mask")
+    for key in OPTIONAL_TEXT_FIELDS:
+        value = values.get(key)
+        if value is not None and not isinstance(value, str):
+            raise SchemaError(f"{where}: field {key!r} must be a string or null, not {_json_type(value)}; "
+                              "fix that line")
+    for key in FLAG_FIELDS:
+        value = values.get(key, False)
+        if not isinstance(value, bool):
+            raise SchemaError(f"{where}: field {key!r} must be true or false, not {_json_type(value)}; fix that line")
 
 
 @dataclass(frozen=True)
@@ -40,6 +75,13 @@ class Sample:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
+    def check_types(self, where: str) -> None:
+        """SchemaError naming `where` unless every field has its type (for samples built in Python;
+        `from_json` checks records as it reads them)."""
+        check_field_types(vars(self), where)
+        if not isinstance(self.extra, dict):
+            raise SchemaError(f"{where}: 'extra' must be a dict, not {_json_type(self.extra)}")
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to samples.jsonl; fields this version does not know (`extra`)
         are written back at the top level, as they were read."""
@@ -49,13 +91,15 @@ class Sample:
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> Sample:
-        """Parse one samples.jsonl record; `where` names the file and line for errors."""
+        """Parse one samples.jsonl record, its field types checked; `where` names the file and line
+        for errors (SchemaError)."""
         if not isinstance(data, dict):
             raise SchemaError(f"{where}: expected a JSON object per line")
-        missing = [key for key in ("id", "object", "image", "mask") if not isinstance(data.get(key), str)]
-        if missing:
-            raise SchemaError(f"{where}: missing or non-string field(s) {', '.join(missing)}")
-        fields = set(cls.__dataclass_fields__) - {"extra"}
+        check_field_types(data, where)
+        fields = _FIELDS
         known = {key: data[key] for key in fields if key in data}
         extra = {key: value for key, value in data.items() if key not in fields}
         return cls(**known, extra=extra)
+
+
+_FIELDS = frozenset(Sample.__dataclass_fields__) - {"extra"}

@@ -1,6 +1,9 @@
 """Validation of a DS folder: every file readable, sizes and class indices right, no leaks across splits.
 
 Issue codes (level):
+  bad-index-entry (error)         a samples.jsonl line that cannot be used (bad JSON or field type, unsafe
+                                  id or path, unknown object, repeated id); it names the line, and the
+                                  rest of the folder is still checked (`DSFolder.open(root, lenient=True)`)
   missing-file (error)            image or mask file does not exist
   unreadable (error)              image or mask file cannot be decoded
   mask-not-single-channel (error) mask stored as colour / with alpha instead of class indices
@@ -37,7 +40,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
-from defectspectrum.data.dsfolder import DSFolder
+from defectspectrum.data.dsfolder import SAMPLES_FILE, DSFolder
 from defectspectrum.data.sample import SPLITS, Sample
 from defectspectrum.errors import InputError
 from defectspectrum.io import open_image
@@ -52,7 +55,8 @@ _BLOCK_ELEMENTS = 1 << 22  # pair-search block size (uint64 elements)
 
 @dataclass(frozen=True)
 class Issue:
-    """One finding. `other` names the second sample of a duplicate pair."""
+    """One finding. `other` names the second sample of a duplicate pair; `line` the samples.jsonl line
+    of a bad index entry."""
 
     level: str
     code: str
@@ -60,12 +64,15 @@ class Issue:
     file: str | None
     message: str
     other: str | None = None
+    line: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = {"level": self.level, "code": self.code, "sample": self.sample, "file": self.file,
-                "message": self.message}
+        data: dict[str, Any] = {"level": self.level, "code": self.code, "sample": self.sample, "file": self.file,
+                                "message": self.message}
         if self.other is not None:
             data["other"] = self.other
+        if self.line is not None:
+            data["line"] = self.line
         return data
 
 
@@ -170,7 +177,11 @@ class _Checker:
         self.issues.append(Issue(level, code, sample.id, file, message, other))
 
     def _open(self, sample: Sample, rel: str, what: str) -> Image.Image | None:
-        path = self.folder.root / rel
+        try:  # the folder's own path check: a sample added in Python is held to the index rules too
+            path = self.folder.image_path(sample) if what == "image" else self.folder.mask_path(sample)
+        except InputError as exc:
+            self.add(ERROR, "bad-index-entry", sample, rel, str(exc))
+            return None
         if not path.is_file():
             self.add(ERROR, "missing-file", sample, rel,
                      f"{path}: {what} file not found; restore it or remove the sample")
@@ -279,10 +290,13 @@ class _Checker:
 
 
 def validate(folder: DSFolder, hash_distance: int = 4) -> ValidationReport:
-    """Check every sample's files and look for duplicate images; one pass over the data."""
+    """Check every sample's files and look for duplicate images; one pass over the data. Lines a
+    lenient open left out (`folder.problems`) are reported as `bad-index-entry` errors."""
     if hash_distance < 0:
         raise InputError(f"hash distance {hash_distance}: must be 0 or more")
     checker = _Checker(folder)
+    checker.issues.extend(Issue(ERROR, "bad-index-entry", problem.sample, SAMPLES_FILE, problem.message,
+                                line=problem.line) for problem in folder.problems)
     for sample in track(list(folder), "validate"):
         checker.check(sample)
     checker.duplicates(hash_distance)

@@ -2,7 +2,8 @@
 
 `data convert --from ds OLD NEW` (or `--from auto`, which recognises `dataset.json`) writes a
 fresh DS folder with the same objects, class maps, samples, splits, captions and flags, with
-every image and mask checked on the way.
+every image and mask checked on the way. Paths come from `DSFolder.open`, which refuses an index
+whose ids or paths lead outside the source folder, so nothing outside it is read or copied.
 """
 
 from __future__ import annotations

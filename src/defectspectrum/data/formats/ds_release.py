@@ -67,7 +67,7 @@ from defectspectrum.io import (
     write_json_atomic,
     write_text_atomic,
 )
-from defectspectrum.paths import safe_name
+from defectspectrum.paths import is_safe_name, output_path, safe_name
 from defectspectrum.progress import track
 from defectspectrum.staging import staged_folder
 
@@ -524,6 +524,15 @@ def _write_captions(rows: list[tuple[str, str]], path: Path) -> None:
         workbook.save(tmp)
 
 
+def _release_file(out: Path, object_name: str, kind: str, group: str, name: str, tail: str) -> Path:
+    """`out/<object>/<kind>/<group>/<name><tail>`: the folders through `output_path`, the name checked
+    to be a safe name and `tail` a fixed ending, so that no name taken from the index leaves `out`."""
+    if not is_safe_name(name):
+        raise InputError(f"{out}: refusing to write sample {name!r}: a sample name must be letters, digits, '.', "
+                         "'_' or '-' (pass it through safe_name)")
+    return output_path(out, object_name, kind, group) / f"{name}{tail}"
+
+
 def export_ds_release(folder: DSFolder, dst: Path) -> Path:
     """Write `folder` in the DS-MVTec layout at the new folder `dst`; returns `dst`.
 
@@ -531,7 +540,8 @@ def export_ds_release(folder: DSFolder, dst: Path) -> Path:
     `mask/<...>/<name>_mask.png` (class indices), `rbg_mask/<...>/<name>_rbg_mask.png` (colours, for
     viewing). At the top: `classes.json` (read back by the `ds-release` reader, so any object
     round-trips), `classes.md`, and `captions.xlsx` where samples have captions. Splits and the
-    synthetic flag are not part of the release layout and are not written.
+    synthetic flag are not part of the release layout and are not written. Every file name is
+    derived through `paths.output_path` / `safe_name` (see `_release_file`).
     """
     dst = Path(dst)
     colours = {name: class_colors(len(class_map)) for name, class_map in folder.objects.items()}
@@ -539,15 +549,16 @@ def export_ds_release(folder: DSFolder, dst: Path) -> Path:
     with staged_folder(dst) as out:
         for sample in track(list(folder), "exporting ds-release"):
             group = safe_name(sample.defect_type) if sample.defect_type else "defect"
-            obj = out / sample.object
             source = folder.image_path(sample)
-            image_rel = f"{sample.object}/image/{group}/{sample.name}{source.suffix.lower()}"
-            copy_file_atomic(source, out / image_rel)
+            suffix = f".{safe_name(source.suffix[1:].lower())}" if source.suffix else ""
+            image_file = _release_file(out, sample.object, "image", group, sample.name, suffix)
+            copy_file_atomic(source, image_file)
             mask = folder.load_checked_mask(sample)
-            save_png_atomic(mask, obj / "mask" / group / f"{sample.name}_mask.png")
-            save_png_atomic(colours[sample.object][mask], obj / "rbg_mask" / group / f"{sample.name}_rbg_mask.png")
+            save_png_atomic(mask, _release_file(out, sample.object, "mask", group, sample.name, "_mask.png"))
+            save_png_atomic(colours[sample.object][mask],
+                            _release_file(out, sample.object, "rbg_mask", group, sample.name, "_rbg_mask.png"))
             if sample.caption:
-                captions.append((image_rel, sample.caption))
+                captions.append((image_file.relative_to(out).as_posix(), sample.caption))
         write_json_atomic(out / CLASSES_FILE,
                           {"objects": {name: list(cm.names) for name, cm in folder.objects.items()}})
         write_text_atomic(out / "classes.md", _classes_markdown(folder.objects))
