@@ -12,6 +12,15 @@ from defectspectrum.cli_support import friendly, out, parse_csv, parse_size
 data_app = typer.Typer(help="Bring defect data sets into the DS folder format and work on them.", no_args_is_help=True)
 
 
+def _max_pixels_option() -> Any:
+    from defectspectrum.io import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
+
+    return typer.Option(None, "--max-pixels", min=1,
+                        help=f"Refuse images above this many pixels (width x height), read from the header before "
+                             f"decoding: a guard against decompression bombs. Default {DEFAULT_MAX_PIXELS} "
+                             f"(16384 x 16384), or ${MAX_PIXELS_ENV}.")
+
+
 # -- data convert / formats -------------------------------------------------------------------------------
 
 
@@ -32,6 +41,7 @@ def convert_command(
     palette: Path | None = typer.Option(None, "--palette",
                                         help="folder: JSON/YAML mapping class name -> [r, g, b] for colour masks."),
     object_name: str | None = typer.Option(None, "--object", help="Object name for single-object layouts."),
+    max_pixels: int | None = _max_pixels_option(),
 ) -> None:
     """Convert a data set into a DS folder.
 
@@ -46,7 +56,8 @@ def convert_command(
     from defectspectrum.data.convert import convert
 
     folder = convert(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks, name=name,
-                     classes=parse_csv(classes), mask_suffix=mask_suffix, palette=palette, object_name=object_name)
+                     max_pixels=max_pixels, classes=parse_csv(classes), mask_suffix=mask_suffix, palette=palette,
+                     object_name=object_name)
     defective = sum(1 for s in folder if not s.is_good)
     out.print(f"[green]wrote[/] {folder.root}: {len(folder)} samples ({defective} defective) "
               f"in {len(folder.objects)} object(s)")
@@ -71,6 +82,7 @@ def export_command(
     ds: Path = typer.Argument(..., help="A DS folder."),
     dst: Path = typer.Argument(..., help="Output: a .json file for coco, a new folder for mmseg / ds-release."),
     to: str = typer.Option(..., "--to", "-t", help="coco, mmseg or ds-release."),
+    max_pixels: int | None = _max_pixels_option(),
 ) -> None:
     """Export a DS folder to another layout.
 
@@ -82,8 +94,10 @@ def export_command(
     """
     from defectspectrum.data.dsfolder import DSFolder
     from defectspectrum.data.export import export
+    from defectspectrum.io import pixel_limit
 
-    path = export(DSFolder.open(ds), dst, to)
+    with pixel_limit(max_pixels):
+        path = export(DSFolder.open(ds), dst, to)
     out.print(f"[green]wrote[/] {path}")
 
 
@@ -95,6 +109,7 @@ def export_command(
 def stats_command(
     ds: Path = typer.Argument(..., help="A DS folder."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the statistics as JSON here."),
+    max_pixels: int | None = _max_pixels_option(),
 ) -> None:
     """Per object and class: images, regions, area percentiles and image sizes.
 
@@ -102,9 +117,10 @@ def stats_command(
     """
     from defectspectrum.data.dsfolder import DSFolder
     from defectspectrum.data.stats import compute_stats, stats_table
-    from defectspectrum.io import write_json_atomic
+    from defectspectrum.io import pixel_limit, write_json_atomic
 
-    stats = compute_stats(DSFolder.open(ds))
+    with pixel_limit(max_pixels):
+        stats = compute_stats(DSFolder.open(ds))
     out.print(stats_table(stats))
     if json_out:
         write_json_atomic(json_out, stats.to_json())
@@ -118,6 +134,7 @@ def validate_command(
     json_out: Path | None = typer.Option(None, "--json", help="Write the machine-readable report here."),
     hash_distance: int = typer.Option(4, "--hash-distance", min=0,
                                       help="Perceptual-hash distance counted as near-duplicate."),
+    max_pixels: int | None = _max_pixels_option(),
 ) -> None:
     """Check every file: readable, sizes match, indices in the class map, empty masks, duplicates across splits.
 
@@ -127,7 +144,7 @@ def validate_command(
     from defectspectrum.data.validate import validate, validation_table
     from defectspectrum.io import write_json_atomic
 
-    report = validate(DSFolder.open(ds), hash_distance=hash_distance)
+    report = validate(DSFolder.open(ds), hash_distance=hash_distance, max_pixels=max_pixels)
     out.print(validation_table(report))
     if json_out:
         write_json_atomic(json_out, report.to_json())
@@ -144,6 +161,7 @@ def show_command(
     limit: int = typer.Option(24, "--limit", "-n", min=1, help="Samples to draw (defective first)."),
     object_name: str | None = typer.Option(None, "--object", help="Only this object."),
     include_good: bool = typer.Option(False, "--include-good", help="Also draw defect-free samples."),
+    max_pixels: int | None = _max_pixels_option(),
 ) -> None:
     """Draw mask overlays and a contact sheet with a class-colour legend.
 
@@ -151,9 +169,11 @@ def show_command(
     """
     from defectspectrum.data.dsfolder import DSFolder
     from defectspectrum.data.show import write_overlays
+    from defectspectrum.io import pixel_limit
 
-    written = write_overlays(DSFolder.open(ds), out_dir, limit=limit, object_name=object_name,
-                             include_good=include_good)
+    with pixel_limit(max_pixels):
+        written = write_overlays(DSFolder.open(ds), out_dir, limit=limit, object_name=object_name,
+                                 include_good=include_good)
     out.print(f"[green]wrote[/] {len(written.overlays)} overlays and the contact sheet {written.contact_sheet}")
 
 
@@ -190,6 +210,7 @@ def split_command(
 def caption_command(
     ds: Path = typer.Argument(..., help="A DS folder (its samples.jsonl is rewritten atomically)."),
     replace_existing: bool = typer.Option(False, "--replace", help="Also replace captions already present."),
+    max_pixels: int | None = _max_pixels_option(),
 ) -> None:
     """Write template captions from the masks (object, classes, count, size, position).
 
@@ -198,9 +219,11 @@ def caption_command(
     """
     from defectspectrum.data.captions import caption_folder
     from defectspectrum.data.dsfolder import DSFolder
+    from defectspectrum.io import pixel_limit
 
     folder = DSFolder.open(ds)
-    written = caption_folder(folder, replace_existing=replace_existing)
+    with pixel_limit(max_pixels):
+        written = caption_folder(folder, replace_existing=replace_existing)
     folder.save()
     out.print(f"captioned {written} of {len(folder)} samples")
 

@@ -22,7 +22,8 @@ from defectspectrum.data.formats import open_reader
 from defectspectrum.data.formats.base import Reader, SourceSample
 from defectspectrum.data.sample import Sample
 from defectspectrum.errors import InputError
-from defectspectrum.io import open_image
+from defectspectrum.io import check_image_pixels, open_image, pixel_limit, set_max_pixels
+from defectspectrum.io import max_pixels as current_max_pixels
 from defectspectrum.paths import safe_name
 from defectspectrum.progress import track
 
@@ -35,6 +36,7 @@ class _Context:
     root: Path
     class_maps: dict[str, ClassMap]
     resize_masks: bool
+    max_pixels: int  # the pixel limit, sent to worker processes (`io.max_pixels`)
 
 
 _WORKER_CONTEXT: list[_Context] = []  # set in each worker process by _init_worker
@@ -54,8 +56,12 @@ def fit_mask(mask: np.ndarray, size: tuple[int, int], item: SourceSample, resize
 
 def convert_sample(context: _Context, item: SourceSample, name: str) -> Sample:
     """Read, check and write one sample into the private staging folder `context.root` (its files
-    are written directly: the folder's final rename publishes them); returns its index record."""
+    are written directly: the folder's final rename publishes them); returns its index record.
+
+    The image is decoded once, within the pixel limit: a damaged, oversized or float image is an
+    InputError before anything of it is written, and the decoded image serves any re-encoding."""
     image = open_image(item.image)
+    check_image_pixels(image, item.image)
     size = (image.height, image.width)
     mask = fit_mask(context.reader.load_mask(item, size), size, item, context.resize_masks)
     mask = check_mask(mask, context.class_maps[item.object], item.mask_origin)
@@ -69,6 +75,7 @@ def convert_sample(context: _Context, item: SourceSample, name: str) -> Sample:
 
 def _init_worker(context: _Context) -> None:
     _WORKER_CONTEXT[:] = [context]
+    set_max_pixels(context.max_pixels)
 
 
 def _convert_in_worker(task: tuple[SourceSample, str]) -> Sample:
@@ -109,14 +116,21 @@ def _run(context: _Context, tasks: list[tuple[SourceSample, str]], workers: int)
 
 
 def convert(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, overwrite: bool = False,
-            resize_masks: bool = False, name: str | None = None, **reader_options: Any) -> DSFolder:
+            resize_masks: bool = False, name: str | None = None, max_pixels: int | None = None,
+            **reader_options: Any) -> DSFolder:
     """Convert the data set at `source` (layout `fmt`, or detected) into a new DS folder at `dst`.
 
     Sources are only read. `dst` must be new or empty (or a DS folder with `overwrite`). The
     folder is written beside `dst` and moved into place only when every sample converted, so a
-    failed conversion leaves `dst` as it was.
+    failed conversion leaves `dst` as it was. Images above `max_pixels` (default `io.max_pixels()`)
+    are refused from their header, before they are decoded.
     """
-    source, dst = Path(source), Path(dst)
+    with pixel_limit(max_pixels):
+        return _convert(Path(source), Path(dst), fmt, workers, overwrite, resize_masks, name, reader_options)
+
+
+def _convert(source: Path, dst: Path, fmt: str, workers: int, overwrite: bool, resize_masks: bool,
+             name: str | None, reader_options: dict[str, Any]) -> DSFolder:
     reader = open_reader(fmt, source, **reader_options)
     _check_paths(source, dst)
     class_maps = reader.class_maps()
@@ -126,7 +140,7 @@ def convert(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, ove
     with staged_ds_folder(dst, overwrite) as staging:
         folder = DSFolder.create(staging, name or dst.name, class_maps)
         folder.meta["source"] = {"format": reader.name, "path": str(source.absolute())}
-        context = _Context(reader, staging, class_maps, resize_masks)
+        context = _Context(reader, staging, class_maps, resize_masks, current_max_pixels())
         tasks = list(zip(items, unique_names(items)))
         for sample in track(_run(context, tasks, workers), f"converting {reader.name}", total=len(tasks)):
             folder.add_record(sample)

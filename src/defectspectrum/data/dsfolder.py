@@ -31,11 +31,12 @@ from defectspectrum.errors import InputError, SchemaError
 from defectspectrum.io import (
     KEEP_AS_IS_EXTENSIONS,
     atomic_path,
+    check_image,
     direct_path,
     image_size,
+    mask_indices,
     open_image,
     read_json,
-    read_mask_pixels,
     read_rgb,
     save_png,
     staged_folder,
@@ -249,11 +250,17 @@ class DSFolder:
         return read_rgb(self.image_path(sample))
 
     def load_mask(self, sample: Sample) -> np.ndarray:
-        """The sample's class-index mask as (H, W) uint8."""
-        pixels = read_mask_pixels(self.mask_path(sample))
-        if pixels.ndim != 2:
-            raise InputError(f"{self.mask_path(sample)}: a DS mask must be single-channel class indices")
-        return pixels
+        """The sample's class-index mask as (H, W) uint8: a single-channel mask whose values are whole
+        numbers 0..255 (taken as stored, never rescaled), else InputError naming the mask."""
+        path = self.mask_path(sample)
+        return mask_indices(open_image(path), path)
+
+    def checked_image_path(self, sample: Sample) -> Path:
+        """The sample's image file after decoding it once, within the pixel limit (`io.check_image`):
+        exports call it before copying the bytes, so a damaged image is an error, never a copy."""
+        path = self.image_path(sample)
+        check_image(path)
+        return path
 
     def load_checked_mask(self, sample: Sample) -> np.ndarray:
         """The sample's mask, checked before it is used or exported: indices inside the object's

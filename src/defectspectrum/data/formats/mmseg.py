@@ -117,8 +117,7 @@ def _split_dirs(root: Path) -> list[tuple[Path, Path, str | None]]:
 def _png_stems(folder: Path) -> list[str]:
     if not folder.is_dir():
         return []
-    return sorted(p.stem for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file()
-                  and not p.name.startswith("."))
+    return sorted(p.stem for p in list_images(folder) if p.suffix.lower() == ".png")
 
 
 def _detect_suffix(groups: list[tuple[list[Path], list[str]]], root: Path) -> str:
@@ -329,7 +328,7 @@ def export_mmseg(folder: DSFolder, dst: Path) -> Path:
             stem = _unique_stem(f"{sample.object}__{sample.name}", split_dir, taken)
             image_rel = f"{IMG_DIR}/{split_dir}/{stem}{Path(sample.image).suffix.lower()}"
             mask_rel = f"{ANN_DIR}/{split_dir}/{stem}.png"
-            copy_file_atomic(folder.image_path(sample), tmp / image_rel)
+            copy_file_atomic(folder.checked_image_path(sample), tmp / image_rel)
             mask = folder.load_checked_mask(sample)
             save_png_atomic(lookup[sample.object][mask].astype(np.uint8), tmp / mask_rel)
             records.append({"image": image_rel, "mask": mask_rel, "object": sample.object, "name": sample.name,
