@@ -32,8 +32,10 @@ import os
 import re
 import shutil
 import stat
+import struct
 import tempfile
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -330,16 +332,44 @@ def _open_header(path: Path) -> Image.Image:
 def open_image(path: Path) -> Image.Image:
     """Open and fully decode an image within the pixel limit, or raise InputError naming the file.
 
-    The size is checked from the header before decoding; a PNG's checksums and end chunk are verified
-    too (Pillow decodes a PNG that lost its tail without complaint).
+    The size is checked from the header before decoding. A PNG's chunks are checked too
+    (`_png_problem`): Pillow decodes a PNG that lost its tail or has a damaged checksum without
+    complaint, where libpng (OpenCV, mmseg) refuses it.
     """
     path = Path(path)
     image = _open_header(path)
     if image.format == "PNG":
-        _decode(path, image, image.verify)  # reads the chunks after the header, checking each CRC, up to IEND
-        image = _open_header(path)
+        problem = _png_problem(path)
+        if problem is not None:
+            image.close()
+            raise InputError(f"{path}: damaged PNG ({problem}); re-export or remove the file")
     _decode(path, image, image.load)
     return image
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_problem(path: Path) -> str | None:
+    """What is wrong with a PNG's chunks that Pillow decodes without complaint, or None: a checksum
+    mismatch, a chunk cut short, no IEND. Reads the file once; nothing is inflated (a cheap check)."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if handle.read(8) != _PNG_SIGNATURE:
+            return "no PNG signature"
+        while True:
+            head = handle.read(8)
+            if len(head) < 8:
+                return "the file ends before its IEND chunk"
+            length, kind = struct.unpack(">I4s", head)
+            name = kind.decode("ascii") if kind.isalpha() else repr(kind)
+            if handle.tell() + length + 4 > size:  # checked before reading: a hostile length is never allocated
+                return f"the file ends inside its {name} chunk"
+            data, checksum = handle.read(length), handle.read(4)
+            if zlib.crc32(kind + data) != struct.unpack(">I", checksum)[0]:
+                return f"checksum mismatch in its {name} chunk"
+            if kind == b"IEND":
+                return None
 
 
 def _decode(path: Path, image: Image.Image, step: Callable[[], object]) -> None:
