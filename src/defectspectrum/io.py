@@ -400,7 +400,7 @@ def check_image_pixels(image: Image.Image, path: Path | str | None = None) -> No
                          "integers (e.g. a 16-bit PNG) first")
     if image.mode in ("I", "I;32", "I;32B", "I;32L"):
         values = np.asarray(image)
-        low, high = int(values.min(initial=0)), int(values.max(initial=0))
+        low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
         if low < 0 or high > 65535:
             raise InputError(f"{where}: a 32-bit integer image with values {low}..{high}, outside 16 bits; "
                              "rescale it to 8- or 16-bit integers (e.g. a 16-bit PNG) first")

@@ -78,9 +78,10 @@ def write_sample_files(
     """Write one sample's image and mask under `root`; returns their relative paths.
 
     A PNG/JPEG/BMP source file is copied byte for byte (no re-encoding loss); other formats, PIL images
-    and arrays are saved as PNG (grey stays grey). `decoded` is the already-decoded source file, if
-    the caller has it, to save decoding it twice. Each file is written atomically unless `atomic` is
-    false, for a `root` that is a private staging folder (one rename publishes it all).
+    and arrays are saved as PNG (grey stays grey). A source file is decoded once and checked first
+    (`io.check_image`); `decoded` is that decoded, checked file, if the caller has it. Each file is
+    written atomically unless `atomic` is false, for a `root` that is a private staging folder (one
+    rename publishes it all).
     """
     suffix = Path(image).suffix.lower() if isinstance(image, Path) else ".png"
     suffix = ".jpg" if suffix == ".jpeg" else suffix
@@ -89,6 +90,8 @@ def write_sample_files(
     output = atomic_path if atomic else direct_path
     with output(root / image_rel) as target:
         if keep and isinstance(image, Path):
+            if decoded is None:
+                check_image(image)  # a damaged or oversized image is an error, never a copy
             shutil.copyfile(image, target)
         else:
             if isinstance(image, Path):
