@@ -292,6 +292,18 @@ def test_16bit_images_are_stored_losslessly_and_viewed_linearly(tmp_path: Path) 
     assert validate(folder).ok
 
 
+def test_distinct_16bit_images_of_8bit_range_are_not_near_duplicates(tmp_path: Path) -> None:
+    """Viewed as value >> 8 they are all black; validate's hashes stretch them over their own range."""
+    folder = DSFolder.create(tmp_path / "ds", "x", {"part": ["scratch"]})
+    for seed, split in enumerate(("train", "val", "val")):
+        noise = cv2.GaussianBlur(np.random.default_rng(seed).random((64, 64)).astype(np.float32), (0, 0), 3)
+        grey = ((noise - noise.min()) / np.ptp(noise) * 200).astype(np.uint16)
+        source = save(tmp_path / f"{seed}.png", grey)
+        folder.add_sample("part", f"s{seed}", source, np.zeros((64, 64), np.uint8), split=split, defect_type="good")
+    assert not folder.load_image(folder["part/s0"]).any()  # the documented display view of such data
+    assert validate(folder).issues == []
+
+
 @pytest.mark.parametrize(("make", "needle"), [
     (lambda p: save(p, np.linspace(0, 1, H * W, dtype=np.float32).reshape(H, W)), "a floating-point image"),
     (lambda p: save(p, np.full((H, W), 70000, np.int32)), "a 32-bit integer image with values 70000..70000"),
@@ -332,6 +344,10 @@ def _cut_end_chunk(data: bytes) -> bytes:
     return data[:-12]  # the IEND chunk: Pillow decodes the pixels without complaint
 
 
+def _huge_chunk_before_end(data: bytes) -> bytes:
+    return data[:-12] + struct.pack(">I", 0x7FFFFFF0) + b"tEXt" + b"claims 2 GiB" + data[-12:]
+
+
 def _flip_data_byte(data: bytes) -> bytes:
     at = data.index(b"IDAT") + 20
     return data[:at] + bytes([data[at] ^ 0x55]) + data[at + 1:]
@@ -342,6 +358,7 @@ def _flip_data_byte(data: bytes) -> bytes:
     ("part/b", _cut_half, "cannot read image"),  # the JPEG
     ("part/a", _cut_end_chunk, "the file ends before its IEND chunk"),
     ("part/a", _flip_data_byte, "checksum mismatch in its IDAT chunk"),
+    ("part/a", _huge_chunk_before_end, "the file ends inside its tEXt chunk"),  # checked before any read
 ])
 def test_damaged_image_is_flagged_by_validate_and_refused_by_every_export(
         tmp_path: Path, sample_id: str, damage: Callable[[bytes], bytes], needle: str) -> None:

@@ -72,14 +72,10 @@ def is_image_file(path: Path) -> bool:
     if path.suffix.lower() not in IMAGE_EXTENSIONS or path.name.startswith("."):
         return False
     try:
-        path.lstat()
-    except FileNotFoundError:
-        return False
+        mode = path.stat().st_mode  # follows symlinks
     except OSError as exc:
-        raise FormatError(f"{path}: cannot be read ({exc.strerror}); fix its permissions or remove it") from None
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
+        if exc.errno == errno.ENOENT and not os.path.lexists(path):
+            return False  # no entry at all
         if exc.errno == errno.ELOOP:
             what = "a symlink loop"
         elif exc.errno == errno.ENOENT:
@@ -365,8 +361,11 @@ def _png_problem(path: Path) -> str | None:
             name = kind.decode("ascii") if kind.isalpha() else repr(kind)
             if handle.tell() + length + 4 > size:  # checked before reading: a hostile length is never allocated
                 return f"the file ends inside its {name} chunk"
-            data, checksum = handle.read(length), handle.read(4)
-            if zlib.crc32(kind + data) != struct.unpack(">I", checksum)[0]:
+            crc, left = zlib.crc32(kind), length
+            while left:  # in steps: a chunk as large as the file is never held at once
+                piece = handle.read(min(left, 1 << 20))
+                crc, left = zlib.crc32(piece, crc), left - len(piece)
+            if crc != struct.unpack(">I", handle.read(4))[0]:
                 return f"checksum mismatch in its {name} chunk"
             if kind == b"IEND":
                 return None
@@ -422,7 +421,7 @@ def image_view(image: Image.Image, path: Path | str | None = None) -> Image.Imag
         return image
     if image.mode in (*_SIXTEEN_BIT_MODES, "I", "I;32", "I;32B", "I;32L"):
         values = np.asarray(image).astype(np.uint32)
-        return Image.fromarray((values >> 8).astype(np.uint8), mode="L")
+        return Image.fromarray((values >> 8).astype(np.uint8))
     if image.mode in ("1", "LA", "La"):
         return image.convert("L")
     return image.convert("RGB")

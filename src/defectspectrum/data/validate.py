@@ -34,6 +34,7 @@ import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import imagehash
@@ -170,6 +171,20 @@ def near_pairs(coarse: np.ndarray, fine: np.ndarray, distance: int) -> Iterator[
                 yield i, j
 
 
+def _hash_view(image: Image.Image, path: Path) -> Image.Image:
+    """8-bit grey for the perceptual hashes: the display view (`io.image_view`), except that images of
+    more than 8 bits are stretched over their own range first (8-bit data in a 16-bit file would view
+    as near-black, and every such image would hash alike)."""
+    view = image_view(image, path)  # checks the values too
+    if image.mode not in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        return view.convert("L")
+    values = np.asarray(image).astype(np.float64)
+    if not values.size:
+        return view.convert("L")
+    low, span = float(values.min()), float(np.ptp(values))
+    return Image.fromarray(((values - low) * (255.0 / max(span, 1.0))).astype(np.uint8))
+
+
 class _Checker:
     def __init__(self, folder: DSFolder) -> None:
         self.folder = folder
@@ -238,7 +253,7 @@ class _Checker:
 
     def _hash(self, sample: Sample, image: Image.Image) -> None:
         try:
-            grey = image_view(image, self.folder.root / sample.image).convert("L")
+            grey = _hash_view(image, self.folder.root / sample.image)
         except InputError as exc:
             self.add(ERROR, "unsupported-image", sample, sample.image, str(exc))
             return
