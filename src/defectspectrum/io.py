@@ -79,7 +79,7 @@ def is_image_file(path: Path) -> bool:
         if exc.errno == errno.ELOOP:
             what = "a symlink loop"
         elif exc.errno == errno.ENOENT:
-            what = f"a dangling symlink (its target {os.readlink(path)} is missing)"
+            what = f"a dangling symlink (its target {_link_target(path)} is missing)"
         else:
             what = f"unreadable ({exc.strerror})"
         raise FormatError(f"{path}: named like an image but is {what}; fix the link or remove it") from None
@@ -87,6 +87,13 @@ def is_image_file(path: Path) -> bool:
         what = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
         raise FormatError(f"{path}: named like an image but is {what}; rename or remove it") from None
     return True
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return repr(os.readlink(path))
+    except OSError:
+        return "or a folder above it"
 
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
@@ -288,7 +295,8 @@ def _too_large(path: Path, exc: Exception, limit: int) -> ImageTooLargeError:
     size = f"{found.group(1)} pixels" if found else "larger than twice the limit"
     needed = found.group(1) if found else "N"
     return ImageTooLargeError(f"{path}: image has {size}, above the limit of {limit} pixels (a guard against "
-                      f"decompression bombs); if it is genuine, pass --max-pixels {needed} or set {MAX_PIXELS_ENV}")
+                              f"decompression bombs); if it is genuine, pass --max-pixels {needed} or set "
+                              f"{MAX_PIXELS_ENV}")
 
 
 def _unreadable(path: Path, exc: BaseException) -> InputError:
