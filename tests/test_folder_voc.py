@@ -357,7 +357,8 @@ def test_unreadable_mask_entry_is_an_error_not_a_defect_free_image(tmp_path: Pat
     else:
         bad.mkdir()
     line = _one_line_error(tmp_path, str(src))
-    assert f"{bad}: named like an image but not a readable file" in line
+    what = {"dangling link": "a dangling symlink", "looping link": "a symlink loop", "folder": "a folder"}[kind]
+    assert f"{bad}: named like an image but is {what}" in line
 
 
 def test_unreadable_image_entry_side_by_side_is_an_error(tmp_path: Path) -> None:
@@ -366,7 +367,7 @@ def test_unreadable_image_entry_side_by_side_is_an_error(tmp_path: Path) -> None
     _png(src / "a_mask.png", _blob())
     (src / "c.jpg").symlink_to(tmp_path / "gone.jpg")
     line = _one_line_error(tmp_path, str(src))
-    assert f"{src / 'c.jpg'}: named like an image but not a readable file" in line
+    assert f"{src / 'c.jpg'}: named like an image but is a dangling symlink" in line
 
 
 def test_voc_list_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:

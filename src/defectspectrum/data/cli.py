@@ -29,6 +29,15 @@ def open_ds(path: Path, lenient: bool = False) -> DSFolder:
     return DSFolder.open(require_folder(path, "the DS folder"), lenient=lenient)
 
 
+def _max_pixels_option() -> Any:
+    from defectspectrum.io import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
+
+    return typer.Option(None, "--max-pixels", min=1,
+                        help=f"Refuse images above this many pixels (width x height), read from the header before "
+                             f"decoding: a guard against decompression bombs. Default {DEFAULT_MAX_PIXELS} "
+                             f"(16384 x 16384), or ${MAX_PIXELS_ENV}.")
+
+
 # -- data convert / formats -------------------------------------------------------------------------------
 
 
@@ -51,6 +60,7 @@ def convert_command(
     palette: Path | None = typer.Option(None, "--palette", readable=False,
                                         help="folder: JSON/YAML mapping class name -> \\[r, g, b] for colour masks."),
     object_name: str | None = typer.Option(None, "--object", help="Object name for single-object layouts."),
+    max_pixels: int | None = _max_pixels_option(),
 ) -> None:
     """Convert a data set into a DS folder.
 
@@ -66,8 +76,8 @@ def convert_command(
 
     kept: list[str] = []
     result = convert_counted(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks,
-                             name=name, kept=kept, classes=parse_csv(classes), mask_suffix=mask_suffix,
-                             palette=palette, object_name=object_name)
+                             name=name, kept=kept, max_pixels=max_pixels, classes=parse_csv(classes),
+                             mask_suffix=mask_suffix, palette=palette, object_name=object_name)
     wrote(result.folder.root, f": {result.summary()}")
     if kept:
         shown = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
@@ -104,6 +114,7 @@ def export_command(
     ds: Path = typer.Argument(..., readable=False, help="A DS folder."),
     dst: Path = typer.Argument(..., help="Output: a .json file for coco, a new folder for mmseg / ds-release."),
     to: str = typer.Option(..., "--to", "-t", help=f"One of: {', '.join(writer_names())} (`data formats` lists them)."),
+    max_pixels: int | None = _max_pixels_option(),
 ) -> None:
     """Export a DS folder to another layout.
 
@@ -114,9 +125,11 @@ def export_command(
       defectspectrum data export ds_mvtec mmseg_mvtec --to mmseg
     """
     from defectspectrum.data.export import export, get_writer
+    from defectspectrum.io import pixel_limit
 
     get_writer(to)  # an unknown --to is refused before the folder is read
-    path = export(open_ds(ds), dst, to)
+    with pixel_limit(max_pixels):
+        path = export(open_ds(ds), dst, to)
     wrote(path)
 
 
@@ -128,17 +141,19 @@ def export_command(
 def stats_command(
     ds: Path = typer.Argument(..., readable=False, help="A DS folder."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the statistics as JSON here."),
+    max_pixels: int | None = _max_pixels_option(),
 ) -> None:
     """Per object and class: images, regions, area percentiles and image sizes.
 
     Example: defectspectrum data stats ds_mvtec --json stats.json
     """
     from defectspectrum.data.stats import compute_stats, stats_table
-    from defectspectrum.io import write_json_atomic
+    from defectspectrum.io import pixel_limit, write_json_atomic
 
     folder = open_ds(ds)
     _check_report_path(json_out, folder.root)
-    stats = compute_stats(folder)
+    with pixel_limit(max_pixels):
+        stats = compute_stats(folder)
     out.print(stats_table(stats))
     if json_out:
         write_json_atomic(json_out, stats.to_json())
@@ -161,6 +176,7 @@ def validate_command(
     json_out: Path | None = typer.Option(None, "--json", help="Write the machine-readable report here."),
     hash_distance: int = typer.Option(4, "--hash-distance", min=0,
                                       help="Perceptual-hash distance counted as near-duplicate."),
+    max_pixels: int | None = _max_pixels_option(),
 ) -> None:
     """Check every file: readable, sizes match, indices in the class map, empty masks, duplicates across splits.
 
@@ -171,7 +187,7 @@ def validate_command(
 
     folder = open_ds(ds, lenient=True)  # bad index lines are reported, not fatal
     _check_report_path(json_out, folder.root)
-    report = validate(folder, hash_distance=hash_distance)
+    report = validate(folder, hash_distance=hash_distance, max_pixels=max_pixels)
     out.print(validation_table(report))
     if json_out:
         write_json_atomic(json_out, report.to_json())
@@ -188,15 +204,18 @@ def show_command(
     limit: int = typer.Option(24, "--limit", "-n", min=1, help="Samples to draw (defective first)."),
     object_name: str | None = typer.Option(None, "--object", help="Only this object."),
     include_good: bool = typer.Option(False, "--include-good", help="Also draw defect-free samples."),
+    max_pixels: int | None = _max_pixels_option(),
 ) -> None:
     """Draw mask overlays and a contact sheet with a class-colour legend.
 
     Example: defectspectrum data show ds_mvtec overlays/ --object pill -n 12
     """
     from defectspectrum.data.show import write_overlays
+    from defectspectrum.io import pixel_limit
 
-    written = write_overlays(open_ds(ds), out_dir, limit=limit, object_name=object_name,
-                             include_good=include_good)
+    with pixel_limit(max_pixels):
+        written = write_overlays(open_ds(ds), out_dir, limit=limit, object_name=object_name,
+                                 include_good=include_good)
     say(("wrote", "green"), f" {len(written.overlays)} overlays and the contact sheet {written.contact_sheet}")
 
 
@@ -258,6 +277,7 @@ def split_command(
 def caption_command(
     ds: Path = typer.Argument(..., readable=False, help="A DS folder (its samples.jsonl is rewritten atomically)."),
     replace_existing: bool = typer.Option(False, "--replace", help="Also replace captions already present."),
+    max_pixels: int | None = _max_pixels_option(),
 ) -> None:
     """Write template captions from the masks (object, classes, count, size, position).
 
@@ -265,9 +285,11 @@ def caption_command(
     Example: defectspectrum data caption ds_mvtec
     """
     from defectspectrum.data.captions import caption_folder
+    from defectspectrum.io import pixel_limit
 
     folder = open_ds(ds)
-    written = caption_folder(folder, replace_existing=replace_existing)
+    with pixel_limit(max_pixels):
+        written = caption_folder(folder, replace_existing=replace_existing)
     folder.save()
     say(f"captioned {written} of {len(folder)} samples")
 

@@ -28,7 +28,8 @@ from defectspectrum.data.formats import open_reader
 from defectspectrum.data.formats.base import Reader, SourceSample
 from defectspectrum.data.sample import Sample
 from defectspectrum.errors import InputError
-from defectspectrum.io import open_image
+from defectspectrum.io import check_image_pixels, open_image, pixel_limit, set_max_pixels
+from defectspectrum.io import max_pixels as current_max_pixels
 from defectspectrum.paths import safe_name
 from defectspectrum.progress import track
 from defectspectrum.staging import process_alive
@@ -42,6 +43,7 @@ class _Context:
     root: Path
     class_maps: dict[str, ClassMap]
     resize_masks: bool
+    max_pixels: int  # the pixel limit, sent to worker processes (`io.max_pixels`)
 
 
 _WORKER_CONTEXT: list[_Context] = []  # set in each worker process by _init_worker
@@ -89,8 +91,12 @@ def fit_mask(mask: np.ndarray, size: tuple[int, int], item: SourceSample, resize
 def convert_sample(context: _Context, item: SourceSample, name: str) -> ConvertedSample:
     """Read, check and write one sample into the private staging folder `context.root` (its files
     are written directly: the folder's final rename publishes them); returns its index record and
-    whether the mask written has a defect pixel."""
+    whether the mask written has a defect pixel.
+
+    The image is decoded once, within the pixel limit: a damaged, oversized or float image is an
+    InputError before anything of it is written, and the decoded image serves any re-encoding."""
     image = open_image(item.image)
+    check_image_pixels(image, item.image)
     size = (image.height, image.width)
     mask = fit_mask(context.reader.load_mask(item, size), size, item, context.resize_masks)
     mask = check_mask(mask, context.class_maps[item.object], item.mask_origin)
@@ -106,6 +112,7 @@ def convert_sample(context: _Context, item: SourceSample, name: str) -> Converte
 def _init_worker(context: _Context, parent_pid: int) -> None:
     exit_with_parent(parent_pid)
     _WORKER_CONTEXT[:] = [context]
+    set_max_pixels(context.max_pixels)
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -172,15 +179,15 @@ def _run(context: _Context, tasks: list[tuple[SourceSample, str]], workers: int)
 
 def convert(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, overwrite: bool = False,
             resize_masks: bool = False, name: str | None = None, kept: list[str] | None = None,
-            **reader_options: Any) -> DSFolder:
+            max_pixels: int | None = None, **reader_options: Any) -> DSFolder:
     """Convert the data set at `source` into a new DS folder at `dst` (see `convert_counted`)."""
     return convert_counted(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks,
-                           name=name, kept=kept, **reader_options).folder
+                           name=name, kept=kept, max_pixels=max_pixels, **reader_options).folder
 
 
 def convert_counted(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, overwrite: bool = False,
                     resize_masks: bool = False, name: str | None = None, kept: list[str] | None = None,
-                    **reader_options: Any) -> ConvertResult:
+                    max_pixels: int | None = None, **reader_options: Any) -> ConvertResult:
     """Convert the data set at `source` (layout `fmt`, or detected) into a new DS folder at `dst`;
     returns the folder with the count of samples whose written mask has a defect pixel.
 
@@ -188,8 +195,15 @@ def convert_counted(source: Path, dst: Path, fmt: str = "auto", *, workers: int 
     folder is written beside `dst` and moved into place only when every sample converted, so a
     failed conversion leaves `dst` as it was. Files of the user's own in a replaced DS folder are
     carried into the new one; `kept`, where given, receives their paths relative to `dst`.
+    Images above `max_pixels` (default `io.max_pixels()`) are refused from their header, before
+    they are decoded.
     """
-    source, dst = Path(source), Path(dst)
+    with pixel_limit(max_pixels):
+        return _convert(Path(source), Path(dst), fmt, workers, overwrite, resize_masks, name, kept, reader_options)
+
+
+def _convert(source: Path, dst: Path, fmt: str, workers: int, overwrite: bool, resize_masks: bool,
+             name: str | None, kept: list[str] | None, reader_options: dict[str, Any]) -> ConvertResult:
     reader = open_reader(fmt, source, **reader_options)
     _check_paths(source, dst)
     class_maps = reader.class_maps()
@@ -199,7 +213,7 @@ def convert_counted(source: Path, dst: Path, fmt: str = "auto", *, workers: int 
     with staged_ds_folder(dst, overwrite, kept) as staging:
         folder = DSFolder.create(staging, name or dst.name, class_maps)
         folder.meta["source"] = {"format": reader.name, "path": str(source.absolute())}
-        context = _Context(reader, staging, class_maps, resize_masks)
+        context = _Context(reader, staging, class_maps, resize_masks, current_max_pixels())
         tasks = list(zip(items, unique_names(items)))
         with_defects = 0
         for sample, has_defect in track(_run(context, tasks, workers), f"converting {reader.name}",

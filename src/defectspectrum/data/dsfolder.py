@@ -53,11 +53,12 @@ from defectspectrum.errors import InputError, SchemaError
 from defectspectrum.io import (
     KEEP_AS_IS_EXTENSIONS,
     atomic_path,
+    check_image,
     direct_path,
     image_size,
+    mask_indices,
     open_image,
     read_json,
-    read_mask_pixels,
     read_rgb,
     save_png,
     to_png_mode,
@@ -122,9 +123,10 @@ def write_sample_files(
     """Write one sample's image and mask under `root`; returns their relative paths.
 
     A PNG/JPEG/BMP source file is copied byte for byte (no re-encoding loss); other formats, PIL images
-    and arrays are saved as PNG (grey stays grey). `decoded` is the already-decoded source file, if
-    the caller has it, to save decoding it twice. Each file is written atomically unless `atomic` is
-    false, for a `root` that is a private staging folder (one rename publishes it all).
+    and arrays are saved as PNG (grey stays grey). A source file is decoded once and checked first
+    (`io.check_image`); `decoded` is that decoded, checked file, if the caller has it. Each file is
+    written atomically unless `atomic` is false, for a `root` that is a private staging folder (one
+    rename publishes it all).
     """
     suffix = Path(image).suffix.lower() if isinstance(image, Path) else ".png"
     suffix = ".jpg" if suffix == ".jpeg" else suffix
@@ -136,6 +138,8 @@ def write_sample_files(
     output = atomic_path if atomic else direct_path
     with output(image_file) as target:
         if keep and isinstance(image, Path):
+            if decoded is None:
+                check_image(image)  # a damaged or oversized image is an error, never a copy
             shutil.copyfile(image, target)
         else:
             if isinstance(image, Path):
@@ -433,11 +437,17 @@ class DSFolder:
         return read_rgb(self.image_path(sample))
 
     def load_mask(self, sample: Sample) -> np.ndarray:
-        """The sample's class-index mask as (H, W) uint8."""
-        pixels = read_mask_pixels(self.mask_path(sample))
-        if pixels.ndim != 2:
-            raise InputError(f"{self.mask_path(sample)}: a DS mask must be single-channel class indices")
-        return pixels
+        """The sample's class-index mask as (H, W) uint8: a single-channel mask whose values are whole
+        numbers 0..255 (taken as stored, never rescaled), else InputError naming the mask."""
+        path = self.mask_path(sample)
+        return mask_indices(open_image(path), path)
+
+    def checked_image_path(self, sample: Sample) -> Path:
+        """The sample's image file after decoding it once, within the pixel limit (`io.check_image`):
+        exports call it before copying the bytes, so a damaged image is an error, never a copy."""
+        path = self.image_path(sample)
+        check_image(path)
+        return path
 
     def load_checked_mask(self, sample: Sample) -> np.ndarray:
         """The sample's mask, checked before it is used or exported: indices inside the object's

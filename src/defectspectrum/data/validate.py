@@ -5,8 +5,11 @@ Issue codes (level):
                                   id or path, unknown object, repeated id); it names the line, and the
                                   rest of the folder is still checked (`DSFolder.open(root, lenient=True)`)
   missing-file (error)            image or mask file does not exist
-  unreadable (error)              image or mask file cannot be decoded
+  unreadable (error)              image or mask file cannot be decoded (truncated, damaged, a bad PNG checksum)
+  too-large (error)               image or mask above the pixel limit (`--max-pixels`), refused before decoding
+  unsupported-image (error)       an image without a meaning in 8/16-bit integers (float, 32-bit beyond 16 bits)
   mask-not-single-channel (error) mask stored as colour / with alpha instead of class indices
+  invalid-mask-values (error)     mask values that are not whole numbers 0..255 (e.g. a 16-bit mask above 255)
   size-mismatch (error)           mask size differs from the image size
   index-out-of-map (error)        mask holds an index the object's class map does not have
   empty-mask (warning)            all-background mask on a sample whose defect_type is not "good"
@@ -23,6 +26,9 @@ Near-duplicates: 64-bit `imagehash.phash` within `hash_distance` bits, confirmed
 phash (hash_size=16) within 4 x `hash_distance` bits. The 64-bit hash alone calls different,
 aligned MVTec capsules identical; the confirmation keeps re-encoded / brightened copies
 (measured: <= 14 of 256 bits) while distinct real images stay >= 24 bits apart.
+
+Images and masks are read by the same functions the exports and `data convert --from ds` use
+(`defectspectrum.io`), so what validate calls an error in a file is an error there too.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import imagehash
@@ -43,13 +50,19 @@ from rich.table import Table
 from defectspectrum.data.dsfolder import SAMPLES_FILE, DSFolder
 from defectspectrum.data.sample import SPLITS, Sample
 from defectspectrum.errors import InputError
-from defectspectrum.io import open_image
+from defectspectrum.io import (
+    SINGLE_CHANNEL_MODES,
+    ImageTooLargeError,
+    image_view,
+    mask_indices,
+    open_image,
+    pixel_limit,
+)
 from defectspectrum.progress import track
 
 ERROR = "error"
 WARNING = "warning"
 FINE_HASH_SIZE = 16  # the confirming hash: 16 x 16 = 256 bits
-SINGLE_CHANNEL_MODES = ("L", "P", "1", "I", "I;16", "I;16L", "I;16B")
 _BLOCK_ELEMENTS = 1 << 22  # pair-search block size (uint64 elements)
 
 
@@ -166,6 +179,20 @@ def near_pairs(coarse: np.ndarray, fine: np.ndarray, distance: int) -> Iterator[
                 yield i, j
 
 
+def _hash_view(image: Image.Image, path: Path) -> Image.Image:
+    """8-bit grey for the perceptual hashes: the display view (`io.image_view`), except that images of
+    more than 8 bits are stretched over their own range first (8-bit data in a 16-bit file would view
+    as near-black, and every such image would hash alike)."""
+    view = image_view(image, path)  # checks the values too
+    if image.mode not in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        return view.convert("L")
+    values = np.asarray(image).astype(np.float64)
+    if not values.size:
+        return view.convert("L")
+    low, span = float(values.min()), float(np.ptp(values))
+    return Image.fromarray(((values - low) * (255.0 / max(span, 1.0))).astype(np.uint8))
+
+
 class _Checker:
     def __init__(self, folder: DSFolder) -> None:
         self.folder = folder
@@ -188,9 +215,11 @@ class _Checker:
             return None
         try:
             return open_image(path)
+        except ImageTooLargeError as exc:
+            self.add(ERROR, "too-large", sample, rel, str(exc))
         except InputError as exc:
             self.add(ERROR, "unreadable", sample, rel, str(exc))
-            return None
+        return None
 
     def check(self, sample: Sample) -> None:
         if sample.split is not None and sample.split not in SPLITS:
@@ -213,7 +242,11 @@ class _Checker:
             self.add(ERROR, "size-mismatch", sample, sample.mask,
                      f"{mask_path}: mask is {mask.width}x{mask.height} but image {sample.image} is "
                      f"{image.width}x{image.height}; re-create the mask at the image size")
-        pixels = np.asarray(mask)
+        try:
+            pixels = mask_indices(mask, mask_path)
+        except InputError as exc:
+            self.add(ERROR, "invalid-mask-values", sample, sample.mask, str(exc))
+            return
         class_map = self.folder.objects[sample.object]
         bad = np.unique(pixels[pixels >= len(class_map)])
         if bad.size:
@@ -231,9 +264,13 @@ class _Checker:
                      "fix the mask or the defect_type")
 
     def _hash(self, sample: Sample, image: Image.Image) -> None:
+        try:
+            grey = _hash_view(image, self.folder.image_path(sample))
+        except InputError as exc:
+            self.add(ERROR, "unsupported-image", sample, sample.image, str(exc))
+            return
         digest = hashlib.sha1(f"{image.mode}{image.size}".encode())
         digest.update(image.tobytes())
-        grey = image.convert("L")
         h = self.hashes
         h.ids.append(sample.id)
         h.splits.append(sample.split)
@@ -289,16 +326,18 @@ class _Checker:
         self.issues.append(issue)
 
 
-def validate(folder: DSFolder, hash_distance: int = 4) -> ValidationReport:
+def validate(folder: DSFolder, hash_distance: int = 4, max_pixels: int | None = None) -> ValidationReport:
     """Check every sample's files and look for duplicate images; one pass over the data. Lines a
-    lenient open left out (`folder.problems`) are reported as `bad-index-entry` errors."""
+    lenient open left out (`folder.problems`) are reported as `bad-index-entry` errors. Images above
+    `max_pixels` (default `io.max_pixels()`) are reported as too large without being decoded."""
     if hash_distance < 0:
         raise InputError(f"hash distance {hash_distance}: must be 0 or more")
     checker = _Checker(folder)
     checker.issues.extend(Issue(ERROR, "bad-index-entry", problem.sample, SAMPLES_FILE, problem.message,
                                 line=problem.line) for problem in folder.problems)
-    for sample in track(list(folder), "validate"):
-        checker.check(sample)
+    with pixel_limit(max_pixels):
+        for sample in track(list(folder), "validate"):
+            checker.check(sample)
     checker.duplicates(hash_distance)
     return ValidationReport(root=str(folder.root), samples=len(folder), hash_distance=hash_distance,
                             issues=checker.issues)

@@ -315,7 +315,7 @@ def export_coco(folder: DSFolder, dst: Path) -> Path:
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for image_id, sample in enumerate(track(list(folder), "exporting coco"), start=1):
-        image_path = folder.image_path(sample)
+        image_path = folder.checked_image_path(sample)
         mask = folder.load_checked_mask(sample)
         height, width = mask.shape
         images.append({"id": image_id, "file_name": _file_name(image_path, dst.parent), "height": height,

@@ -140,7 +140,7 @@ class DAGMReader(Reader):
 
     def _split_samples(self, class_name: str, index: int, split: str, folder: Path) -> Iterator[SourceSample]:
         label_folder = _children(folder).get(LABEL_FOLDER)
-        label_files = ({p.name.lower(): p for p in label_folder.iterdir() if p.is_file()}
+        label_files = ({p.name.lower(): p for p in label_folder.iterdir() if p.is_file() or is_image_file(p)}
                        if label_folder is not None else {})
         labels_path = label_files.get(LABELS_FILE)
         rows = _read_labels(labels_path) if labels_path is not None else {}

@@ -60,7 +60,7 @@ from defectspectrum.errors import FormatError, InputError
 from defectspectrum.io import (
     atomic_path,
     copy_file_atomic,
-    is_image_file,
+    list_images,
     read_json,
     read_mask_pixels,
     save_png_atomic,
@@ -330,12 +330,11 @@ class _Captions:
 
 
 def _mask_index(mask_dir: Path) -> dict[tuple[str, str], Path]:
-    """Mask files by (sub-folder, stem without `_mask`); `_mask` files win over bare stems."""
+    """Mask files by (sub-folder, stem without `_mask`); `_mask` files win over bare stems. A broken
+    entry named like a mask is a FormatError (`io.list_images`), never a missing mask."""
     nested: dict[tuple[str, str], Path] = {}
-    for path in sorted(p for p in mask_dir.rglob("*") if is_image_file(p)):
+    for path in list_images(mask_dir, recursive=True):
         relative = path.relative_to(mask_dir)
-        if any(part.startswith(".") for part in relative.parts):
-            continue
         stem = path.stem
         base = stem[: -len("_mask")] if stem.endswith("_mask") else stem
         key = (relative.parent.as_posix(), base)
@@ -345,9 +344,7 @@ def _mask_index(mask_dir: Path) -> dict[tuple[str, str], Path]:
 
 
 def _images(image_dir: Path) -> list[Path]:
-    paths = [p for p in image_dir.rglob("*") if is_image_file(p)
-             and not any(part.startswith(".") for part in p.relative_to(image_dir).parts)]
-    return sorted(paths, key=lambda p: p.relative_to(image_dir).as_posix())
+    return sorted(list_images(image_dir, recursive=True), key=lambda p: p.relative_to(image_dir).as_posix())
 
 
 @register
@@ -552,7 +549,7 @@ def export_ds_release(folder: DSFolder, dst: Path) -> Path:
             source = folder.image_path(sample)
             suffix = f".{safe_name(source.suffix[1:].lower())}" if source.suffix else ""
             image_file = _release_file(out, sample.object, "image", group, sample.name, suffix)
-            copy_file_atomic(source, image_file)
+            copy_file_atomic(folder.checked_image_path(sample), image_file)
             mask = folder.load_checked_mask(sample)
             save_png_atomic(mask, _release_file(out, sample.object, "mask", group, sample.name, "_mask.png"))
             save_png_atomic(colours[sample.object][mask],

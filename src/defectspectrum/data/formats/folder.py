@@ -145,33 +145,17 @@ def _join(prefix: str, part: str) -> str:
     return f"{prefix}{part}_"
 
 
-def _check_entry(entry: Path) -> None:
-    """An entry named like an image must be a readable file: a folder or a broken or looping link
-    named `a.png` would otherwise leave image `a` without its mask (defect-free) or drop it."""
-    if entry.suffix.lower() in IMAGE_EXTENSIONS and not entry.name.startswith(".") and not entry.is_file():
-        raise FormatError(f"{entry}: named like an image but not a readable file (a folder, or a broken or "
-                          "looping link); fix or remove it")
-
-
-def _list_images(folder: Path) -> list[Path]:
-    """`list_images(folder)`, refusing entries named like images that are not readable files."""
-    for entry in folder.iterdir():
-        _check_entry(entry)
-    return list_images(folder)
-
-
 def _image_keys(folder: Path, depth: int) -> set[str]:
     """`sub/stem` of every image in `folder` and its subfolders down to `depth` levels."""
     keys: set[str] = set()
     for entry in folder.iterdir():
         if entry.name.startswith("."):
             continue
-        _check_entry(entry)
-        if entry.is_dir():
+        if is_image_file(entry):  # raises for an entry named like an image that is not a readable file
+            keys.add(entry.stem)
+        elif entry.is_dir():
             if depth > 0:
                 keys.update(f"{entry.name}/{key}" for key in _image_keys(entry, depth - 1))
-        elif is_image_file(entry):
-            keys.add(entry.stem)
     return keys
 
 
@@ -465,8 +449,8 @@ class FolderReader(Reader):
 
     def _group_samples(self, group: _Group) -> list[SourceSample]:
         side_by_side = group.masks == group.images
-        files = _list_images(group.images)
-        mask_files = _list_images(group.masks) if group.masks is not None else []
+        files = list_images(group.images)
+        mask_files = list_images(group.masks) if group.masks is not None else []
         suffix = self._suffix(group, files, mask_files, side_by_side)
         if side_by_side:
             mask_files = [p for p in files if suffix and p.stem.endswith(suffix)]

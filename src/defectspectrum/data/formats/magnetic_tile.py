@@ -22,6 +22,7 @@ from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import BinaryMask, Reader, SourceSample
 from defectspectrum.data.sample import GOOD
 from defectspectrum.errors import FormatError
+from defectspectrum.io import list_images
 
 PREFIX = "MT_"
 IMAGES = "Imgs"
@@ -59,7 +60,7 @@ class MagneticTileReader(Reader):
     def samples(self) -> Iterator[SourceSample]:
         for folder in self.folders:
             class_name = folder.name[len(PREFIX):]
-            files = [p for p in (folder / IMAGES).iterdir() if p.is_file() and not p.name.startswith(".")]
+            files = list_images(folder / IMAGES)
             masks = {p.stem: p for p in files if p.suffix.lower() == MASK_SUFFIX}
             images = sorted((p for p in files if p.suffix.lower() in (".jpg", ".jpeg", ".bmp")), key=lambda p: p.name)
             orphans = sorted(set(masks) - {p.stem for p in images})

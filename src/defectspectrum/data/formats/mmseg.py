@@ -148,8 +148,7 @@ def _split_dirs(root: Path) -> list[tuple[Path, Path, str | None]]:
 def _png_stems(folder: Path) -> list[str]:
     if not folder.is_dir():
         return []
-    return sorted(p.stem for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file()
-                  and not p.name.startswith("."))
+    return sorted(p.stem for p in list_images(folder) if p.suffix.lower() == ".png")
 
 
 def _detect_suffix(groups: list[tuple[list[Path], list[str]]], root: Path) -> str:
@@ -565,8 +564,8 @@ def export_mmseg(folder: DSFolder, dst: Path) -> Path:
         records: list[dict[str, Any]] = []
         split_counts: Counter[str] = Counter()
         for sample, paths in track(planned, "exporting mmseg"):
-            _write_image(folder.image_path(sample), output_path(tmp, IMG_DIR, paths.split_dir, paths.image_file),
-                         suffix)
+            _write_image(folder.checked_image_path(sample),
+                         output_path(tmp, IMG_DIR, paths.split_dir, paths.image_file), suffix)
             mask = folder.load_checked_mask(sample)
             save_png_atomic(lookup[sample.object][mask].astype(np.uint8),
                             output_path(tmp, ANN_DIR, paths.split_dir, paths.mask_file))
