@@ -186,3 +186,16 @@ def test_every_export_refuses_a_mask_of_another_size(folder: DSFolder, tmp_path:
     assert result.output.strip().splitlines() == [
         f"error: {path}: mask is 8x5 but its image is 8x6; run `defectspectrum data validate` and fix the sample"]
     assert not (tmp_path / name).exists()
+
+
+def test_create_with_overwrite_replaces_a_ds_folder_and_keeps_the_users_files(tmp_path: Path) -> None:
+    old = DSFolder.create(tmp_path / "ds", objects={"pill": ["crack"]})
+    old.add_sample("pill", "a", np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8))
+    old.save()
+    (old.root / "notes.txt").write_text("mine")
+    new = DSFolder.create(tmp_path / "ds", objects={"wood": ["hole"]}, overwrite=True)
+    assert list(new.objects) == ["wood"] and len(new) == 0
+    assert not (tmp_path / "ds" / "pill").exists(), "the old samples' files went with the old index"
+    assert (tmp_path / "ds" / "notes.txt").read_text() == "mine"
+    assert list(DSFolder.open(tmp_path / "ds").objects) == ["wood"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"], "no staging or lock left beside it"

@@ -470,3 +470,19 @@ def test_listing_skips_hidden_and_unrelated_entries_and_follows_symlinked_folder
     assert a in listed and len(listed) == 2 and {p.name for p in listed} == {"a.png", "b.JPG"}
     assert b in listed or (root / "alias" / "b.JPG") in listed
     assert io.is_image_file(tmp_path / "missing.png") is False
+
+
+def test_atomic_writes_never_replace_a_folder_or_a_device(tmp_path: Path) -> None:
+    from defectspectrum.io import write_text_atomic
+
+    (tmp_path / "d").mkdir()
+    with pytest.raises(InputError, match="is a folder; give the path of a file"):
+        write_text_atomic(tmp_path / "d", "x")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        write_text_atomic(fifo, "x")
+    assert fifo.exists() and not fifo.is_file()
+    write_text_atomic(tmp_path / "f.txt", "a")
+    write_text_atomic(tmp_path / "f.txt", "b")  # a plain file is replaced as before
+    assert (tmp_path / "f.txt").read_text() == "b"

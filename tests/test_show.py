@@ -147,6 +147,11 @@ def test_write_overlays_refuses_the_ds_root_and_empty_selections(tmp_path):
     folder = _folder(tmp_path / "ds", per_type=1)
     with pytest.raises(InputError, match="DS folder itself"):
         write_overlays(folder, tmp_path / "ds")
+    images = sorted((tmp_path / "ds" / "bolt" / "images").iterdir())
+    (tmp_path / "ds" / "bolt" / "images" / "show.json").write_text(json.dumps({"overlays": [images[0].name]}))
+    with pytest.raises(InputError, match="inside the DS folder"):  # its show.json could name DS files
+        write_overlays(folder, tmp_path / "ds" / "bolt" / "images")
+    assert images[0].is_file()
     with pytest.raises(InputError, match="unknown object"):
         write_overlays(folder, tmp_path / "show", object_name="nope")
     empty = DSFolder.create(tmp_path / "empty", "e", {"plate": ["dent"]})

@@ -138,6 +138,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     create than mkstemp's, and created with the usual permissions)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(path) and not (path.is_symlink() or path.is_file()):
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise InputError(f"{path}: is {kind}; give the path of a file to write")
     tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{next(_TEMP_NUMBERS)}.tmp")
     try:
         yield tmp_path

@@ -7,8 +7,9 @@ export's own index) before it is opened.
   hash of the whole, so two long names stay apart).
 - `output_path(root, *parts)`: `root/part/part/...` with every part checked to be a safe name,
   for writers (exports, DS folders): nothing they build can climb out of `root`.
-- `relative_path(text, where)`: a relative, forward-slash path from an index, refused when it is
-  absolute, has a drive, a backslash, an empty, `.` or `..` part, or a NUL.
+- `relative_path(text, where)` (`check_relative` without the Path object): a relative, forward-slash
+  path from an index, refused when it is absolute, has a drive, a backslash, an empty, `.` or `..`
+  part, or a NUL.
 - `Containment(root)`: whether such a path, once symbolic links are followed, still lies inside
   `root` (one directory listing per folder, not one system call per file).
 """
@@ -58,6 +59,11 @@ def relative_path(text: object, where: str) -> PurePosixPath:
     Refused: non-strings, empty paths, absolute paths, drive letters, backslashes, NUL, and empty,
     `.` or `..` parts. Forward slashes separate parts on every platform.
     """
+    return PurePosixPath(check_relative(text, where))
+
+
+def check_relative(text: object, where: str) -> str:
+    """`text` itself where `relative_path` accepts it (cheaper where no Path object is needed)."""
     if not isinstance(text, str) or not text:
         raise InputError(f"{where}: path {text!r} must be a non-empty string")
     problem = None
@@ -71,7 +77,7 @@ def relative_path(text: object, where: str) -> PurePosixPath:
         problem = "has an empty, '.' or '..' part"
     if problem is not None:
         raise InputError(f"{where}: path {text!r} {problem}; paths must be relative to the folder and stay inside it")
-    return PurePosixPath(text)
+    return text
 
 
 class Containment:
@@ -96,10 +102,10 @@ class Containment:
                 self._links[folder] = frozenset()
         return self._links[folder]
 
-    def inside(self, relative: PurePosixPath) -> bool:
+    def inside(self, relative: PurePosixPath | str) -> bool:
         """True where `root/relative` resolves to a path inside `root` (missing files count as inside:
-        they cannot lead anywhere)."""
-        parts = relative.parts
+        they cannot lead anywhere). A string must be a path `check_relative` accepted."""
+        parts = relative.split("/") if isinstance(relative, str) else relative.parts
         folder = ""
         for part in parts:
             if part in self._symlinks_in(folder):
@@ -108,8 +114,9 @@ class Containment:
             folder = f"{folder}/{part}" if folder else part
         return True
 
-    def check(self, relative: PurePosixPath, where: str) -> None:
+    def check(self, relative: PurePosixPath | str, where: str) -> None:
         """InputError naming `where` unless `relative` stays inside the root."""
         if not self.inside(relative):
-            raise InputError(f"{where}: path {relative.as_posix()!r} leads outside {self.root} through a "
+            text = relative if isinstance(relative, str) else relative.as_posix()
+            raise InputError(f"{where}: path {text!r} leads outside {self.root} through a "
                              "symbolic link; replace the link with the file itself")

@@ -222,4 +222,4 @@ def _convert(source: Path, dst: Path, fmt: str, workers: int, overwrite: bool, r
             with_defects += has_defect
         folder.save()
     folder.root = dst
-    return ConvertResult(folder, with_defects, getattr(reader, "skipped", 0))
+    return ConvertResult(folder, with_defects, reader.skipped)

@@ -65,7 +65,7 @@ from defectspectrum.io import (
     write_json_atomic,
     write_text_atomic,
 )
-from defectspectrum.paths import Containment, is_safe_name, output_path, relative_path, safe_name
+from defectspectrum.paths import Containment, check_relative, is_safe_name, output_path, safe_name
 from defectspectrum.staging import staged_folder
 
 FORMAT = "defectspectrum"
@@ -311,11 +311,16 @@ class DSFolder:
         """A new, empty DS folder at `root` (written at once).
 
         Refuses a `root` that exists and is not empty, except an existing DS folder when
-        `overwrite` is true; never deletes anything else.
+        `overwrite` is true: that one is replaced as `data convert --overwrite` replaces it (built
+        beside it, swapped in complete, files of the user's own carried over); nothing else is
+        ever deleted.
         """
         root = Path(root)
         if check_output_folder(root, overwrite):
-            shutil.rmtree(root)
+            with staged_ds_folder(root, overwrite=True) as staging:
+                folder = cls.create(staging, name or root.name, objects)
+            folder.root = root
+            return folder
         folder = cls(root, name or root.name, {})
         for object_name, classes in (objects or {}).items():
             folder.add_object(object_name, classes)
@@ -560,7 +565,7 @@ class DSFolder:
         """SchemaError naming `where` unless `text` is a relative path that stays inside the root,
         symbolic links followed."""
         try:
-            relative = relative_path(text, where)
+            relative = check_relative(text, where)
             if self._containment is None:
                 self._containment = Containment(self._root)
             self._containment.check(relative, where)

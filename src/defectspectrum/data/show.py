@@ -97,8 +97,10 @@ def write_overlays(folder: DSFolder | Path, out_dir: Path, limit: int = 24, obje
     if not isinstance(folder, DSFolder):
         folder = DSFolder.open(Path(folder))
     out_dir = Path(out_dir)
-    if out_dir.resolve() == folder.root.resolve():
-        raise InputError(f"{out_dir}: is the DS folder itself; choose another folder for the overlays")
+    inside, root = out_dir.resolve(), folder.root.resolve()
+    if inside == root or root in inside.parents:
+        raise InputError(f"{out_dir}: is {'the DS folder itself' if inside == root else 'inside the DS folder'}; "
+                         "choose a folder outside it for the overlays")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder; choose a folder for the overlays")
     samples = select_samples(folder, limit, object_name, include_good)

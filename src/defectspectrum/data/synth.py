@@ -29,6 +29,7 @@ from PIL import Image
 
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.errors import InputError
+from defectspectrum.staging import staged_folder
 
 T = TypeVar("T")
 
@@ -786,12 +787,12 @@ def write_mvtec_layout(dst: Path, *, materials: Sequence[str] | None = None, n_d
     _refuse_non_empty(dst)
     items = _layout_samples(materials, n_defective_per_type, n_good, n_train_good, size, seed)
     first = next(items, None)  # validates the arguments before anything is written
-    dst.mkdir(parents=True, exist_ok=True)
-    for material, split, folder, i, img, mask in itertools.chain([first] if first else [], items):
-        _save_png(img, dst / material / split / folder / f"{i:03d}.png")
-        if folder != "good":
-            binary = np.where(mask > 0, 255, 0).astype(np.uint8)
-            _save_png(binary, dst / material / "ground_truth" / folder / f"{i:03d}_mask.png")
+    with staged_folder(dst) as building:  # appears complete or not at all
+        for material, split, folder, i, img, mask in itertools.chain([first] if first else [], items):
+            _save_png(img, building / material / split / folder / f"{i:03d}.png")
+            if folder != "good":
+                binary = np.where(mask > 0, 255, 0).astype(np.uint8)
+                _save_png(binary, building / material / "ground_truth" / folder / f"{i:03d}_mask.png")
     return dst
 
 
@@ -807,10 +808,12 @@ def write_ds_folder(dst: Path, *, materials: Sequence[str] | None = None, n_defe
     chosen = [materials] if isinstance(materials, str) else list(MATERIALS if materials is None else materials)
     items = _layout_samples(chosen, n_defective_per_type, n_good, 0, size, seed)
     first = next(items, None)
-    folder = DSFolder.create(dst, dst.name, {m: MATERIALS[m] for m in chosen})
-    for material, _, kind, i, img, mask in itertools.chain([first] if first else [], items):
-        folder.add_sample(material, f"{kind}_{i:03d}", img, mask, defect_type=kind, source=f"synth:seed={seed}")
-    folder.save()
+    with staged_folder(dst) as building:  # appears complete or not at all
+        folder = DSFolder.create(building, dst.name, {m: MATERIALS[m] for m in chosen})
+        for material, _, kind, i, img, mask in itertools.chain([first] if first else [], items):
+            folder.add_sample(material, f"{kind}_{i:03d}", img, mask, defect_type=kind, source=f"synth:seed={seed}")
+        folder.save()
+    folder.root = dst
     return folder
 
 

@@ -63,6 +63,7 @@ class Reader(ABC):
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    skipped: int = 0  # unlabelled images a reader left out on purpose (counted once samples() ran)
 
     def __init__(self, root: Path) -> None:
         root = Path(root)
