@@ -455,8 +455,9 @@ def staged_folder(root: Path, *, may_replace: Callable[[Path], bool] | None = No
         root.parent.mkdir(parents=True, exist_ok=True)
         lock = _take_lock(root, token)
     except OSError as exc:
-        raise InputError(f"{root.parent}: cannot write there ({exc.strerror}); choose an output folder you can "
-                         "write to") from exc
+        reason = (exc.strerror or str(exc)).lower()
+        raise InputError(f"{root.parent}: cannot write there ({reason}); "
+                         "choose an output folder you can write to") from exc
     staging = root.with_name(f".{_stem(root.name)}.{os.getpid()}.{token}.partial")
     try:
         with suppress(OSError):  # best effort: a leftover that cannot go now is still there for `data clean`
