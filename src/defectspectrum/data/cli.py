@@ -32,6 +32,9 @@ def convert_command(
     palette: Path | None = typer.Option(None, "--palette",
                                         help="folder: JSON/YAML mapping class name -> [r, g, b] for colour masks."),
     object_name: str | None = typer.Option(None, "--object", help="Object name for single-object layouts."),
+    images: Path | None = typer.Option(None, "--images",
+                                       help="coco: the folder holding the images (also DIR/<split>/); absolute "
+                                            "file_names are read only from under it."),
 ) -> None:
     """Convert a data set into a DS folder.
 
@@ -42,11 +45,14 @@ def convert_command(
       defectspectrum data convert ~/data/Defect_Spectrum/DS-MVTec ds_release --workers 4
 
       defectspectrum data convert --from folder --mask-suffix _label --classes scratch,dent shots/ ds_shots
+
+      defectspectrum data convert --from coco coco2017/ ds_coco --images /data/coco2017_images
     """
     from defectspectrum.data.convert import convert
 
     folder = convert(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks, name=name,
-                     classes=parse_csv(classes), mask_suffix=mask_suffix, palette=palette, object_name=object_name)
+                     classes=parse_csv(classes), mask_suffix=mask_suffix, palette=palette, object_name=object_name,
+                     images=images)
     defective = sum(1 for s in folder if not s.is_good)
     out.print(f"[green]wrote[/] {folder.root}: {len(folder)} samples ({defective} defective) "
               f"in {len(folder.objects)} object(s)")
@@ -69,21 +75,30 @@ def formats_command() -> None:
 @friendly
 def export_command(
     ds: Path = typer.Argument(..., help="A DS folder."),
-    dst: Path = typer.Argument(..., help="Output: a .json file for coco, a new folder for mmseg / ds-release."),
+    dst: Path = typer.Argument(..., help="Output: a new folder."),
     to: str = typer.Option(..., "--to", "-t", help="coco, mmseg or ds-release."),
+    polygons: bool = typer.Option(False, "--polygons",
+                                  help="coco: polygon segmentations (RLE for regions with holes) instead of RLE."),
+    link: bool = typer.Option(False, "--link",
+                              help="coco: hard-link the images instead of copying them (a copy where the file "
+                                   "system refuses); an in-place edit of a linked image changes the DS folder's too."),
 ) -> None:
     """Export a DS folder to another layout.
 
+    coco writes OUT/annotations/instances_<split>.json and OUT/images/<split>/ (the standard layout).
+
     Examples:
 
-      defectspectrum data export ds_mvtec ds_mvtec_coco.json --to coco
+      defectspectrum data export ds_mvtec ds_mvtec_coco --to coco
+
+      defectspectrum data export ds_mvtec ds_mvtec_coco --to coco --polygons
 
       defectspectrum data export ds_mvtec mmseg_mvtec --to mmseg
     """
     from defectspectrum.data.dsfolder import DSFolder
     from defectspectrum.data.export import export
 
-    path = export(DSFolder.open(ds), dst, to)
+    path = export(DSFolder.open(ds), dst, to, polygons=polygons, link=link)
     out.print(f"[green]wrote[/] {path}")
 
 
