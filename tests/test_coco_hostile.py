@@ -149,6 +149,9 @@ TYPE_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     ("rle counts too long", {}, {"segmentation": {"size": [H, W], "counts": "1" * 10_000}}, "characters long"),
     ("id with a newline", {}, {"id": "x\ny", "category_id": 9}, r"annotation 'x\\ny': category_id 9"),
     ("huge id", {}, {"id": "i" * 5000, "category_id": 9}, "annotation 'iiii"),
+    ("file name too long", {"file_name": "n" * 5000}, {}, "image 1: file_name 'nnn.*cannot be looked up"),
+    ("file name of NUL", {"file_name": "a\x00.png"}, {}, "image 1: file_name 'a.x00.png' must be a non-empty"),
+    ("empty file name", {"file_name": " "}, {}, "image 1: file_name ' ' must be a non-empty"),
 ]
 
 
@@ -181,7 +184,7 @@ def test_a_worker_failure_removes_the_staging_folder(tmp_path: Path) -> None:
     data["annotations"].append({"id": 8, "image_id": 8, "category_id": 1,
                                 "segmentation": {"size": [H, W], "counts": [3, 4]}})
     source = _write(tmp_path / "src", data)
-    with pytest.raises(FormatError, match=r"plates\.json: annotation 8: RLE runs cover 7 pixels, not 10x12=120"):
+    with pytest.raises(FormatError, match=r"plates\.json: image 8: annotation 8: RLE runs cover 7 pixels, not 10x12"):
         convert(source, tmp_path / "out" / "ds", "coco", workers=2)
     assert list((tmp_path / "out").iterdir()) == [], "neither the output nor a .partial folder"
 
@@ -201,7 +204,7 @@ def test_fields_that_are_never_used_cannot_break_a_conversion(tmp_path: Path) ->
 # -- a little fuzzing: any value in any field gives a mask or a DefectSpectrumError, never another exception --
 
 _STRANGE: list[Any] = [None, True, False, 0, -1, 1, 2.5, -1e9, 10**30, "", "x", "1", [], [1], [[1]], {}, {"size": 1},
-                       float("nan"), float("inf"), "../../x.png", "/etc/hostname"]
+                       float("nan"), float("inf"), "../../x.png", "/etc/hostname", "n" * 5000]
 
 _FUZZ_CHILD = textwrap.dedent("""
     import json, random, resource, sys

@@ -119,26 +119,52 @@ def test_pycocotools_loads_every_json_and_draws_the_masks_exactly(source: DSFold
     assert seen == {s.id for s in source}
 
 
-def test_polygons_reproduce_hole_free_regions_and_holes_stay_rle(source: DSFolder, tmp_path: Path) -> None:
+def test_polygons_reproduce_every_region_exactly(source: DSFolder, tmp_path: Path) -> None:
     out = export_coco(source, tmp_path / "out", polygons=True)
-    kinds = {"polygon": 0, "rle": 0}
-    fallbacks = 0
+    count = 0
     for path in sorted((out / "annotations").iterdir()):
         coco = COCO(str(path))
-        fallbacks += coco.dataset["defectspectrum"]["rle_regions"]
+        assert coco.dataset["defectspectrum"]["rle_regions"] == 0
         for image_id, info in coco.imgs.items():
             np.testing.assert_array_equal(_coco_mask(coco, image_id), _global_mask(source, info["sample_id"]),
                                           err_msg=info["sample_id"])
             for annotation in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])):
-                polygon = isinstance(annotation["segmentation"], list)
-                kinds["polygon" if polygon else "rle"] += 1
-                if polygon:
-                    assert len(annotation["segmentation"]) == 1 and len(annotation["segmentation"][0]) >= 8
-    assert kinds["polygon"] > 10 and kinds["rle"] >= 1, kinds
-    assert fallbacks == kinds["rle"], "every RLE region of a polygon export is counted"
+                segmentation = annotation["segmentation"]
+                assert isinstance(segmentation, list) and len(segmentation) == 1 and len(segmentation[0]) >= 8
+                count += 1
+    assert count > 10
     train = json.loads((out / "annotations" / "instances_train.json").read_text(encoding="utf-8"))
     ring = [a for a in train["annotations"] if a["area"] == 24]  # the 5x5 crack ring minus its hole
-    assert len(ring) == 1 and isinstance(ring[0]["segmentation"], dict)
+    assert len(ring) == 1
+    drawn = mask_utils.decode(mask_utils.frPyObjects(ring[0]["segmentation"], 9, 11)[0])
+    assert drawn[3, 3] == 0 and drawn[1:6, 1:6].sum() == 24, "the hole stays a hole"
+
+
+def test_label_studio_converter_reads_the_polygon_export(source: DSFolder, tmp_path: Path) -> None:
+    converter = pytest.importorskip("label_studio_converter.imports.coco",
+                                    reason="label-studio-converter is not installed")
+    out = export_coco(source, tmp_path / "out", polygons=True)
+    for path in sorted((out / "annotations").iterdir()):
+        tasks_path = tmp_path / f"{path.stem}.ls.json"
+        converter.convert_coco_to_ls(str(path), str(tasks_path), image_root_url="/data/")
+        tasks = json.loads(tasks_path.read_text(encoding="utf-8"))
+        polygons = [r for t in tasks for r in t["annotations"][0]["result"] if r["type"] == "polygonlabels"]
+        assert len(polygons) == len(json.loads(path.read_text(encoding="utf-8"))["annotations"])
+
+
+def test_a_polygon_too_long_for_the_reader_is_written_as_rle_and_counted(source: DSFolder, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from defectspectrum.data.formats import coco
+
+    monkeypatch.setattr(coco, "outline_limit", lambda height, width: 12)  # only 1-px regions (outline 4) fit
+    out = export_coco(source, tmp_path / "out", polygons=True)
+    train = json.loads((out / "annotations" / "instances_train.json").read_text(encoding="utf-8"))
+    kinds = [isinstance(a["segmentation"], list) for a in train["annotations"]]
+    assert any(kinds) and not all(kinds)
+    assert train["defectspectrum"]["rle_regions"] == kinds.count(False)
+    coco_file = COCO(str(out / "annotations" / "instances_train.json"))
+    for image_id, info in coco_file.imgs.items():
+        np.testing.assert_array_equal(_coco_mask(coco_file, image_id), _global_mask(source, info["sample_id"]))
 
 
 def _has_hole(region: np.ndarray) -> bool:
@@ -151,21 +177,28 @@ def _has_hole(region: np.ndarray) -> bool:
 
 def test_polygon_tracing_is_exact_on_random_masks() -> None:
     rng = np.random.default_rng(7)
-    holed = hole_free = 0
+    holed = count = 0
     for _ in range(300):
-        height, width = (int(v) for v in rng.integers(1, 15, 2))
+        height, width = (int(v) for v in rng.integers(1, 20, 2))
         mask = (rng.random((height, width)) < rng.random()).astype(np.uint8)
         for region in regions(mask):
-            polygon = region_polygon(region)
-            if _has_hole(region.binary()):
-                holed += 1
-                assert polygon is None
-                continue
-            hole_free += 1
+            polygon = region_polygon(region, (height, width))
             assert polygon is not None
+            holed += _has_hole(region.binary())
+            count += 1
             drawn = mask_utils.decode(mask_utils.frPyObjects([polygon], height, width)[0]).astype(bool)
             np.testing.assert_array_equal(drawn, region.binary())
-    assert holed > 20 and hole_free > 500, (holed, hole_free)
+    assert holed > 30 and count > 1000, (holed, count)
+
+
+def test_a_region_with_many_holes_is_one_exact_polygon() -> None:
+    mask = np.ones((60, 80), np.uint8)
+    mask[1::2, 1::2] = 0  # 1200 one-pixel holes
+    region = next(regions(mask))
+    polygon = region_polygon(region, mask.shape)
+    assert polygon is not None
+    drawn = mask_utils.decode(mask_utils.frPyObjects([polygon], 60, 80)[0]).astype(bool)
+    np.testing.assert_array_equal(drawn, mask.astype(bool))
 
 
 @pytest.mark.parametrize("polygons", [False, True])
@@ -312,3 +345,6 @@ def test_datumaro_imports_the_export(source: DSFolder, tmp_path: Path) -> None:
     assert item.subset == "unsplit" and labels[annotation.label].name == "tile/oil"
     np.testing.assert_array_equal(annotation.image, source.load_mask(source["tile/t1"]) == 1)
     assert item.media.data.shape == (6, 8, 3)
+    polygons = dm.Dataset.import_from(str(export_coco(source, tmp_path / "polygons", polygons=True)), "coco_instances")
+    shapes = [a for item in polygons for a in item.annotations if a.type == dm.AnnotationType.polygon]
+    assert len(polygons) == len(source) and len(shapes) == len(masks)

@@ -78,7 +78,8 @@ def export_command(
     dst: Path = typer.Argument(..., help="Output: a new folder."),
     to: str = typer.Option(..., "--to", "-t", help="coco, mmseg or ds-release."),
     polygons: bool = typer.Option(False, "--polygons",
-                                  help="coco: polygon segmentations (RLE for regions with holes) instead of RLE."),
+                                  help="coco: exact polygons (holes joined in by zero-width cuts) instead of RLE, "
+                                       "for tools that read no RLE (Label Studio)."),
     link: bool = typer.Option(False, "--link",
                               help="coco: hard-link the images instead of copying them (a copy where the file "
                                    "system refuses); an in-place edit of a linked image changes the DS folder's too."),

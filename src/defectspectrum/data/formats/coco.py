@@ -40,10 +40,15 @@ OUT/images/<split>/<object>_<name>.<ext> the images, copied byte for byte (or ha
 sanitised and unique per split (ignoring case and extension). Each JSON lists every category
 (the DS folder's global classes: id = global index, name "object/class", plus "object" and
 "class" fields) and holds one annotation per connected region (8-connectivity) of each class: as
-compressed RLE, or with `polygons=True` as one polygon of pixel-corner points that pycocotools
-rasterises back to exactly the region. COCO polygons cannot hold holes: a region with a hole is
-written as RLE all the same, and each JSON counts those in `defectspectrum.rle_regions`. A
-top-level "defectspectrum" block and per-image fields (object, name, split, caption,
+compressed RLE, or with `polygons=True` (for tools that read no RLE, such as Label Studio's
+converter) as ONE polygon along the region's pixel corners that pycocotools rasterises back to
+exactly the region. COCO polygons have no holes: a region's holes are joined into its outline by
+zero-width vertical cuts (walked down and up again), which pycocotools' parity fill and non-zero
+fills draw as holes; tools that require simple polygons (shapely) see such a polygon as
+self-touching. Each polygon is rasterised back before it is written; a region where that does not
+give its exact pixels, or whose outline is longer than the reader accepts
+(`coco_masks.outline_limit`), is written as RLE, counted in the JSON's `defectspectrum.rle_regions`.
+A top-level "defectspectrum" block and per-image fields (object, name, split, caption,
 defect_type, synthetic) let this reader restore the DS folder's objects, class maps and samples
 exactly, from the folder or from any one of its JSON files.
 """
@@ -76,6 +81,7 @@ from defectspectrum.data.formats.coco_masks import (
     decode_rle,
     has_segmentation,
     image_entry_size,
+    outline_limit,
     rasterize_annotations,
     short,
 )
@@ -166,6 +172,7 @@ class CocoMask:
     category_to_index: dict[int, int]
     height: int | None
     width: int | None
+    image_id: int = 0  # named in errors
 
 
 @dataclass
@@ -198,7 +205,8 @@ class CocoReader(Reader):
         self.images_dir = Path(images) if images is not None else None
         if self.images_dir is not None and not self.images_dir.is_dir():
             raise InputError(f"{self.images_dir}: --images must be an existing folder; check the path")
-        self.json_path = sources[0][0]  # the file named in file-wide errors of a single-file source
+        self.json_path = sources[0][0]
+        self._where = str(self.json_path) if len(sources) == 1 else str(self.json_path.parent)  # file-wide errors
         files = [self._read(path, token) for path, token in sources]
         restoring = [self._is_export(f.data) for f in files]
         self.restoring = all(restoring)
@@ -206,7 +214,7 @@ class CocoReader(Reader):
             raise FormatError(f"{self.dataset_root}: mixes files exported by defectspectrum with other COCO files; "
                               "convert them separately")
         if self.restoring and (classes or object_name):
-            raise InputError(f"{self.json_path}: this file was exported by defectspectrum and restores its own "
+            raise InputError(f"{self._where}: this file was exported by defectspectrum and restores its own "
                              "objects and classes; drop --classes and --object")
         categories = self._categories(files)
         if self.restoring:
@@ -222,7 +230,7 @@ class CocoReader(Reader):
             self._index(annotation_file)
         annotations = [a for f in files for group in f.by_image.values() for a in group]
         if annotations and not any(has_segmentation(a) for a in annotations):
-            raise FormatError(f"{self.json_path}: the annotations hold bounding boxes only, no segmentation; "
+            raise FormatError(f"{self._where}: the annotations hold bounding boxes only, no segmentation; "
                               "a class-index mask needs polygons or RLE")
         self._files = files
         if self.images_dir is not None:
@@ -293,7 +301,7 @@ class CocoReader(Reader):
             class_map = class_map_from_names(classes, "--classes")
         else:
             names = [c["name"] for c in categories.values() if not is_background(c["name"])]
-            class_map = class_map_from_names(names, str(self.json_path))
+            class_map = class_map_from_names(names, self._where)
         index = {}
         for cid, category in categories.items():
             name = category["name"].strip()
@@ -302,7 +310,7 @@ class CocoReader(Reader):
             elif name in class_map.defects:
                 index[cid] = class_map.index(name)
             else:
-                raise FormatError(f"{self.json_path}: category {name!r} is not in --classes "
+                raise FormatError(f"{self._where}: category {name!r} is not in --classes "
                                   f"{list(class_map.defects)}; add it")
         return class_map, index
 
@@ -318,7 +326,7 @@ class CocoReader(Reader):
         for cid, category in categories.items():
             object_name, class_name = category.get("object"), category.get("class")
             if object_name not in maps or class_name not in maps[object_name].names[1:]:
-                raise FormatError(f"{self.json_path}: category {cid} names object/class {short(object_name)}/"
+                raise FormatError(f"{self._where}: category {cid} names object/class {short(object_name)}/"
                                   f"{short(class_name)} not in '{META_KEY}.objects'; re-export the file")
             owner[cid], index[cid] = object_name, maps[object_name].index(class_name)
         return maps, owner, index
@@ -375,8 +383,8 @@ class CocoReader(Reader):
                                      if self._category_object[cid] == object_name}
                 size = image_entry_size(entry, where)
                 height, width = size if size is not None else (None, None)
-                recipe = (CocoMask(annotation_file.path, tuple(annotations), category_to_index, height, width)
-                          if annotations else None)
+                recipe = (CocoMask(annotation_file.path, tuple(annotations), category_to_index, height, width,
+                                   image_id) if annotations else None)
                 if self.restoring:
                     yield self._restored_sample(entry, object_name, image, recipe, where)
                     continue
@@ -424,7 +432,7 @@ class CocoReader(Reader):
         if recipe.height is not None and recipe.width is not None:
             height, width = recipe.height, recipe.width
         return rasterize_annotations(recipe.annotations, height, width, recipe.category_to_index,
-                                     where=str(recipe.path))
+                                     where=f"{recipe.path}: image {recipe.image_id}")
 
     def empty_error(self) -> FormatError:
         return FormatError(f"{self.root}: lists no images; check the file")
@@ -440,10 +448,11 @@ def _rle_segmentation(region: np.ndarray) -> dict[str, Any]:
 
 
 def _boundary_loops(crop: np.ndarray) -> list[list[tuple[int, int]]]:
-    """The pixel-edge boundary loops of a bool region: vertices on pixel corners ((x, y), a pixel
-    (c, r) spans [c, c+1] x [r, r+1]), walked with the region on the right. Where a loop touches
-    itself at a corner (pixels meeting diagonally), it turns so that the diagonal pixels stay in one
-    loop, so a hole-free 8-connected region gives one loop; each hole gives another."""
+    """The pixel-edge boundary loops of a bool region, in unit steps: vertices on pixel corners
+    ((x, y); a pixel (c, r) spans [c, c+1] x [r, r+1]), walked with the region on the right. Where a
+    loop touches itself at a corner (pixels meeting diagonally) it turns left, so that the diagonal
+    pixels stay in one loop: an 8-connected region gives one outer loop (the first, which starts at
+    the top-left corner of the leftmost column), and one loop for each hole."""
     padded = np.pad(crop, 1)
     inside = padded[1:-1, 1:-1]
     edges: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -458,8 +467,9 @@ def _boundary_loops(crop: np.ndarray) -> list[list[tuple[int, int]]]:
         for r, c in zip(rows.tolist(), cols.tolist()):
             edges.setdefault((c + sx, r + sy), []).append((c + ex, r + ey))
     loops = []
-    while edges:
-        start = min(edges)
+    for start in sorted(edges):
+        if start not in edges:
+            continue  # every edge leaving it is walked already
         loop, here, heading = [start], start, (1, 0)
         while True:
             exits = edges[here]
@@ -483,14 +493,65 @@ def _corners(loop: list[tuple[int, int]]) -> list[tuple[int, int]]:
             if (b[0] - a[0]) * (c[1] - b[1]) != (b[1] - a[1]) * (c[0] - b[0])]
 
 
-def region_polygon(region: Region) -> list[float] | None:
-    """One COCO polygon (image coordinates) that pycocotools rasterises to exactly `region`'s pixels,
-    or None where no single polygon can (a region with a hole)."""
+def _top_left(loop: list[tuple[int, int]]) -> int:
+    """The position in `loop` of its topmost (then leftmost) point."""
+    return min(range(len(loop)), key=lambda i: (loop[i][1], loop[i][0]))
+
+
+def _joined_outline(crop: np.ndarray, loops: list[list[tuple[int, int]]]) -> list[tuple[int, int]] | None:
+    """One closed walk over every loop: the outer loop, each hole joined in by a vertical cut there
+    and back. None where a cut finds no place (the result is checked by the caller anyway).
+
+    Holes are joined topmost first, each from its top-left corner straight up through the region's
+    pixels to the first boundary edge above, which belongs to the outer loop or to a hole joined
+    already. A vertical cut adds no crossing to pycocotools' column-by-column parity fill, and,
+    walked down and up again, it encloses nothing for non-zero fills either.
+    """
+    points: list[tuple[int, int]] = []
+    following: list[int] = []  # a linked list over `points`, so that joining is cheap
+    edge_at: dict[tuple[tuple[int, int], tuple[int, int]], int] = {}
+    starts = []
+    for loop in loops:
+        base, count = len(points), len(loop)
+        starts.append(base)
+        for offset, point in enumerate(loop):
+            points.append(point)
+            following.append(base + (offset + 1) % count)
+            edge_at[(point, loop[(offset + 1) % count])] = base + offset
+    tops = {number: _top_left(loop) for number, loop in enumerate(loops) if number}
+    for number in sorted(tops, key=lambda n: (loops[n][tops[n]][1], loops[n][tops[n]][0])):
+        loop, offset = loops[number], tops[number]
+        x, y = loop[offset]
+        open_above = np.flatnonzero(~crop[:y, x])
+        cut_top = int(open_above[-1]) + 1 if open_above.size else 0
+        hit = edge_at.get(((x, cut_top), (x + 1, cut_top)))  # the top side of the pixel the cut ends in
+        if hit is None:
+            return None
+        top, before_top = starts[number] + offset, starts[number] + (offset - 1) % len(loop)
+        top_again, hit_again = len(points), len(points) + 1
+        points += [loop[offset], points[hit]]
+        following += [hit_again, following[hit]]
+        following[before_top], following[hit] = top_again, top
+    walk, node = [], 0
+    while True:
+        walk.append(points[node])
+        node = following[node]
+        if node == 0:
+            return walk
+
+
+def region_polygon(region: Region, image_size: tuple[int, int]) -> list[float] | None:
+    """One COCO polygon (image coordinates) that pycocotools rasterises to exactly `region`'s pixels:
+    its pixel-corner outline, holes joined in by zero-width vertical cuts (`_joined_outline`). None
+    where that does not hold or the outline is longer than the reader accepts for `image_size`."""
     crop = region.crop()
-    loops = _boundary_loops(crop)
-    if len(loops) != 1:
+    walk = _joined_outline(crop, _boundary_loops(crop))
+    points = _corners(walk) if walk is not None else []
+    if len(points) < 3:
         return None
-    points = _corners(loops[0])
+    closed = np.array([*points, points[0]])
+    if float(np.abs(np.diff(closed, axis=0)).max(axis=1).sum()) > outline_limit(*image_size):
+        return None
     local = [float(v) for point in points for v in point]
     height, width = crop.shape
     drawn = decode_rle(mask_utils.frPyObjects([local], height, width)[0])
@@ -533,8 +594,8 @@ def _split_key(split: str | None) -> str:
 
 def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bool = False) -> Path:
     """Write `folder` to the new folder `dst` in the standard COCO layout (see the module docstring):
-    RLE segmentations, or polygons with `polygons` (RLE for regions with holes); images copied, or
-    hard-linked with `link`. The folder appears complete or not at all."""
+    RLE segmentations, or exact polygons with `polygons`; images copied, or hard-linked with `link`.
+    The folder appears complete or not at all."""
     dst = Path(dst)
     require_new_folder(dst)
     if dst.suffix.lower() == ".json":
@@ -575,7 +636,7 @@ def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bo
                 "defect_type": sample.defect_type, "synthetic": sample.synthetic})
             table = lookup[sample.object]
             for region in regions(mask):
-                polygon = region_polygon(region) if polygons else None
+                polygon = region_polygon(region, mask.shape) if polygons else None
                 segmentation: Any = [polygon] if polygon is not None else _rle_segmentation(region.binary())
                 if polygons and polygon is None:
                     document[META_KEY]["rle_regions"] += 1

@@ -86,7 +86,7 @@ def check_size(height: Any, width: Any, where: str) -> tuple[int, int]:
                           "integers; fix the image entry's width/height")
     if height * width > MAX_PIXELS:
         raise FormatError(f"{where}: size {short(width, 30)}x{short(height, 30)} is above the limit of {MAX_PIXELS} "
-                          "pixels a mask is drawn at; fix the image entry's width/height")
+                          "pixels a mask is drawn at; fix the image entry's width/height (or use a smaller image)")
     return height, width
 
 
@@ -141,10 +141,14 @@ class ImageLocator:
             inside = self._inside(candidate)
             if inside is None:
                 escaped = True
-            elif inside.is_file():
-                return inside
-            else:
-                looked.append(inside)
+                continue
+            try:
+                if inside.is_file():
+                    return inside
+            except OSError as exc:  # a name too long for the file system, ...
+                raise FormatError(f"{where}: file_name {short(file_name)} cannot be looked up ({exc.strerror}); "
+                                  "fix the image entry") from exc
+            looked.append(inside)
         if escaped:
             raise FormatError(f"{where}: file_name {short(file_name)} leads outside {self.root} (through '..', an "
                               "absolute path or a symbolic link), which is not read; keep the images inside it"
@@ -158,9 +162,10 @@ class ImageLocator:
 
 
 def outline_limit(height: int, width: int) -> int:
-    """The longest polygon outline (pixels, summed over an annotation's parts) drawn at this size: a
-    traced boundary passes each pixel at most about twice, plus the frame of the allowed margin."""
-    return min(MAX_OUTLINE, 2 * height * width + 4 * (2 * POLYGON_MARGIN + 1) * max(height, width))
+    """The longest polygon outline (pixels, summed over an annotation's parts) drawn at this size: an
+    outline along pixel edges, holes joined in by cuts there and back, walks each of the about
+    2 x h x w pixel edges at most twice; plus the frame of the allowed margin."""
+    return min(MAX_OUTLINE, 4 * height * width + 4 * (2 * POLYGON_MARGIN + 1) * max(height, width))
 
 
 def _decode_rle_string(counts: str | bytes, label: str) -> list[int]:
