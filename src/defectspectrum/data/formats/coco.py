@@ -618,12 +618,14 @@ def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bo
     image_id = annotation_id = 0
     with staged_folder(dst) as staging:
         for key, sample, file_name in track(tasks, "exporting coco"):
-            document = documents.setdefault(key, {
-                "info": {"description": f"{folder.name} ({key}), exported by defectspectrum", "version": "1"},
-                "licenses": [],
-                META_KEY: {"format": WRITER_FORMAT, "version": 1, "name": folder.name, "objects": objects,
-                           "segmentation": "polygons" if polygons else "rle", "rle_regions": 0},
-                "images": [], "annotations": [], "categories": categories})
+            if key not in documents:
+                documents[key] = {
+                    "info": {"description": f"{folder.name} ({key}), exported by defectspectrum", "version": "1"},
+                    "licenses": [],
+                    META_KEY: {"format": WRITER_FORMAT, "version": 1, "name": folder.name, "objects": objects,
+                               "segmentation": "polygons" if polygons else "rle", "rle_regions": 0},
+                    "images": [], "annotations": [], "categories": categories}
+            document = documents[key]
             mask = folder.load_checked_mask(sample)
             target = output_path(staging, IMAGES_DIR, key, file_name)
             target.parent.mkdir(parents=True, exist_ok=True)
