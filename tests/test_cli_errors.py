@@ -241,7 +241,7 @@ def test_paths_with_markup_are_printed_literally(tmp_path: Path) -> None:
     assert code == 0 and f"wrote {weird / 'v.json'}" in output, output
     code, output = run("data", "show", ds, weird / "show [/]")
     assert code == 0 and f"contact sheet {weird / 'show [' / ']'}" in output, output
-    for fmt, dst in (("coco", weird / "c [red].json"), ("mmseg", weird / "mm [/]"), ("ds-release", weird / "r[b]")):
+    for fmt, dst in (("coco", weird / "c [red]"), ("mmseg", weird / "mm [/]"), ("ds-release", weird / "r[b]")):
         code, output = run("data", "export", ds, dst, "--to", fmt)
         assert code == 0 and f"wrote {dst}" in output, output
 

@@ -102,7 +102,7 @@ def test_folder_with_one_json_is_detected_and_read(coco: Path, tmp_path: Path) -
 def test_folder_with_two_jsons_is_refused(coco: Path) -> None:
     (coco / "other.json").write_text("{}", encoding="utf-8")
     assert not CocoReader.detect(coco)
-    with pytest.raises(FormatError, match=r"exactly one \.json file \(found: other\.json, plates\.json\)"):
+    with pytest.raises(FormatError, match=r"or exactly one \.json file \(found: other\.json, plates\.json\)"):
         open_reader("coco", coco)
 
 
@@ -115,7 +115,7 @@ def test_non_json_file_is_not_a_source(tmp_path: Path) -> None:
 
 def test_missing_image_is_named(coco: Path, tmp_path: Path) -> None:
     (coco / "images" / "c.png").unlink()
-    expected = r"plates\.json: image 'c\.png' \(id 5\) not found at .*c\.png or .*images/c\.png"
+    expected = r"plates\.json: image 5: file_name 'c\.png' not found at .*plates/c\.png or .*plates/images/c\.png"
     with pytest.raises(FormatError, match=expected):
         convert(coco / "plates.json", tmp_path / "ds", "coco")
     assert not (tmp_path / "ds").exists()
@@ -198,7 +198,7 @@ def test_reader_pickles_without_the_parsed_file(coco: Path) -> None:
     reader = open_reader("coco", coco / "plates.json")
     items = list(reader.samples())
     clone = pickle.loads(pickle.dumps(reader))
-    assert not hasattr(clone, "_images")
+    assert hasattr(reader, "_files") and not hasattr(clone, "_files")
     assert clone.load_mask(items[0], (H, W))[2, 2] == 1
 
 
@@ -218,7 +218,7 @@ def test_missing_image_cli_error(coco: Path, tmp_path: Path) -> None:
     args = ["data", "convert", "--from", "coco", str(coco / "plates.json"), str(tmp_path / "ds")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
-    assert "image 'a.png' (id 1) not found" in result.output
+    assert "plates.json: image 1: file_name 'a.png' not found" in " ".join(result.output.split())
 
 
 # -- writer ----------------------------------------------------------------------------------------
@@ -241,43 +241,53 @@ def ds(tmp_path: Path) -> DSFolder:
     return folder
 
 
+def _instances(out: Path, split: str) -> dict:
+    return json.loads((out / "annotations" / f"instances_{split}.json").read_text(encoding="utf-8"))
+
+
 def test_writer_one_rle_annotation_per_region(ds: DSFolder, tmp_path: Path) -> None:
-    out = export_coco(ds, tmp_path / "export" / "out.json")
-    data = json.loads(out.read_text())
-    assert [(c["id"], c["name"], c["object"], c["class"]) for c in data["categories"]] == [
-        (1, "pill/crack", "pill", "crack"), (2, "pill/color", "pill", "color"), (3, "wood/hole", "wood", "hole")]
-    pill = [a for a in data["annotations"] if a["image_id"] == 1]
+    out = export_coco(ds, tmp_path / "export" / "out")
+    assert sorted(p.name for p in (out / "annotations").iterdir()) == ["instances_train.json", "instances_unsplit.json"]
+    train, unsplit = _instances(out, "train"), _instances(out, "unsplit")
+    for data in (train, unsplit):
+        assert [(c["id"], c["name"], c["object"], c["class"]) for c in data["categories"]] == [
+            (1, "pill/crack", "pill", "crack"), (2, "pill/color", "pill", "color"), (3, "wood/hole", "wood", "hole")]
+    pill = train["annotations"]
+    assert {a["image_id"] for a in pill} == {1}
     assert sorted((a["category_id"], a["area"]) for a in pill) == [(1, 3), (1, 4), (2, 1)]
     crack = next(a for a in pill if a["area"] == 4)
     assert crack["bbox"] == [1.0, 1.0, 2.0, 2.0] and crack["iscrowd"] == 0
     assert isinstance(crack["segmentation"]["counts"], str)
-    wood = [a for a in data["annotations"] if a["image_id"] == 2]
-    assert [a["category_id"] for a in wood] == [3]
-    assert not [a for a in data["annotations"] if a["image_id"] == 3], "defect-free: no annotation"
-    image = data["images"][0]
+    assert [(a["image_id"], a["category_id"]) for a in unsplit["annotations"]] == [(2, 3)], "defect-free w2: none"
+    image = train["images"][0]
     assert (image["object"], image["name"], image["split"], image["caption"], image["defect_type"]) == \
         ("pill", "p1", "train", "cap", "combined")
     assert (image["height"], image["width"]) == (6, 9)
-    assert image["file_name"] == "../ds/pill/images/p1.png", "relative to the json's folder"
-    assert (out.parent / image["file_name"]).is_file()
+    assert image["file_name"] == "pill_p1.png", "just the file name, as COCO does"
+    assert (out / "images" / "train" / "pill_p1.png").read_bytes() == ds.image_path(ds["pill/p1"]).read_bytes()
+    assert [i["file_name"] for i in unsplit["images"]] == ["wood_w1.png", "wood_w2.png"]
+    assert [i["split"] for i in unsplit["images"]] == [None, None]
 
 
-def test_writer_refuses_existing_or_non_json(ds: DSFolder, tmp_path: Path) -> None:
-    existing = tmp_path / "out.json"
-    existing.write_text("keep", encoding="utf-8")
-    with pytest.raises(InputError, match="out.json: exists"):
+def test_writer_refuses_existing_or_json_name(ds: DSFolder, tmp_path: Path) -> None:
+    existing = tmp_path / "out"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("keep", encoding="utf-8")
+    with pytest.raises(InputError, match="out: exists and is not an empty folder"):
         export_coco(ds, existing)
-    assert existing.read_text() == "keep"
-    with pytest.raises(InputError, match=r"give a path ending in \.json"):
-        export_coco(ds, tmp_path / "out.txt")
+    assert [p.name for p in existing.iterdir()] == ["keep.txt"]
+    with pytest.raises(InputError, match=r"a COCO export is a folder .*; give a folder name without \.json"):
+        export_coco(ds, tmp_path / "out.json")
+    assert not (tmp_path / "out.json").exists()
 
 
 def test_restored_file_rejects_options_and_cross_object_annotations(ds: DSFolder, tmp_path: Path) -> None:
-    out = export_coco(ds, tmp_path / "out.json")
+    out = export_coco(ds, tmp_path / "out")
     with pytest.raises(InputError, match="drop --classes and --object"):
         open_reader("coco", out, object_name="x")
-    data = json.loads(out.read_text())
+    path = out / "annotations" / "instances_train.json"
+    data = json.loads(path.read_text())
     data["annotations"][0]["category_id"] = 3  # wood/hole on a pill image
-    out.write_text(json.dumps(data), encoding="utf-8")
-    with pytest.raises(FormatError, match=r"image 1 \(object 'pill'\) has category 3 of object 'wood'"):
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(FormatError, match=r"image 1: annotation 1 \(object 'pill'\) has category 3 of object 'wood'"):
         list(open_reader("coco", out).samples())

@@ -174,7 +174,7 @@ def test_load_checked_mask_refuses_another_size_and_unknown_indices(folder: DSFo
         folder.load_checked_mask(folder["pill/a_1"])
 
 
-@pytest.mark.parametrize("to, name", [("coco", "out.json"), ("mmseg", "out"), ("ds-release", "out")])
+@pytest.mark.parametrize("to, name", [("coco", "out_coco"), ("mmseg", "out"), ("ds-release", "out")])
 def test_every_export_refuses_a_mask_of_another_size(folder: DSFolder, tmp_path: Path, to: str, name: str) -> None:
     from typer.testing import CliRunner
 

@@ -102,7 +102,7 @@ EXPORTS = ("mmseg", "ds-release", "coco")
 
 
 def export_target(tmp_path: Path, to: str) -> Path:
-    return tmp_path / ("out.json" if to == "coco" else f"out_{to}")
+    return tmp_path / f"out_{to}"
 
 
 def assert_everything_refuses(folder: DSFolder, tmp_path: Path, needle: str) -> None:

@@ -144,7 +144,7 @@ def test_concurrent_converts_without_the_lock_still_never_replace(tmp_path: Path
 def test_concurrent_exports_leave_one_result_and_one_refusal(tmp_path: Path, to: str) -> None:
     source = _folder_source(tmp_path / "src")
     convert(source, tmp_path / "ds", "folder")
-    out, barrier = tmp_path / ("export.json" if to == "coco" else "export"), tmp_path / "barrier"
+    out, barrier = tmp_path / "export", tmp_path / "barrier"
     barrier.mkdir()
     results = _run_two([sys.executable, "-c", _SYNCHRONISED, "data", "export", str(tmp_path / "ds"), str(out),
                         "--to", to], {"BARRIER": str(barrier), "BARRIER_AT": "rename_noreplace", "NO_LOCK": "1"})

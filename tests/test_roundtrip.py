@@ -71,14 +71,14 @@ def _assert_same(original: DSFolder, back: DSFolder, to: str = "coco") -> None:
             (sample.split, sample.caption, sample.defect_type, sample.synthetic), sample.id
 
 
-@pytest.mark.parametrize(("to", "out_name"), [("coco", "out.json"), ("mmseg", "mm")])
+@pytest.mark.parametrize(("to", "out_name"), [("coco", "out_coco"), ("mmseg", "mm")])
 def test_api_round_trip(source: DSFolder, tmp_path: Path, to: str, out_name: str) -> None:
     written = export(DSFolder.open(source.root), tmp_path / "export" / out_name, to)
     back = convert(written, tmp_path / "back", to)
     _assert_same(source, DSFolder.open(back.root), to)
 
 
-@pytest.mark.parametrize(("to", "out_name"), [("coco", "out.json"), ("mmseg", "mm")])
+@pytest.mark.parametrize(("to", "out_name"), [("coco", "out_coco"), ("mmseg", "mm")])
 def test_round_trip_detects_the_format_and_runs_in_workers(source: DSFolder, tmp_path: Path, to: str,
                                                           out_name: str) -> None:
     written = export(source, tmp_path / out_name, to)
@@ -87,7 +87,7 @@ def test_round_trip_detects_the_format_and_runs_in_workers(source: DSFolder, tmp
     _assert_same(source, back, to)
 
 
-@pytest.mark.parametrize(("to", "out_name"), [("coco", "out.json"), ("mmseg", "mm")])
+@pytest.mark.parametrize(("to", "out_name"), [("coco", "out_coco"), ("mmseg", "mm")])
 def test_cli_round_trip(source: DSFolder, tmp_path: Path, to: str, out_name: str) -> None:
     runner = CliRunner()
     out = tmp_path / out_name

@@ -222,7 +222,7 @@ def test_listed_image_missing_is_a_format_error(tmp_path: Path) -> None:
     root = tmp_path / "Wood"
     write_split(root / "train", ["a.png"], [], [category(1, "point")])
     (root / "train" / "a.png").unlink()
-    with pytest.raises(FormatError, match=r"image 'a\.png' is listed but .* is missing"):
+    with pytest.raises(FormatError, match=r"_annotations\.coco\.json: file_name 'a\.png' not found at .*train/a\.png"):
         convert(root, tmp_path / "ds", "vision")
 
 

@@ -61,6 +61,9 @@ def convert_command(
                                         help="folder: JSON/YAML mapping class name -> \\[r, g, b] for colour masks."),
     object_name: str | None = typer.Option(None, "--object", help="Object name for single-object layouts."),
     max_pixels: int | None = _max_pixels_option(),
+    images: Path | None = typer.Option(None, "--images",
+                                       help="coco: the folder holding the images (also DIR/<split>/); absolute "
+                                            "file_names are read only from under it."),
 ) -> None:
     """Convert a data set into a DS folder.
 
@@ -71,13 +74,15 @@ def convert_command(
       defectspectrum data convert ~/data/Defect_Spectrum/DS-MVTec ds_release --workers 4
 
       defectspectrum data convert --from folder --mask-suffix _label --classes scratch,dent shots/ ds_shots
+
+      defectspectrum data convert --from coco coco2017/ ds_coco --images /data/coco2017_images
     """
     from defectspectrum.data.convert import convert_counted
 
     kept: list[str] = []
     result = convert_counted(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks,
                              name=name, kept=kept, max_pixels=max_pixels, classes=parse_csv(classes),
-                             mask_suffix=mask_suffix, palette=palette, object_name=object_name)
+                             mask_suffix=mask_suffix, palette=palette, object_name=object_name, images=images)
     wrote(result.folder.root, f": {result.summary()}")
     if kept:
         shown = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
@@ -112,15 +117,25 @@ def formats_command() -> None:
 @friendly
 def export_command(
     ds: Path = typer.Argument(..., readable=False, help="A DS folder."),
-    dst: Path = typer.Argument(..., help="Output: a .json file for coco, a new folder for mmseg / ds-release."),
+    dst: Path = typer.Argument(..., help="Output: a new folder."),
     to: str = typer.Option(..., "--to", "-t", help=f"One of: {', '.join(writer_names())} (`data formats` lists them)."),
+    polygons: bool = typer.Option(False, "--polygons",
+                                  help="coco: exact polygons (holes joined in by zero-width cuts) instead of RLE, "
+                                       "for tools that read no RLE (Label Studio)."),
+    link: bool = typer.Option(False, "--link",
+                              help="coco: hard-link the images instead of copying them (a copy where the file "
+                                   "system refuses); an in-place edit of a linked image changes the DS folder's too."),
     max_pixels: int | None = _max_pixels_option(),
 ) -> None:
     """Export a DS folder to another layout.
 
+    coco writes OUT/annotations/instances_<split>.json and OUT/images/<split>/ (the standard layout).
+
     Examples:
 
-      defectspectrum data export ds_mvtec ds_mvtec_coco.json --to coco
+      defectspectrum data export ds_mvtec ds_mvtec_coco --to coco
+
+      defectspectrum data export ds_mvtec ds_mvtec_coco --to coco --polygons
 
       defectspectrum data export ds_mvtec mmseg_mvtec --to mmseg
     """
@@ -129,7 +144,7 @@ def export_command(
 
     get_writer(to)  # an unknown --to is refused before the folder is read
     with pixel_limit(max_pixels):
-        path = export(open_ds(ds), dst, to)
+        path = export(open_ds(ds), dst, to, polygons=polygons, link=link)
     wrote(path)
 
 

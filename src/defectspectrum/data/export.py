@@ -66,7 +66,8 @@ def _register_builtin(name: str, summary: str, target: str) -> None:
     WRITERS[name] = Writer(name, summary, target)
 
 
-_register_builtin("coco", "COCO instances JSON: RLE masks, one annotation per connected region of a class",
+_register_builtin("coco", "standard COCO folder: annotations/instances_<split>.json + images/<split>/ (copied); "
+                  "one RLE (or --polygons) annotation per connected region of a class",
                   "defectspectrum.data.formats.coco:export_coco")
 _register_builtin("mmseg", "mmsegmentation folder: img_dir/ + ann_dir/ per split, one label space over all objects",
                   "defectspectrum.data.formats.mmseg:export_mmseg")

@@ -16,7 +16,9 @@
 - Masks: ALL annotations of an image are rasterised into one class-index mask (the official
   converter keeps only the last one) by `coco_masks.rasterize_annotations`: polygons and RLE,
   larger areas painted first so the smaller annotation wins where two overlap, equal areas by
-  annotation id (higher id wins). The mask is drawn at the image entry's width/height.
+  annotation id (higher id wins). The mask is drawn at the image entry's width/height (the image
+  file's size where the entry gives neither). Sizes and geometry are checked before anything is
+  rasterised, and a `file_name` is read only inside the root folder (`coco_masks`).
 - An image of a labelled split with no annotation is defect-free (defect_type "good"). An image
   whose annotations are all bounding boxes without segmentation has no pixel label and is left
   out (it is neither defect-free nor segmented). Otherwise defect_type is its one category's
@@ -36,7 +38,9 @@ from defectspectrum.data.classes import BACKGROUND, ClassMap
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
 from defectspectrum.data.formats.coco_masks import (
+    ImageLocator,
     has_segmentation,
+    image_entry_size,
     rasterize_annotations,
 )
 from defectspectrum.data.sample import GOOD
@@ -121,13 +125,6 @@ def _read_split(path: Path) -> _Split:
     return _Split(path, images, categories, by_image)
 
 
-def _size(image: dict[str, Any]) -> tuple[int | None, int | None]:
-    height, width = image.get("height"), image.get("width")
-    if isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0:
-        return height, width
-    return None, None
-
-
 @register
 class VisionReader(Reader):
     """VISION V1: COCO annotation files per data set and split; object = data set folder."""
@@ -144,6 +141,7 @@ class VisionReader(Reader):
         if not self.datasets:
             raise FormatError(f"{self.root}: no VISION data set (a folder with train/ or val/ holding "
                               f"{ANNOTATIONS_FILE}) found; check the folder or the --from format")
+        self._locator = ImageLocator(self.root)
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -198,10 +196,8 @@ class VisionReader(Reader):
         folder = split.path.parent
         for image in split.images:
             file_name = image["file_name"]
-            path = folder / file_name
-            if not path.is_file():
-                raise FormatError(f"{split.path}: image {file_name!r} is listed but {path} is missing; "
-                                  "add the image or remove its entry")
+            where = f"{split.path} (image {file_name})"
+            path = self._locator.find(file_name, [folder], f"{split.path}")
             name = f"{split_name}_{Path(file_name).with_suffix('').as_posix()}"
             annotations = [a for a in split.annotations.get(image["id"], []) if has_segmentation(a)]
             if not annotations:
@@ -211,7 +207,8 @@ class VisionReader(Reader):
                 continue
             indices = {lookup[a["category_id"]] for a in annotations}
             defect_type = class_map[indices.pop()] if len(indices) == 1 else COMBINED
-            height, width = _size(image)
+            size = image_entry_size(image, where)
+            height, width = size if size is not None else (None, None)
             recipe = CocoImageMask(split.path, file_name, tuple(annotations), height, width,
                                    tuple(sorted(lookup.items())))
             yield SourceSample(object_name, name, path, recipe, defect_type, split_name)
