@@ -388,7 +388,7 @@ def test_classes_files_that_are_not_utf8_are_one_line(tmp_path: Path) -> None:
     _source(root / "img_dir" / "train" / "a.png", Image.fromarray(_noise(4, 4)))
     _source(root / "ann_dir" / "train" / "a.png", Image.fromarray(_mask(4, 4, 1, (0, 0))))
     (root / "classes.txt").write_bytes("background\nrayure\xe9\n".encode("latin-1"))
-    with pytest.raises(FormatError, match=r"classes\.txt: not UTF-8 text .*; save it as UTF-8$"):
+    with pytest.raises(InputError, match=r"classes\.txt: not UTF-8 text .*; save it as UTF-8$"):
         open_reader("mmseg", root).class_maps()
     (root / "classes.json").write_bytes(b'["\xe9"]')
     with pytest.raises(InputError, match=r"classes\.json: not UTF-8 text .*; save it as UTF-8$"):

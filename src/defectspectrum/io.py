@@ -502,33 +502,36 @@ def image_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON file, or raise InputError naming the file, line and column."""
+def read_text(path: Path) -> str:
+    """A UTF-8 text file's contents, or InputError naming the file (missing, not UTF-8)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise InputError(f"{path}: file not found; check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from exc
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file, or raise InputError naming the file, line and column."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; "
                          "fix the file") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from exc
 
 
 def read_yaml(path: Path) -> Any:
     """Parse a YAML file, or raise InputError naming the file and line."""
     import yaml
 
-    path = Path(path)
+    text = read_text(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(f"{path}: file not found; check the path") from exc
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InputError(f"{path}: invalid YAML{where}: {problem}; fix the file") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from exc

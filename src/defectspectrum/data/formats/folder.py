@@ -83,6 +83,7 @@ from defectspectrum.io import (
     open_image,
     read_json,
     read_mask_pixels,
+    read_text,
     read_yaml,
     to_png_mode,
 )
@@ -298,12 +299,7 @@ def _scan_nested(images: Path, masks: Path | None, split: str | None, class_name
 
 def _read_list(path: Path) -> list[tuple[int, str]]:
     """(line number, image id) of each non-empty line of a VOC image-set list (first word of the line)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise FormatError(f"{path}: not UTF-8 text; a VOC image-set list holds one image name a line") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read ({error.strerror}); check the file and its permissions") from None
+    text = read_text(path)
     return [(number, line.split()[0]) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 

@@ -74,6 +74,7 @@ from defectspectrum.io import (
     open_image,
     read_json,
     read_mask_pixels,
+    read_text,
     save_png_atomic,
     to_png_mode,
     write_json_atomic,
@@ -164,16 +165,6 @@ def _detect_suffix(groups: list[tuple[list[Path], list[str]]], root: Path) -> st
         raise FormatError(f"{root}: no mask in {ANN_DIR}/ is named like an image of {IMG_DIR}/ "
                           "(<image stem><suffix>.png); pass --mask-suffix or check the folders")
     return min(counts, key=lambda suffix: (-counts[suffix], len(suffix), suffix))
-
-
-def _read_text(path: Path) -> str:
-    """A UTF-8 text file, or a one-line FormatError naming it and the fix."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise FormatError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from exc
-    except OSError as exc:
-        raise FormatError(f"{path}: cannot read ({exc.strerror or exc}); check the file and its permissions") from exc
 
 
 def _names_in_json(path: Path) -> list[str]:
@@ -302,7 +293,7 @@ class MmsegReader(Reader):
         if json_path.is_file():
             return _names_in_json(json_path), json_path
         if txt_path.is_file():
-            lines = _read_text(txt_path).splitlines()
+            lines = read_text(txt_path).splitlines()
             return [line.strip() for line in lines if line.strip()], txt_path
         if metainfo_path.is_file():
             return _names_in_json(metainfo_path), metainfo_path
