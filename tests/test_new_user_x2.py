@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import itertools
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,32 @@ def test_report_takes_max_pixels(small_ds: Path, tmp_path: Path) -> None:
     assert code == 0, output
     html = (tmp_path / "report" / "report.html").read_text()
     assert "too-large" in html and "above the limit of 100 pixels" in html
+
+
+def _commands() -> list[tuple[str, object]]:
+    """Every command of the app as (`data convert`, click command), walking the groups."""
+    import typer.main
+
+    found = []
+    stack = [("", typer.main.get_command(app))]
+    while stack:
+        prefix, group = stack.pop()
+        for name, command in getattr(group, "commands", {}).items():
+            path = f"{prefix} {name}".strip()
+            if hasattr(command, "commands"):
+                stack.append((path, command))
+            else:
+                found.append((path, command))
+    return sorted(found, key=lambda item: item[0])
+
+
+@pytest.mark.parametrize("path,command", _commands(), ids=[path for path, _ in _commands()])
+def test_help_paragraphs_are_not_hard_wrapped(path: str, command: object) -> None:
+    """Typer keeps single line breaks of a help text as they are (also in the group's list of commands),
+    so a docstring wrapped mid-sentence is shown broken mid-line: `data formats` and `data clean` were."""
+    text = inspect.cleandoc(getattr(command, "help", None) or "")
+    assert f"defectspectrum {path}" in text, f"{path}: its help has no example"
+    for paragraph in text.split("\n\n"):
+        lines = paragraph.splitlines()
+        for line, following in itertools.pairwise(lines):
+            assert line.rstrip().endswith((".", ":")), f"{path}: help line break mid-sentence: {line!r} / {following!r}"

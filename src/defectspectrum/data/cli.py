@@ -92,8 +92,10 @@ def convert_command(
 @data_app.command("formats")
 @friendly
 def formats_command() -> None:
-    """List the source layouts `data convert --from` reads (auto tries them in this order) and the
-    layouts `data export --to` writes."""
+    """List the layouts `data convert --from` reads (in the order auto tries them) and `data export --to` writes.
+
+    Example: defectspectrum data formats
+    """
     from rich.table import Table
     from rich.text import Text
 
@@ -240,12 +242,13 @@ def clean_command(
     output: Path = typer.Argument(..., help="An output (DS folder, export) whose leftovers to clean up."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be done."),
 ) -> None:
-    """Clean up what killed runs left beside an output: hidden staging folders (.NAME.*.partial),
-    replaced folders (.NAME.*.old) and locks (.NAME.lock).
+    """Remove what killed runs left beside an output: staging folders, replaced folders and locks.
 
-    Only leftovers of defectspectrum whose run has ended are touched (a run into the same output
-    also does this on its own); a replaced folder whose swap was cut off is put back where the
-    output is missing, else listed to be dealt with by hand.
+    Those are hidden: .NAME.*.partial (staging), .NAME.*.old (replaced) and .NAME.lock (locks).
+
+    Only leftovers of runs that have ended are touched; a run into the same output also does this on its own.
+
+    A replaced folder whose swap was cut off is put back where the output is missing, else listed to be dealt with.
 
     Example: defectspectrum data clean ds_mvtec
     """
