@@ -85,3 +85,28 @@ def test_help_paragraphs_are_not_hard_wrapped(path: str, command: object) -> Non
         lines = paragraph.splitlines()
         for line, following in itertools.pairwise(lines):
             assert line.rstrip().endswith((".", ":")), f"{path}: help line break mid-sentence: {line!r} / {following!r}"
+
+
+def test_contact_sheet_thumbnails_never_cover_each_other_or_captions(tmp_path: Path) -> None:
+    """Tall thumbnails (Magnetic-tile's tiles) filled their whole cell, caption room included, so each
+    covered the caption of the one above and its own caption ran into the next row."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from defectspectrum.draw import contact_sheet_figure
+
+    shapes = [(240, 100), (100, 240), (240, 240), (240, 60), (60, 240), (200, 150), (240, 100), (90, 240)]
+    thumbs = [np.full((h, w, 3), 128, dtype=np.uint8) for h, w in shapes]
+    captions = [f"object/sample_with_a_long_name_{i}" for i in range(len(thumbs))]
+    fig = contact_sheet_figure(thumbs, captions, {"object": ["background", "scratch"]}, tmp_path / "sheet.png",
+                               columns=3)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    boxes = [ax.get_window_extent(renderer) for ax in fig.axes[:len(thumbs)]]
+    labels = [ax.xaxis.label.get_window_extent(renderer) for ax in fig.axes[:len(thumbs)]]
+    for i, (box, label) in enumerate(zip(boxes, labels)):
+        assert label.y1 <= box.y0 + 1, f"caption {i} overlaps its own thumbnail"
+        for j, other in enumerate(boxes):
+            if j != i:
+                assert not box.overlaps(other), f"thumbnails {i} and {j} overlap"
+                assert not label.overlaps(other), f"caption {i} is covered by thumbnail {j}"
