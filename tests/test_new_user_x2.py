@@ -110,3 +110,15 @@ def test_contact_sheet_thumbnails_never_cover_each_other_or_captions(tmp_path: P
             if j != i:
                 assert not box.overlaps(other), f"thumbnails {i} and {j} overlap"
                 assert not label.overlaps(other), f"caption {i} is covered by thumbnail {j}"
+
+
+def test_report_tables_group_thousands_alike(tmp_path: Path) -> None:
+    """A column of region areas read `34,314 / 6476 / 1,509`: whole floats got a thousands separator,
+    fractional ones of four digits did not."""
+    from defectspectrum.report.html import Report
+
+    report = Report("numbers")
+    report.add_table([("a", 6475.6, 1509.0, 373.5, 0.1183, 34314)], header=["name", "p50", "p95", "small", "tiny", "n"])
+    html = report.write(tmp_path / "r.html").read_text()
+    cells = [cell.split(">", 1)[1] for cell in html.split("</td>")[:-1]]
+    assert [cell.rsplit(">", 1)[-1] for cell in cells[-5:]] == ["6,476", "1,509", "373.5", "0.1183", "34,314"]
