@@ -122,3 +122,53 @@ def test_report_tables_group_thousands_alike(tmp_path: Path) -> None:
     html = report.write(tmp_path / "r.html").read_text()
     cells = [cell.split(">", 1)[1] for cell in html.split("</td>")[:-1]]
     assert [cell.rsplit(">", 1)[-1] for cell in cells[-5:]] == ["6,476", "1,509", "373.5", "0.1183", "34,314"]
+
+
+def _image_and_masks(folder_images: Path, folder_masks: Path, names: dict[str, bool], mask_ext: str = ".png",
+                     value: int = 255) -> None:
+    """One 32x32 image per name and its mask: a square of `value` where `names[name]`, else all black."""
+    import numpy as np
+    from PIL import Image
+
+    folder_images.mkdir(parents=True, exist_ok=True)
+    folder_masks.mkdir(parents=True, exist_ok=True)
+    for i, (name, defect) in enumerate(names.items()):
+        Image.fromarray(np.full((32, 32, 3), 40 + 30 * i, dtype=np.uint8)).save(folder_images / f"{name}.png")
+        mask = np.zeros((32, 32), dtype=np.uint8)
+        if defect:
+            mask[8:16, 8:16] = value
+        Image.fromarray(mask).save(folder_masks / f"{name}{mask_ext}")
+
+
+@pytest.mark.parametrize("layout", ["folder", "folder-jpeg-masks", "mmseg"])
+def test_an_all_black_mask_outside_class_folders_is_a_defect_free_sample(tmp_path: Path, layout: str) -> None:
+    """images/ + masks/ (and plain mmseg) with all-black masks for the good images, as many defect data
+    sets ship: those samples became defect_type 'defect' (None for mmseg) and validate warned on each,
+    'mask is empty ... annotate the defect or mark the sample good'."""
+    from defectspectrum.data.convert import convert_counted
+    from defectspectrum.data.validate import validate
+
+    src = tmp_path / "src"
+    names = {"a": True, "b": False, "c": False}
+    if layout == "mmseg":
+        _image_and_masks(src / "img_dir" / "train", src / "ann_dir" / "train", names, value=1)  # class indices
+    else:
+        _image_and_masks(src / "images", src / "masks", names, ".jpg" if layout == "folder-jpeg-masks" else ".png")
+    result = convert_counted(src, tmp_path / "ds", layout.split("-")[0])
+    assert (result.with_defects, result.defect_free) == (1, 2)
+    types = {sample.id.split("/")[1]: sample.defect_type for sample in result.folder}
+    assert types["b"] == types["c"] == "good" and types["a"] != "good"
+    assert not [issue for issue in validate(result.folder).issues if issue.code == "empty-mask"]
+
+
+def test_an_all_black_mask_in_a_class_folder_keeps_its_class_and_is_flagged(tmp_path: Path) -> None:
+    """A class folder is the source's own grouping (like Magnetic-tile's MT_Uneven): an empty mask there
+    may be a missing annotation, so the sample keeps the class and validate warns."""
+    from defectspectrum.data.convert import convert
+    from defectspectrum.data.validate import validate
+
+    src = tmp_path / "src"
+    _image_and_masks(src / "scratch" / "images", src / "scratch" / "masks", {"a": True, "b": False})
+    folder = convert(src, tmp_path / "ds", "folder")
+    assert {sample.defect_type for sample in folder} == {"scratch"}
+    assert [issue.sample for issue in validate(folder).issues if issue.code == "empty-mask"] == ["src/scratch_b"]

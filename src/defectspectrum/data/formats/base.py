@@ -40,6 +40,8 @@ class SourceSample:
 
     `mask` is the reader's recipe for the class-index mask (None: defect-free, all background).
     `name` must be unique within `object` (the converter makes it file-safe).
+    `empty_means_good`: `defect_type` is not the source's own grouping (unknown, or one class guessed
+    for a whole folder), so a mask without a defect pixel makes the sample `good`, as no mask would.
     """
 
     object: str
@@ -50,6 +52,7 @@ class SourceSample:
     split: str | None = None
     caption: str | None = None
     synthetic: bool = False
+    empty_means_good: bool = False
 
     @property
     def mask_origin(self) -> str:

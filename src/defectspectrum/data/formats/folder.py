@@ -56,7 +56,8 @@ JPEG-damaged binary masks (values that cannot be class indices, >= 128) are thre
 as well. Otherwise a mask holds class indices, which must be at most n (FormatError naming the
 mask otherwise); a pure 0/255 mask with several classes and no class folder is a FormatError.
 Colour masks without a palette are a FormatError (grey stored as RGB is fine). defect_type is the
-class name where one class applies, else unknown (None).
+class name where one class applies, else unknown (None); outside class folders a mask without a
+defect pixel makes its image defect-free (`good`), as a missing mask does.
 """
 
 from __future__ import annotations
@@ -496,7 +497,7 @@ class FolderReader(Reader):
             else:
                 split = splits.get(image.stem) or group.split
                 items.append(SourceSample(self.object, name, image, FolderMask(paired_mask, class_index, group.voc),
-                                          class_name, split))
+                                          class_name, split, empty_means_good=group.class_name is None))
         return items
 
     def _suffix(self, group: _Group, files: list[Path], mask_files: list[Path], side_by_side: bool) -> str:

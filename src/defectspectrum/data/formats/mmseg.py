@@ -346,7 +346,8 @@ class MmsegReader(Reader):
                 if not mask.is_file():
                     raise FormatError(f"{image}: its annotation {mask} is missing; add it (all zeros for a defect-free "
                                       "image), remove the image, or pass --mask-suffix")
-                yield SourceSample(object_name, image.stem, image, MmsegMask(mask, lut, object_name), split=split)
+                yield SourceSample(object_name, image.stem, image, MmsegMask(mask, lut, object_name), split=split,
+                                   empty_means_good=True)
 
     def _restored_samples(self) -> Iterator[SourceSample]:
         assert self._written is not None
