@@ -172,3 +172,38 @@ def test_an_all_black_mask_in_a_class_folder_keeps_its_class_and_is_flagged(tmp_
     folder = convert(src, tmp_path / "ds", "folder")
     assert {sample.defect_type for sample in folder} == {"scratch"}
     assert [issue.sample for issue in validate(folder).issues if issue.code == "empty-mask"] == ["src/scratch_b"]
+
+
+def test_class_folders_without_any_mask_are_an_error_not_defect_free(tmp_path: Path) -> None:
+    """MVTec's `bottle/test/` given alone (or a release object's `image/`) read as class folders with no
+    masks: every image of `broken_large/` became a defect-free sample, exit 0."""
+    import numpy as np
+    from PIL import Image
+
+    src = tmp_path / "test"
+    for defect in ("broken_large", "contamination", "good"):
+        (src / defect).mkdir(parents=True)
+        Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(src / defect / "000.png")
+    code, output = run_cli(["data", "convert", src, tmp_path / "ds"])
+    assert code == 2, output
+    assert output.strip().splitlines() == [
+        f"error: {src}: images in class folders (broken_large, contamination) but no masks; pass the data set's top "
+        "folder if this is part of one (`data formats` lists the layouts), or put each class's masks in "
+        "<class>/masks/"]
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_good_folder_holds_defect_free_images_and_is_no_class(tmp_path: Path) -> None:
+    """`good/` beside `scratch/` became a defect class 'good' (exported as a COCO category and an mmseg class)."""
+    from defectspectrum.data.convert import convert_counted
+    from defectspectrum.errors import FormatError
+
+    src = tmp_path / "src"
+    _image_and_masks(src / "scratch" / "images", src / "scratch" / "masks", {"a": True})
+    _image_and_masks(src / "good" / "images", src / "good" / "masks", {"b": False})
+    result = convert_counted(src, tmp_path / "ds", "folder")
+    assert result.folder.objects["src"].names == ("background", "scratch")
+    assert {s.name: s.defect_type for s in result.folder} == {"scratch_a": "scratch", "good_b": "good"}
+    _image_and_masks(src / "good" / "images", src / "good" / "masks", {"d": True})  # a defect in good/
+    with pytest.raises(FormatError, match=r"good/masks/d.png: the mask of an image in a good/ folder has defect"):
+        convert_counted(src, tmp_path / "ds2", "folder")

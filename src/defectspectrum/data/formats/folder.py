@@ -20,7 +20,8 @@ wins (list order breaks ties), so VOC's `SegmentationClass/` wins over `Annotati
 Masks that cannot be paired are an error, never "all defect-free": a mask folder holding no mask
 images (XML, JSON, YOLO .txt), one whose names match no image, a `masks/<sub>/` without
 `images/<sub>/`, mask-like files side by side (`b_mask.png`) without their image, a `--mask-suffix`
-that pairs nothing, and a folder of another name whose images pair with the images (`gt_masks/`,
+that pairs nothing, class folders none of whose images has a mask (MVTec's `<category>/test/`
+given alone), and a folder of another name whose images pair with the images (`gt_masks/`,
 `segmentations/`: rename it `masks/`) are each a FormatError.
 
 Pairing: the mask of image `a.<ext>` is `a<suffix>.<any image ext>`. `mask_suffix` sets the
@@ -44,7 +45,8 @@ background (the DS format has no ignore index); the class names come from `class
 
 Classes (one object, named by `object_name`, default the root folder's name):
 - a folder per class: the class folders' names, sorted (or in `classes` order, which must name
-  every folder); a binary mask's foreground gets its folder's class;
+  every folder); a binary mask's foreground gets its folder's class; a folder named `good` holds
+  defect-free images (MVTec's convention): it is no class, and a mask there must be empty;
 - else `classes` (defect names, index 1..n; `voc`: VOC's 20 names) if given, else the `palette`
   names, else one class `defect`.
 
@@ -110,11 +112,18 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
 @dataclass(frozen=True)
 class FolderMask:
     """Recipe: one mask file; `class_index` is the class of a binary mask, or None (several classes);
-    `voc`: a VOC class mask, whose void label 255 is read as background."""
+    `voc`: a VOC class mask, whose void label 255 is read as background; `good`: the mask of an image
+    in a `good/` folder, which must hold no defect pixel."""
 
     path: Path
     class_index: int | None
     voc: bool = False
+    good: bool = False
+
+
+def _is_good(class_name: str | None) -> bool:
+    """A class folder named `good` (any case) holds defect-free images: it is not a defect class."""
+    return class_name is not None and class_name.lower() == GOOD
 
 
 @dataclass(frozen=True)
@@ -401,7 +410,7 @@ class FolderReader(Reader):
             self.palette = tuple(lookup.items())
 
     def _class_map(self, classes: list[str] | None, colours: dict[str, Any] | None, palette: Path | None) -> ClassMap:
-        folders = sorted({g.class_name for g in self.groups if g.class_name is not None})
+        folders = sorted({g.class_name for g in self.groups if g.class_name is not None and not _is_good(g.class_name)})
         if folders and classes:
             missing = [f for f in folders if f not in classes]
             if missing:
@@ -432,7 +441,8 @@ class FolderReader(Reader):
         yield from items
 
     def _check_no_masks(self) -> None:
-        """Every image would be defect-free: refuse where masks were asked for or something looks like masks."""
+        """Every image would be defect-free: refuse where masks were asked for, something looks like masks or
+        the images sit in class folders."""
         if self.mask_suffix is not None:
             raise FormatError(f"{self.root}: no image has a mask with the suffix {self.mask_suffix!r} "
                               f"(image folders: {', '.join(str(g.images) for g in self.groups[:3])}"
@@ -443,6 +453,12 @@ class FolderReader(Reader):
             raise FormatError(f"{self.root}: no image pairs with a mask, but {suspect} looks like masks; put masks "
                               f"in masks/ beside images/ (or beside the images with a suffix and --mask-suffix), "
                               "or remove it if every image is defect-free")
+        classes = sorted({g.class_name for g in self.groups if g.class_name is not None and not _is_good(g.class_name)})
+        if classes:  # a class folder without masks says nothing about pixels: its images are not defect-free
+            shown = ", ".join(classes[:4]) + (" ..." if len(classes) > 4 else "")
+            raise FormatError(f"{self.root}: images in class folders ({shown}) but no masks; pass the data set's "
+                              "top folder if this is part of one (`data formats` lists the layouts), or put each "
+                              "class's masks in <class>/masks/")
 
     def _group_samples(self, group: _Group) -> list[SourceSample]:
         side_by_side = group.masks == group.images
@@ -476,9 +492,10 @@ class FolderReader(Reader):
                               f"in {group.images} (mask suffix {suffix!r}); add the image, remove the mask "
                               "or pass --mask-suffix")
         class_index = 1 if self.single and not group.voc else None  # the class of a binary mask, where one applies
-        if group.class_name is not None:
+        good = _is_good(group.class_name)
+        if group.class_name is not None and not good:
             class_index = self.class_map.index(group.class_name)
-        class_name = self.class_map[class_index] if class_index is not None else None
+        class_name = self.class_map[class_index] if class_index is not None and not good else None
         splits: dict[str, str | None] = {}
         if group.voc and group.masks is not None:
             lists = _named(group.images.parent, ("imagesets",))
@@ -496,8 +513,9 @@ class FolderReader(Reader):
                 items.append(SourceSample(self.object, name, image, None, GOOD, group.split))
             else:
                 split = splits.get(image.stem) or group.split
-                items.append(SourceSample(self.object, name, image, FolderMask(paired_mask, class_index, group.voc),
-                                          class_name, split, empty_means_good=group.class_name is None))
+                items.append(SourceSample(self.object, name, image,
+                                          FolderMask(paired_mask, class_index, group.voc, good), class_name, split,
+                                          empty_means_good=group.class_name is None or good))
         return items
 
     def _suffix(self, group: _Group, files: list[Path], mask_files: list[Path], side_by_side: bool) -> str:
@@ -531,6 +549,13 @@ class FolderReader(Reader):
         recipe = sample.mask
         if not isinstance(recipe, FolderMask):
             return super().load_mask(sample, size)
+        mask = self._folder_mask(recipe)
+        if recipe.good and mask.any():
+            raise FormatError(f"{recipe.path}: the mask of an image in a good/ folder has defect pixels; move the "
+                              "image and its mask to their class folder, or clear the mask")
+        return mask
+
+    def _folder_mask(self, recipe: FolderMask) -> np.ndarray:
         if self.palette is not None:
             return self._palette_mask(recipe.path)
         pixels = read_mask_pixels(recipe.path)
