@@ -207,3 +207,15 @@ def test_a_good_folder_holds_defect_free_images_and_is_no_class(tmp_path: Path) 
     _image_and_masks(src / "good" / "images", src / "good" / "masks", {"d": True})  # a defect in good/
     with pytest.raises(FormatError, match=r"good/masks/d.png: the mask of an image in a good/ folder has defect"):
         convert_counted(src, tmp_path / "ds2", "folder")
+
+
+def test_images_too_deep_for_the_folder_reader_are_pointed_at(tmp_path: Path) -> None:
+    """The folder holding `VOCdevkit/VOC2012/` said 'no images found', though it holds thousands."""
+    src = tmp_path / "download"
+    voc = src / "VOCdevkit" / "VOC2012"
+    _image_and_masks(voc / "JPEGImages", voc / "SegmentationClass", {"2007_000032": True}, value=1)
+    code, output = run_cli(["data", "convert", "--from", "folder", src, tmp_path / "ds"])
+    assert code == 2, output
+    line = output.strip()
+    assert line.startswith(f"error: {src}: no images where the folder reader looks") and "\n" not in line
+    assert line.endswith(f"but {voc / 'JPEGImages'} holds some; pass the data set's own folder, e.g. {voc}")

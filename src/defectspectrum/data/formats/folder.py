@@ -101,6 +101,7 @@ SUFFIXES = ("", "_mask", "_masks", "-mask", "_label", "_labels", "-label", "_gt"
             "_segmentation", "_anno", "_annotation")
 DEFAULT_CLASS = "defect"
 DETECT_DEPTH = 3
+HINT_DEPTH = 5  # how deep a "no images found" error looks for images to point at
 NESTED_DEPTH = 2  # images/<split>/<class>/
 VOC_MASKS = "segmentationclass"
 VOC_VOID = 255
@@ -355,6 +356,24 @@ def _any_image(folder: Path, depth: int) -> bool:
                              for e in entries)
 
 
+def _first_image_folder(folder: Path, depth: int) -> Path | None:
+    """The first folder (in name order, breadth first) at most `depth` levels down that holds an image."""
+    level = [folder]
+    for _ in range(depth + 1):
+        below: list[Path] = []
+        for current in level:
+            try:
+                entries = sorted(os.scandir(current), key=lambda e: e.name)
+            except OSError:
+                continue
+            if any(e.is_file() and not e.name.startswith(".") and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
+                   for e in entries):
+                return current
+            below += [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")]
+        level = below
+    return None
+
+
 def _read_palette(path: Path) -> dict[str, tuple[int, int, int]]:
     """A palette file (JSON, or YAML for any other suffix) as class name -> (r, g, b)."""
     path = Path(path)
@@ -395,8 +414,13 @@ class FolderReader(Reader):
         self.skipped = 0  # unlabelled images left out (VOC), known once samples() ran
         self.groups = _scan(self.root, None, None, "", SUFFIXES if mask_suffix is None else (mask_suffix,))
         if not self.groups:
-            raise FormatError(f"{self.root}: no images found (looked for images/ + masks/, images beside masks, "
-                              "class and split folders); check the folder or the --from format")
+            looked = "looked for images/ + masks/, images beside masks, class and split folders"
+            deeper = _first_image_folder(self.root, HINT_DEPTH)
+            if deeper is not None:
+                top = deeper.parent if deeper.name.lower() in IMAGE_DIRS else deeper
+                raise FormatError(f"{self.root}: no images where the folder reader looks ({looked}), but {deeper} "
+                                  f"holds some; pass the data set's own folder, e.g. {top}")
+            raise FormatError(f"{self.root}: no images found ({looked}); check the folder or the --from format")
         colours = _read_palette(palette) if palette is not None else None
         if classes and [c.lower() for c in classes] == ["voc"]:
             classes = VOC_CLASSES
