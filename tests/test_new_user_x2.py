@@ -219,3 +219,20 @@ def test_images_too_deep_for_the_folder_reader_are_pointed_at(tmp_path: Path) ->
     line = output.strip()
     assert line.startswith(f"error: {src}: no images where the folder reader looks") and "\n" not in line
     assert line.endswith(f"but {voc / 'JPEGImages'} holds some; pass the data set's own folder, e.g. {voc}")
+
+
+def test_formats_says_what_the_release_export_leaves_out(small_ds: Path, tmp_path: Path) -> None:
+    """`--to ds-release` drops every split (the release has none) without a word anywhere a user looks."""
+    from defectspectrum.data import DSFolder
+    from defectspectrum.data.convert import convert
+    from defectspectrum.data.splits import assign_splits
+
+    folder = DSFolder.open(small_ds)
+    assign_splits(folder, rule="first-k", k=1)
+    folder.save()
+    assert run_cli(["data", "export", small_ds, tmp_path / "release", "--to", "ds-release"])[0] == 0
+    assert {s.split for s in convert(tmp_path / "release", tmp_path / "back")} == {None}
+    code, output = run_cli(["data", "formats"])
+    writers = " ".join(output.split("writers (")[1].split())
+    assert code == 0 and "ds-release Defect Spectrum release layout" in writers
+    assert "keeps no splits" in writers.split("ds-release", 1)[1]
