@@ -236,3 +236,12 @@ def test_formats_says_what_the_release_export_leaves_out(small_ds: Path, tmp_pat
     writers = " ".join(output.split("writers (")[1].split())
     assert code == 0 and "ds-release Defect Spectrum release layout" in writers
     assert "keeps no splits" in writers.split("ds-release", 1)[1]
+
+
+def test_caption_says_it_kept_the_captions_already_there(small_ds: Path) -> None:
+    """A second `data caption` said only 'captioned 0 of N samples', as if captioning had failed."""
+    assert run_cli(["data", "caption", small_ds])[0] == 0
+    code, output = run_cli(["data", "caption", small_ds])
+    total = len(list((small_ds / "samples.jsonl").read_text().splitlines()))
+    assert code == 0 and " ".join(output.split()) == (
+        f"captioned 0 of {total} samples; kept the {total} caption(s) already there (--replace rewrites them)")

@@ -278,7 +278,7 @@ def split_command(
     """Assign train/val splits.
 
     first-k: the first k images of each defect type train, the rest validate (the paper's rule).
-    random: stratified by defect type, seeded.
+    random: stratified by defect type, seeded; a defect type of two or more images keeps one for training.
 
     Example: defectspectrum data split ds_mvtec --rule first-k --k 5
     """
@@ -309,7 +309,9 @@ def caption_command(
     with pixel_limit(max_pixels):
         written = caption_folder(folder, replace_existing=replace_existing)
     folder.save()
-    say(f"captioned {written} of {len(folder)} samples")
+    kept = len(folder) - written
+    say(f"captioned {written} of {len(folder)} samples"
+        + (f"; kept the {kept} caption(s) already there (--replace rewrites them)" if kept else ""))
 
 
 # -- data synth -------------------------------------------------------------------------------------------------
