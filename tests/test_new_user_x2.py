@@ -188,8 +188,8 @@ def test_class_folders_without_any_mask_are_an_error_not_defect_free(tmp_path: P
     assert code == 2, output
     assert output.strip().splitlines() == [
         f"error: {src}: images in class folders (broken_large, contamination) but no masks; pass the data set's top "
-        "folder if this is part of one (`data formats` lists the layouts), or put each class's masks in "
-        "<class>/masks/"]
+        "folder if this is part of one (`data formats` lists the layouts), put each class's masks in "
+        "<class>/masks/, or pass a folder of defect-free images by itself"]
     assert not (tmp_path / "ds").exists()
 
 
@@ -245,3 +245,21 @@ def test_caption_says_it_kept_the_captions_already_there(small_ds: Path) -> None
     total = len(list((small_ds / "samples.jsonl").read_text().splitlines()))
     assert code == 0 and " ".join(output.split()) == (
         f"captioned 0 of {total} samples; kept the {total} caption(s) already there (--replace rewrites them)")
+
+
+@pytest.mark.parametrize("fmt", ["ds", "ds-release", "vision", "coco", "mvtec", "dagm", "magnetic-tile", "sd900",
+                                 "mmseg", "cotton", "folder"])
+def test_every_reader_on_a_wrong_folder_names_it_and_a_fix(tmp_path: Path, fmt: str) -> None:
+    """`--from mvtec` (and mmseg) on the wrong folder said what was missing but not what to do."""
+    import numpy as np
+    from PIL import Image
+
+    src = tmp_path / "photos"
+    (src / "batch").mkdir(parents=True)
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(src / "batch" / "a.png")
+    code, output = run_cli(["data", "convert", "--from", fmt, src, tmp_path / "ds"])
+    lines = output.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {src}: "), output
+    fix = lines[0].rsplit(";", 1)[1] if ";" in lines[0] else ""
+    assert any(word in fix for word in ("pass", "check", "convert", "put")), lines[0]
+    assert not (tmp_path / "ds").exists()

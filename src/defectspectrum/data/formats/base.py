@@ -104,7 +104,9 @@ class Reader(ABC):
         if isinstance(recipe, IndexMask):
             pixels = read_mask_pixels(recipe.path)
             if pixels.ndim == 3:
-                raise FormatError(f"{recipe.path}: expected a single-channel class-index mask, found a colour image")
+                raise FormatError(f"{recipe.path}: expected a single-channel class-index mask, found a colour image; "
+                                  "save the mask as grey class indices (or read colour masks with --from folder "
+                                  "--palette)")
             return pixels
         raise TypeError(f"{type(self).__name__} has no loader for mask recipe {recipe!r}")
 

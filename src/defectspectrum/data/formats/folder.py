@@ -481,8 +481,8 @@ class FolderReader(Reader):
         if classes:  # a class folder without masks says nothing about pixels: its images are not defect-free
             shown = ", ".join(classes[:4]) + (" ..." if len(classes) > 4 else "")
             raise FormatError(f"{self.root}: images in class folders ({shown}) but no masks; pass the data set's "
-                              "top folder if this is part of one (`data formats` lists the layouts), or put each "
-                              "class's masks in <class>/masks/")
+                              "top folder if this is part of one (`data formats` lists the layouts), put each "
+                              "class's masks in <class>/masks/, or pass a folder of defect-free images by itself")
 
     def _group_samples(self, group: _Group) -> list[SourceSample]:
         side_by_side = group.masks == group.images

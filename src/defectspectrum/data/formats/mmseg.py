@@ -241,7 +241,8 @@ class MmsegReader(Reader):
                  object_name: str | None = None) -> None:
         super().__init__(root)
         if not self.detect(self.root):
-            raise FormatError(f"{self.root}: not an mmseg folder (needs {IMG_DIR}/ and {ANN_DIR}/ side by side)")
+            raise FormatError(f"{self.root}: not an mmseg folder (needs {IMG_DIR}/ and {ANN_DIR}/ side by side); "
+                              f"pass the folder that holds {IMG_DIR}/, or check --from")
         self.classes = classes
         self.mask_suffix = None if mask_suffix is None else mask_suffix.removesuffix(".png")
         self.object_name = object_name
