@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 import itertools
 from pathlib import Path
 
@@ -263,3 +264,24 @@ def test_every_reader_on_a_wrong_folder_names_it_and_a_fix(tmp_path: Path, fmt: 
     fix = lines[0].rsplit(";", 1)[1] if ";" in lines[0] else ""
     assert any(word in fix for word in ("pass", "check", "convert", "put")), lines[0]
     assert not (tmp_path / "ds").exists()
+
+
+def test_stats_table_keeps_every_digit_at_80_columns() -> None:
+    """Piped `data stats` (80 columns) printed Magnetic-tile's region areas as `106…` and `239…`: the
+    number columns were cut while the object name kept its full width."""
+    from rich.console import Console
+
+    from defectspectrum.data.stats import ClassStats, DatasetStats, ObjectStats, stats_table
+
+    areas = {"p5": 3.0, "p25": 8079.0, "p50": 23934.0, "p75": 30835.0, "p95": 64468.0}
+    classes = [ClassStats(index=i, name=name, images=99, regions=107, pixels=1, area_px=areas,
+                          area_pct={"p50": 24.11}) for i, name in enumerate(("Blowhole", "Uneven"), 1)]
+    obj = ObjectStats(name="magnetic_tile", samples=1344, defective=388, defect_free=956, splits={"unassigned": 1344},
+                      classes=classes)
+    stats = DatasetStats(name="ds_mt", root="ds_mt", samples=1344, splits={"unassigned": 1344}, image_sizes=[],
+                         objects={"magnetic_tile": obj})
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(stats_table(stats))
+    text = console.export_text()
+    for number in ("1344", "388", "956", "8079", "23934", "30835", "64468", "24.11"):
+        assert f" {number} " in text, number
