@@ -285,3 +285,11 @@ def test_stats_table_keeps_every_digit_at_80_columns() -> None:
     text = console.export_text()
     for number in ("1344", "388", "956", "8079", "23934", "30835", "64468", "24.11"):
         assert f" {number} " in text, number
+
+
+def test_formats_lists_pascal_voc_and_good_folders_under_folder() -> None:
+    """The folder reader reads VOC trees and good/ folders, but `data formats` (where a user looks) said neither."""
+    code, output = run_cli(["data", "formats"])
+    readers = " ".join(output.split("writers (")[0].split())
+    folder = readers.split(" folder ", 1)[1]
+    assert code == 0 and "Pascal VOC" in folder and "--classes voc" in folder and "good/: defect-free" in folder

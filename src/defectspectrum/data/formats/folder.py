@@ -403,8 +403,9 @@ class FolderReader(Reader):
     """Any images folder with masks paired by file name (see the module docstring for the trees)."""
 
     name = "folder"
-    summary = ("generic: images/ + masks/ (or side by side with --mask-suffix), class folders, split folders; "
-               "binary, index or palette-colour masks")
+    summary = ("generic: images/ + masks/ (or side by side with --mask-suffix), class folders (good/: defect-free), "
+               "split folders, Pascal VOC (JPEGImages/ + SegmentationClass/, --classes voc); binary, index or "
+               "palette-colour masks")
 
     def __init__(self, root: Path, classes: Sequence[str] | None = None, mask_suffix: str | None = None,
                  palette: Path | None = None, object_name: str | None = None) -> None:
