@@ -9,7 +9,7 @@ from defectspectrum import __version__
 from defectspectrum.cli import app
 from defectspectrum.data.formats import reader_names
 
-DATA_COMMANDS = ["convert", "formats", "export", "stats", "validate", "show", "split", "caption", "synth"]
+DATA_COMMANDS = ["convert", "formats", "export", "stats", "validate", "show", "clean", "split", "caption", "synth"]
 
 
 def test_version() -> None:
@@ -27,7 +27,7 @@ def test_formats_lists_every_reader_in_detection_order() -> None:
             "folder"} == set(listed)
 
 
-@pytest.mark.parametrize("command", [c for c in DATA_COMMANDS if c != "formats"])
+@pytest.mark.parametrize("command", DATA_COMMANDS)
 def test_every_command_has_help_with_an_example(command: str) -> None:
     result = CliRunner().invoke(app, ["data", command, "--help"], terminal_width=200)
     assert result.exit_code == 0

@@ -234,3 +234,13 @@ def parse_size(value: str, option: str = "--size", smallest: int = 16, largest: 
     if min(parts) < smallest or max(parts) > largest:
         raise InputError(f"{option} {value!r}: each side must be {smallest} to {largest} px, {example}")
     return parts[0], parts[1]
+
+
+def max_pixels_option() -> Any:
+    """The `--max-pixels` option every command that reads images takes (passed on to `io.pixel_limit`)."""
+    from defectspectrum.io import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
+
+    return typer.Option(None, "--max-pixels", min=1,
+                        help=f"Refuse images above this many pixels (width x height), read from the header before "
+                             f"decoding: a guard against decompression bombs. Default {DEFAULT_MAX_PIXELS} "
+                             f"(16384 x 16384), or ${MAX_PIXELS_ENV}.")

@@ -163,6 +163,16 @@ def write_contact_sheet(thumbs: Sequence[np.ndarray], captions: Sequence[str], l
 
     `legend` maps each object to its class names, background first (a ClassMap's `names`).
     """
+    _save_figure_png(contact_sheet_figure(thumbs, captions, legend, path, columns), path, SHEET_MAX_BYTES)
+    return path
+
+
+def contact_sheet_figure(thumbs: Sequence[np.ndarray], captions: Sequence[str], legend: Mapping[str, Sequence[str]],
+                         path: Path, columns: int | None = None) -> Any:
+    """The matplotlib Figure of `write_contact_sheet` (`path` only names it in errors).
+
+    Each thumbnail gets a square box with its caption's room below it, between the rows, so a tall
+    or wide image shrinks into its box and never covers a neighbour or its caption."""
     from matplotlib.figure import Figure
 
     n = len(thumbs)
@@ -172,7 +182,8 @@ def write_contact_sheet(thumbs: Sequence[np.ndarray], captions: Sequence[str], l
     rows = math.ceil(n / cols)
     cell_px = THUMB_MAX_SIDE if n <= 36 else max(96, int(THUMB_MAX_SIDE * math.sqrt(36 / n)))
     cell_w = cell_px / SHEET_DPI
-    cell_h = cell_w + 0.28  # room for the caption
+    caption_h = 0.28  # inches below each thumbnail for its caption
+    cell_h = cell_w + caption_h
     fig_w = max(cols * cell_w, 4.0)
     longest = max((len(name) for names in legend.values() for name in names[1:]), default=0)
     legend_ncol = 2 if longest <= 14 else 1  # class-name columns inside one object's legend
@@ -184,8 +195,10 @@ def write_contact_sheet(thumbs: Sequence[np.ndarray], captions: Sequence[str], l
     fig_h = rows * cell_h + legend_rows * legend_h + 0.15
     fig = Figure(figsize=(fig_w, fig_h), dpi=SHEET_DPI, facecolor="white")
     top = 1.0 - 0.05 / fig_h
-    grid_bottom = 1.0 - (rows * cell_h + 0.05) / fig_h
-    grid = fig.add_gridspec(rows, cols, left=0.005, right=0.995, top=top, bottom=grid_bottom, wspace=0.04, hspace=0.0)
+    sheet_bottom = 1.0 - (rows * cell_h + 0.05) / fig_h  # below the last row's captions
+    # rows of square boxes cell_w high, the captions in the gaps between them (hspace: gap / box height)
+    grid = fig.add_gridspec(rows, cols, left=0.005, right=0.995, top=top, bottom=sheet_bottom + caption_h / fig_h,
+                            wspace=0.04, hspace=caption_h / cell_w)
     max_chars = max(8, int(cell_px / 6.6))
     for i, (thumb, caption) in enumerate(zip(thumbs, captions)):
         ax = fig.add_subplot(grid[i // cols, i % cols])
@@ -198,7 +211,7 @@ def write_contact_sheet(thumbs: Sequence[np.ndarray], captions: Sequence[str], l
         text = caption if len(caption) <= max_chars else caption[: max_chars - 1] + "\u2026"
         ax.set_xlabel(text, fontsize=8, labelpad=2, color="#222222")
     if legend:
-        lgrid = fig.add_gridspec(legend_rows, legend_cols, left=0.01, right=0.99, top=grid_bottom - 0.02 / fig_h,
+        lgrid = fig.add_gridspec(legend_rows, legend_cols, left=0.01, right=0.99, top=sheet_bottom - 0.02 / fig_h,
                                  bottom=0.05 / fig_h, wspace=0.05, hspace=0.1)
         for i, (object_name, class_names) in enumerate(legend.items()):
             ax = fig.add_subplot(lgrid[i // legend_cols, i % legend_cols])
@@ -208,8 +221,7 @@ def write_contact_sheet(thumbs: Sequence[np.ndarray], captions: Sequence[str], l
                 ax.legend(handles, labels, title=object_name, loc="upper left", ncol=legend_ncol, fontsize=7.5,
                           title_fontproperties={"weight": "bold", "size": 8}, frameon=False, handlelength=1.2,
                           handleheight=1.0, columnspacing=1.0, borderaxespad=0.1, alignment="left")
-    _save_figure_png(fig, path, SHEET_MAX_BYTES)
-    return path
+    return fig
 
 
 def _save_figure_png(fig: Any, path: Path, max_bytes: int) -> None:

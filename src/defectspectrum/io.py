@@ -199,13 +199,15 @@ _max_pixels_override: int | None = None  # set by `pixel_limit` / `set_max_pixel
 
 @contextmanager
 def pixel_limit(limit: int | None) -> Iterator[None]:
-    """Within the block, refuse images above `limit` pixels (None: keep the current limit)."""
+    """Within the block, refuse images above `limit` pixels (None: keep the current limit).
+
+    The limit is settled on entry: a bad $DEFECTSPECTRUM_MAX_PIXELS is one InputError here, before
+    any work, not an error counted against every image read in the block."""
     global _max_pixels_override
     if limit is not None and limit < 1:
         raise InputError(f"--max-pixels {limit}: give a positive number of pixels, e.g. {DEFAULT_MAX_PIXELS}")
     before = _max_pixels_override
-    if limit is not None:
-        _max_pixels_override = int(limit)
+    _max_pixels_override = int(limit) if limit is not None else max_pixels()
     try:
         yield
     finally:

@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from defectspectrum.cli_support import friendly, out, parse_csv, parse_size, require_folder, say, wrote
+from defectspectrum.cli_support import (
+    friendly,
+    max_pixels_option,
+    out,
+    parse_csv,
+    parse_size,
+    require_folder,
+    say,
+    wrote,
+)
 from defectspectrum.data.export import writer_names
 from defectspectrum.errors import InputError
 
@@ -27,15 +36,6 @@ def open_ds(path: Path, lenient: bool = False) -> DSFolder:
     from defectspectrum.data.dsfolder import DSFolder
 
     return DSFolder.open(require_folder(path, "the DS folder"), lenient=lenient)
-
-
-def _max_pixels_option() -> Any:
-    from defectspectrum.io import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
-
-    return typer.Option(None, "--max-pixels", min=1,
-                        help=f"Refuse images above this many pixels (width x height), read from the header before "
-                             f"decoding: a guard against decompression bombs. Default {DEFAULT_MAX_PIXELS} "
-                             f"(16384 x 16384), or ${MAX_PIXELS_ENV}.")
 
 
 # -- data convert / formats -------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ def convert_command(
     palette: Path | None = typer.Option(None, "--palette", readable=False,
                                         help="folder: JSON/YAML mapping class name -> \\[r, g, b] for colour masks."),
     object_name: str | None = typer.Option(None, "--object", help="Object name for single-object layouts."),
-    max_pixels: int | None = _max_pixels_option(),
+    max_pixels: int | None = max_pixels_option(),
     images: Path | None = typer.Option(None, "--images",
                                        help="coco: the folder holding the images (also DIR/<split>/); absolute "
                                             "file_names are read only from under it."),
@@ -92,8 +92,10 @@ def convert_command(
 @data_app.command("formats")
 @friendly
 def formats_command() -> None:
-    """List the source layouts `data convert --from` reads (auto tries them in this order) and the
-    layouts `data export --to` writes."""
+    """List the layouts `data convert --from` reads (in the order auto tries them) and `data export --to` writes.
+
+    Example: defectspectrum data formats
+    """
     from rich.table import Table
     from rich.text import Text
 
@@ -125,7 +127,7 @@ def export_command(
     link: bool = typer.Option(False, "--link",
                               help="coco: hard-link the images instead of copying them (a copy where the file "
                                    "system refuses); an in-place edit of a linked image changes the DS folder's too."),
-    max_pixels: int | None = _max_pixels_option(),
+    max_pixels: int | None = max_pixels_option(),
 ) -> None:
     """Export a DS folder to another layout.
 
@@ -156,7 +158,7 @@ def export_command(
 def stats_command(
     ds: Path = typer.Argument(..., readable=False, help="A DS folder."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the statistics as JSON here."),
-    max_pixels: int | None = _max_pixels_option(),
+    max_pixels: int | None = max_pixels_option(),
 ) -> None:
     """Per object and class: images, regions, area percentiles and image sizes.
 
@@ -191,7 +193,7 @@ def validate_command(
     json_out: Path | None = typer.Option(None, "--json", help="Write the machine-readable report here."),
     hash_distance: int = typer.Option(4, "--hash-distance", min=0,
                                       help="Perceptual-hash distance counted as near-duplicate."),
-    max_pixels: int | None = _max_pixels_option(),
+    max_pixels: int | None = max_pixels_option(),
 ) -> None:
     """Check every file: readable, sizes match, indices in the class map, empty masks, duplicates across splits.
 
@@ -219,7 +221,7 @@ def show_command(
     limit: int = typer.Option(24, "--limit", "-n", min=1, help="Samples to draw (defective first)."),
     object_name: str | None = typer.Option(None, "--object", help="Only this object."),
     include_good: bool = typer.Option(False, "--include-good", help="Also draw defect-free samples."),
-    max_pixels: int | None = _max_pixels_option(),
+    max_pixels: int | None = max_pixels_option(),
 ) -> None:
     """Draw mask overlays and a contact sheet with a class-colour legend.
 
@@ -240,12 +242,13 @@ def clean_command(
     output: Path = typer.Argument(..., help="An output (DS folder, export) whose leftovers to clean up."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be done."),
 ) -> None:
-    """Clean up what killed runs left beside an output: hidden staging folders (.NAME.*.partial),
-    replaced folders (.NAME.*.old) and locks (.NAME.lock).
+    """Remove what killed runs left beside an output: staging folders, replaced folders and locks.
 
-    Only leftovers of defectspectrum whose run has ended are touched (a run into the same output
-    also does this on its own); a replaced folder whose swap was cut off is put back where the
-    output is missing, else listed to be dealt with by hand.
+    Those are hidden: .NAME.*.partial (staging), .NAME.*.old (replaced) and .NAME.lock (locks).
+
+    Only leftovers of runs that have ended are touched; a run into the same output also does this on its own.
+
+    A replaced folder whose swap was cut off is put back where the output is missing, else listed to be dealt with.
 
     Example: defectspectrum data clean ds_mvtec
     """
@@ -275,7 +278,7 @@ def split_command(
     """Assign train/val splits.
 
     first-k: the first k images of each defect type train, the rest validate (the paper's rule).
-    random: stratified by defect type, seeded.
+    random: stratified by defect type, seeded; a defect type of two or more images keeps one for training.
 
     Example: defectspectrum data split ds_mvtec --rule first-k --k 5
     """
@@ -292,7 +295,7 @@ def split_command(
 def caption_command(
     ds: Path = typer.Argument(..., readable=False, help="A DS folder (its samples.jsonl is rewritten atomically)."),
     replace_existing: bool = typer.Option(False, "--replace", help="Also replace captions already present."),
-    max_pixels: int | None = _max_pixels_option(),
+    max_pixels: int | None = max_pixels_option(),
 ) -> None:
     """Write template captions from the masks (object, classes, count, size, position).
 
@@ -306,7 +309,9 @@ def caption_command(
     with pixel_limit(max_pixels):
         written = caption_folder(folder, replace_existing=replace_existing)
     folder.save()
-    say(f"captioned {written} of {len(folder)} samples")
+    kept = len(folder) - written
+    say(f"captioned {written} of {len(folder)} samples"
+        + (f"; kept the {kept} caption(s) already there (--replace rewrites them)" if kept else ""))
 
 
 # -- data synth -------------------------------------------------------------------------------------------------

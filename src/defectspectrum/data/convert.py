@@ -26,7 +26,7 @@ from defectspectrum.data.dsfolder import (
 )
 from defectspectrum.data.formats import open_reader
 from defectspectrum.data.formats.base import Reader, SourceSample
-from defectspectrum.data.sample import Sample
+from defectspectrum.data.sample import GOOD, Sample
 from defectspectrum.errors import InputError
 from defectspectrum.io import check_image_pixels, open_image, pixel_limit, set_max_pixels
 from defectspectrum.io import max_pixels as current_max_pixels
@@ -102,11 +102,12 @@ def convert_sample(context: _Context, item: SourceSample, name: str) -> Converte
     mask = check_mask(mask, context.class_maps[item.object], item.mask_origin)
     image_rel, mask_rel = write_sample_files(context.root, item.object, name, item.image, mask, decoded=image,
                                              atomic=False)
+    has_defect = bool(mask.any())
     sample = Sample(id=f"{item.object}/{name}", object=item.object, image=image_rel, mask=mask_rel,
                     split=item.split, caption=item.caption, synthetic=item.synthetic,
                     source=str(Path(item.image).absolute()),
-                    defect_type=item.defect_type)
-    return ConvertedSample(sample, bool(mask.any()))
+                    defect_type=GOOD if item.empty_means_good and not has_defect else item.defect_type)
+    return ConvertedSample(sample, has_defect)
 
 
 def _init_worker(context: _Context, parent_pid: int) -> None:

@@ -71,7 +71,8 @@ _register_builtin("coco", "standard COCO folder: annotations/instances_<split>.j
                   "defectspectrum.data.formats.coco:export_coco")
 _register_builtin("mmseg", "mmsegmentation folder: img_dir/ + ann_dir/ per split, one label space over all objects",
                   "defectspectrum.data.formats.mmseg:export_mmseg")
-_register_builtin("ds-release", "Defect Spectrum release layout: <object>/image, mask (class indices), rbg_mask",
+_register_builtin("ds-release", "Defect Spectrum release layout: <object>/image, mask (class indices), rbg_mask; "
+                  "like the release, it keeps no splits and no synthetic flag",
                   "defectspectrum.data.formats.ds_release:export_ds_release")
 
 EXPORT_FORMATS = tuple(WRITERS)  # the built-in names; `writer_names()` includes writers registered later

@@ -209,9 +209,12 @@ def _fmt_sizes(obj: ObjectStats) -> str:
 def stats_table(stats: DatasetStats) -> Group:
     """Two rich tables: objects (samples, splits, sizes) and classes (images, regions, area percentiles)."""
     objects = Table(title=f"{escape(stats.name)}: {stats.samples} samples", title_justify="left")
+    # on a narrow terminal (or a pipe: 80 columns) text columns fold first, so numbers keep every digit
+    # (where even that is too narrow they end in "…", never in fewer digits)
     for column in ("object", "samples", "defective", "free", "synth", "splits", "sizes HxW"):
-        objects.add_column(column, justify="left" if column in ("object", "splits", "sizes HxW") else "right",
-                           no_wrap=column == "object")
+        text = column in ("object", "splits", "sizes HxW")
+        objects.add_column(column, justify="left" if text else "right", overflow="fold" if text else "ellipsis",
+                           no_wrap=not text)
     for obj in stats.objects.values():
         splits = ", ".join(f"{k} {v}" for k, v in obj.splits.items()) or "-"
         objects.add_row(escape(obj.name), str(obj.samples), str(obj.defective), str(obj.defect_free),
@@ -219,8 +222,9 @@ def stats_table(stats: DatasetStats) -> Group:
 
     classes = Table(title="classes (region areas in pixels; regions are 8-connected)", title_justify="left")
     for column in ("object", "class", "images", "regions", *(f"p{p}" for p in PERCENTILES), "p50 %"):
-        classes.add_column(column, justify="left" if column in ("object", "class") else "right",
-                           no_wrap=column == "object")
+        text = column in ("object", "class")
+        classes.add_column(column, justify="left" if text else "right", overflow="fold" if text else "ellipsis",
+                           no_wrap=not text)
     for obj in stats.objects.values():
         for cls in obj.classes:
             px = [f"{cls.area_px[f'p{p}']:.0f}" if cls.area_px else "-" for p in PERCENTILES]

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from defectspectrum.cli_support import err, friendly, out, parse_csv
+from defectspectrum.cli_support import err, friendly, max_pixels_option, out, parse_csv
 
 
 @friendly
@@ -28,6 +28,7 @@ def report_command(
     limit: int | None = typer.Option(
         None, "--limit", "-n", min=1,
         help="Overlays to draw (default: one per defect type of each object, at least 24)."),
+    max_pixels: int | None = max_pixels_option(),
 ) -> None:
     """Write an HTML report of a DS folder: overview, validation, statistics, splits and mask overlays.
 
@@ -39,9 +40,11 @@ def report_command(
 
       defectspectrum report ds_mvtec --sections overview,stats --stats stats.json --out mvtec/index.html
     """
+    from defectspectrum.io import pixel_limit
     from defectspectrum.report.ds_report import write_ds_report
 
-    written = write_ds_report(ds, out_path, parse_csv(sections), validation=validation, stats=stats, limit=limit)
+    with pixel_limit(max_pixels):
+        written = write_ds_report(ds, out_path, parse_csv(sections), validation=validation, stats=stats, limit=limit)
     for problem in written.problems:
         err.print(f"[yellow]warning:[/] section {escape(problem.name)}: {escape(problem.message)}",
                   highlight=False, soft_wrap=True)

@@ -239,7 +239,7 @@ def _fmt(value: Any) -> str:
             return "\u2014"
         if value == int(value) and abs(value) < 1e15:
             return f"{int(value):,}"
-        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        return f"{value:.4g}" if abs(value) < 1e3 else f"{value:,.0f}"  # 6,476 like the whole 1,509 beside it
     return str(value)
 
 

@@ -40,6 +40,8 @@ class SourceSample:
 
     `mask` is the reader's recipe for the class-index mask (None: defect-free, all background).
     `name` must be unique within `object` (the converter makes it file-safe).
+    `empty_means_good`: `defect_type` is not the source's own grouping (unknown, or one class guessed
+    for a whole folder), so a mask without a defect pixel makes the sample `good`, as no mask would.
     """
 
     object: str
@@ -50,6 +52,7 @@ class SourceSample:
     split: str | None = None
     caption: str | None = None
     synthetic: bool = False
+    empty_means_good: bool = False
 
     @property
     def mask_origin(self) -> str:
@@ -101,7 +104,9 @@ class Reader(ABC):
         if isinstance(recipe, IndexMask):
             pixels = read_mask_pixels(recipe.path)
             if pixels.ndim == 3:
-                raise FormatError(f"{recipe.path}: expected a single-channel class-index mask, found a colour image")
+                raise FormatError(f"{recipe.path}: expected a single-channel class-index mask, found a colour image; "
+                                  "save the mask as grey class indices (or read colour masks with --from folder "
+                                  "--palette)")
             return pixels
         raise TypeError(f"{type(self).__name__} has no loader for mask recipe {recipe!r}")
 

@@ -20,7 +20,8 @@ wins (list order breaks ties), so VOC's `SegmentationClass/` wins over `Annotati
 Masks that cannot be paired are an error, never "all defect-free": a mask folder holding no mask
 images (XML, JSON, YOLO .txt), one whose names match no image, a `masks/<sub>/` without
 `images/<sub>/`, mask-like files side by side (`b_mask.png`) without their image, a `--mask-suffix`
-that pairs nothing, and a folder of another name whose images pair with the images (`gt_masks/`,
+that pairs nothing, class folders none of whose images has a mask (MVTec's `<category>/test/`
+given alone), and a folder of another name whose images pair with the images (`gt_masks/`,
 `segmentations/`: rename it `masks/`) are each a FormatError.
 
 Pairing: the mask of image `a.<ext>` is `a<suffix>.<any image ext>`. `mask_suffix` sets the
@@ -44,7 +45,8 @@ background (the DS format has no ignore index); the class names come from `class
 
 Classes (one object, named by `object_name`, default the root folder's name):
 - a folder per class: the class folders' names, sorted (or in `classes` order, which must name
-  every folder); a binary mask's foreground gets its folder's class;
+  every folder); a binary mask's foreground gets its folder's class; a folder named `good` holds
+  defect-free images (MVTec's convention): it is no class, and a mask there must be empty;
 - else `classes` (defect names, index 1..n; `voc`: VOC's 20 names) if given, else the `palette`
   names, else one class `defect`.
 
@@ -56,7 +58,8 @@ JPEG-damaged binary masks (values that cannot be class indices, >= 128) are thre
 as well. Otherwise a mask holds class indices, which must be at most n (FormatError naming the
 mask otherwise); a pure 0/255 mask with several classes and no class folder is a FormatError.
 Colour masks without a palette are a FormatError (grey stored as RGB is fine). defect_type is the
-class name where one class applies, else unknown (None).
+class name where one class applies, else unknown (None); outside class folders a mask without a
+defect pixel makes its image defect-free (`good`), as a missing mask does.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ SUFFIXES = ("", "_mask", "_masks", "-mask", "_label", "_labels", "-label", "_gt"
             "_segmentation", "_anno", "_annotation")
 DEFAULT_CLASS = "defect"
 DETECT_DEPTH = 3
+HINT_DEPTH = 5  # how deep a "no images found" error looks for images to point at
 NESTED_DEPTH = 2  # images/<split>/<class>/
 VOC_MASKS = "segmentationclass"
 VOC_VOID = 255
@@ -109,11 +113,18 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
 @dataclass(frozen=True)
 class FolderMask:
     """Recipe: one mask file; `class_index` is the class of a binary mask, or None (several classes);
-    `voc`: a VOC class mask, whose void label 255 is read as background."""
+    `voc`: a VOC class mask, whose void label 255 is read as background; `good`: the mask of an image
+    in a `good/` folder, which must hold no defect pixel."""
 
     path: Path
     class_index: int | None
     voc: bool = False
+    good: bool = False
+
+
+def _is_good(class_name: str | None) -> bool:
+    """A class folder named `good` (any case) holds defect-free images: it is not a defect class."""
+    return class_name is not None and class_name.lower() == GOOD
 
 
 @dataclass(frozen=True)
@@ -345,6 +356,24 @@ def _any_image(folder: Path, depth: int) -> bool:
                              for e in entries)
 
 
+def _first_image_folder(folder: Path, depth: int) -> Path | None:
+    """The first folder (in name order, breadth first) at most `depth` levels down that holds an image."""
+    level = [folder]
+    for _ in range(depth + 1):
+        below: list[Path] = []
+        for current in level:
+            try:
+                entries = sorted(os.scandir(current), key=lambda e: e.name)
+            except OSError:
+                continue
+            if any(e.is_file() and not e.name.startswith(".") and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
+                   for e in entries):
+                return current
+            below += [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")]
+        level = below
+    return None
+
+
 def _read_palette(path: Path) -> dict[str, tuple[int, int, int]]:
     """A palette file (JSON, or YAML for any other suffix) as class name -> (r, g, b)."""
     path = Path(path)
@@ -374,8 +403,9 @@ class FolderReader(Reader):
     """Any images folder with masks paired by file name (see the module docstring for the trees)."""
 
     name = "folder"
-    summary = ("generic: images/ + masks/ (or side by side with --mask-suffix), class folders, split folders; "
-               "binary, index or palette-colour masks")
+    summary = ("generic: images/ + masks/ (or side by side with --mask-suffix), class folders (good/: defect-free), "
+               "split folders, Pascal VOC (JPEGImages/ + SegmentationClass/, --classes voc); binary, index or "
+               "palette-colour masks")
 
     def __init__(self, root: Path, classes: Sequence[str] | None = None, mask_suffix: str | None = None,
                  palette: Path | None = None, object_name: str | None = None) -> None:
@@ -385,8 +415,13 @@ class FolderReader(Reader):
         self.skipped = 0  # unlabelled images left out (VOC), known once samples() ran
         self.groups = _scan(self.root, None, None, "", SUFFIXES if mask_suffix is None else (mask_suffix,))
         if not self.groups:
-            raise FormatError(f"{self.root}: no images found (looked for images/ + masks/, images beside masks, "
-                              "class and split folders); check the folder or the --from format")
+            looked = "looked for images/ + masks/, images beside masks, class and split folders"
+            deeper = _first_image_folder(self.root, HINT_DEPTH)
+            if deeper is not None:
+                top = deeper.parent if deeper.name.lower() in IMAGE_DIRS else deeper
+                raise FormatError(f"{self.root}: no images where the folder reader looks ({looked}), but {deeper} "
+                                  f"holds some; pass the data set's own folder, e.g. {top}")
+            raise FormatError(f"{self.root}: no images found ({looked}); check the folder or the --from format")
         colours = _read_palette(palette) if palette is not None else None
         if classes and [c.lower() for c in classes] == ["voc"]:
             classes = VOC_CLASSES
@@ -400,7 +435,7 @@ class FolderReader(Reader):
             self.palette = tuple(lookup.items())
 
     def _class_map(self, classes: list[str] | None, colours: dict[str, Any] | None, palette: Path | None) -> ClassMap:
-        folders = sorted({g.class_name for g in self.groups if g.class_name is not None})
+        folders = sorted({g.class_name for g in self.groups if g.class_name is not None and not _is_good(g.class_name)})
         if folders and classes:
             missing = [f for f in folders if f not in classes]
             if missing:
@@ -431,7 +466,8 @@ class FolderReader(Reader):
         yield from items
 
     def _check_no_masks(self) -> None:
-        """Every image would be defect-free: refuse where masks were asked for or something looks like masks."""
+        """Every image would be defect-free: refuse where masks were asked for, something looks like masks or
+        the images sit in class folders."""
         if self.mask_suffix is not None:
             raise FormatError(f"{self.root}: no image has a mask with the suffix {self.mask_suffix!r} "
                               f"(image folders: {', '.join(str(g.images) for g in self.groups[:3])}"
@@ -442,6 +478,12 @@ class FolderReader(Reader):
             raise FormatError(f"{self.root}: no image pairs with a mask, but {suspect} looks like masks; put masks "
                               f"in masks/ beside images/ (or beside the images with a suffix and --mask-suffix), "
                               "or remove it if every image is defect-free")
+        classes = sorted({g.class_name for g in self.groups if g.class_name is not None and not _is_good(g.class_name)})
+        if classes:  # a class folder without masks says nothing about pixels: its images are not defect-free
+            shown = ", ".join(classes[:4]) + (" ..." if len(classes) > 4 else "")
+            raise FormatError(f"{self.root}: images in class folders ({shown}) but no masks; pass the data set's "
+                              "top folder if this is part of one (`data formats` lists the layouts), put each "
+                              "class's masks in <class>/masks/, or pass a folder of defect-free images by itself")
 
     def _group_samples(self, group: _Group) -> list[SourceSample]:
         side_by_side = group.masks == group.images
@@ -475,9 +517,10 @@ class FolderReader(Reader):
                               f"in {group.images} (mask suffix {suffix!r}); add the image, remove the mask "
                               "or pass --mask-suffix")
         class_index = 1 if self.single and not group.voc else None  # the class of a binary mask, where one applies
-        if group.class_name is not None:
+        good = _is_good(group.class_name)
+        if group.class_name is not None and not good:
             class_index = self.class_map.index(group.class_name)
-        class_name = self.class_map[class_index] if class_index is not None else None
+        class_name = self.class_map[class_index] if class_index is not None and not good else None
         splits: dict[str, str | None] = {}
         if group.voc and group.masks is not None:
             lists = _named(group.images.parent, ("imagesets",))
@@ -495,8 +538,9 @@ class FolderReader(Reader):
                 items.append(SourceSample(self.object, name, image, None, GOOD, group.split))
             else:
                 split = splits.get(image.stem) or group.split
-                items.append(SourceSample(self.object, name, image, FolderMask(paired_mask, class_index, group.voc),
-                                          class_name, split))
+                items.append(SourceSample(self.object, name, image,
+                                          FolderMask(paired_mask, class_index, group.voc, good), class_name, split,
+                                          empty_means_good=group.class_name is None or good))
         return items
 
     def _suffix(self, group: _Group, files: list[Path], mask_files: list[Path], side_by_side: bool) -> str:
@@ -530,6 +574,13 @@ class FolderReader(Reader):
         recipe = sample.mask
         if not isinstance(recipe, FolderMask):
             return super().load_mask(sample, size)
+        mask = self._folder_mask(recipe)
+        if recipe.good and mask.any():
+            raise FormatError(f"{recipe.path}: the mask of an image in a good/ folder has defect pixels; move the "
+                              "image and its mask to their class folder, or clear the mask")
+        return mask
+
+    def _folder_mask(self, recipe: FolderMask) -> np.ndarray:
         if self.palette is not None:
             return self._palette_mask(recipe.path)
         pixels = read_mask_pixels(recipe.path)

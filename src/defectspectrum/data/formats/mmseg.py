@@ -241,7 +241,8 @@ class MmsegReader(Reader):
                  object_name: str | None = None) -> None:
         super().__init__(root)
         if not self.detect(self.root):
-            raise FormatError(f"{self.root}: not an mmseg folder (needs {IMG_DIR}/ and {ANN_DIR}/ side by side)")
+            raise FormatError(f"{self.root}: not an mmseg folder (needs {IMG_DIR}/ and {ANN_DIR}/ side by side); "
+                              f"pass the folder that holds {IMG_DIR}/, or check --from")
         self.classes = classes
         self.mask_suffix = None if mask_suffix is None else mask_suffix.removesuffix(".png")
         self.object_name = object_name
@@ -346,7 +347,8 @@ class MmsegReader(Reader):
                 if not mask.is_file():
                     raise FormatError(f"{image}: its annotation {mask} is missing; add it (all zeros for a defect-free "
                                       "image), remove the image, or pass --mask-suffix")
-                yield SourceSample(object_name, image.stem, image, MmsegMask(mask, lut, object_name), split=split)
+                yield SourceSample(object_name, image.stem, image, MmsegMask(mask, lut, object_name), split=split,
+                                   empty_means_good=True)
 
     def _restored_samples(self) -> Iterator[SourceSample]:
         assert self._written is not None

@@ -42,7 +42,8 @@ class MVTecReader(Reader):
         else:
             self.categories = sorted(p for p in self.root.iterdir() if p.is_dir() and _is_category(p))
         if not self.categories:
-            raise FormatError(f"{self.root}: no MVTec category (a folder with test/ and ground_truth/) found")
+            raise FormatError(f"{self.root}: no MVTec category (a folder with test/ and ground_truth/) found; pass "
+                              "the MVTec AD top folder or one category's folder, or check --from")
 
     @classmethod
     def detect(cls, root: Path) -> bool:
