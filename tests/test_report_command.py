@@ -151,8 +151,7 @@ def test_overview_numbers_match_the_folder(ds, tmp_path):
     good = sum(1 for s in folder if s.is_good)
     classes = sum(len(m.defects) for m in folder.objects.values())
     assert _metrics(html) == {"objects": "2", "defect classes": str(classes), "samples": str(len(folder)),
-                              "defective": str(len(folder) - good),
-                              "defect-free": str(good), "no split": str(len(folder)), "captioned": "0"}
+                              "marked good": str(good), "no split": str(len(folder)), "captioned": "0"}
     rows = _table(html, "object", "defect classes")
     assert rows == [[name, ", ".join(folder.objects[name].defects), str(len(folder.samples(object=name))),
                      str(sum(1 for s in folder.samples(object=name) if s.is_good))] for name in folder.objects]

@@ -57,7 +57,7 @@ def overview_section(context: ReportContext, report: Report) -> None:
     metrics: dict[str, Any] = {
         "objects": len(folder.objects),
         "defect classes": sum(len(cm.defects) for cm in folder.objects.values()),
-        "samples": len(samples), "defective": len(samples) - good, "defect-free": good,
+        "samples": len(samples), "marked good": good,
     }
     if keys:
         metrics[" / ".join(keys)] = " / ".join(f"{splits[key]:,}" for key in keys)
@@ -68,8 +68,8 @@ def overview_section(context: ReportContext, report: Report) -> None:
         metrics["synthetic"] = synthetic
     metrics["captioned"] = sum(1 for s in samples if s.caption)
     report.add_metrics(metrics)
-    report.add_text(f"DS folder `{folder.name}` at `{folder.root.resolve()}`. Defect-free: the samples the source "
-                    "marks `good`.")
+    report.add_text(f"DS folder `{folder.name}` at `{folder.root.resolve()}`. Marked good: the samples whose source "
+                    "marks them defect-free (`defect_type` good); the statistics below count what the masks hold.")
     if not folder.objects:
         report.add_text("The folder has no objects yet.", kind="note")
         return
@@ -77,7 +77,7 @@ def overview_section(context: ReportContext, report: Report) -> None:
     good_per_object = Counter(s.object for s in samples if s.is_good)
     report.add_table([(name, ", ".join(cm.defects) or None, per_object[name], good_per_object[name])
                       for name, cm in folder.objects.items()],
-                     header=["object", "defect classes", "samples", "defect-free"])
+                     header=["object", "defect classes", "samples", "marked good"])
 
 
 # -- validation -----------------------------------------------------------------------------------------------
