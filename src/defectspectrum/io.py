@@ -521,6 +521,10 @@ def read_json(path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; "
                          "fix the file") from exc
+    except RecursionError:
+        raise InputError(f"{path}: invalid JSON (nested too deeply); fix the file") from None
+    except ValueError:  # an integer too long to convert
+        raise InputError(f"{path}: invalid JSON (a number with too many digits); fix the file") from None
 
 
 def read_yaml(path: Path) -> Any:
@@ -530,6 +534,10 @@ def read_yaml(path: Path) -> Any:
     text = read_text(path)
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise InputError(f"{path}: invalid YAML (nested too deeply); fix the file") from None
+    except ValueError:  # an integer too long to convert
+        raise InputError(f"{path}: invalid YAML (a number with too many digits); fix the file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""

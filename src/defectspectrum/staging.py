@@ -211,7 +211,7 @@ def _leftover_pattern(target: Path) -> re.Pattern[str]:
 def _read_owner_file(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) and _TAG in data else None
 

@@ -200,7 +200,7 @@ def index_files(root: Path) -> set[str]:
     for line in lines:
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(record, dict):
             owned.update(os.path.normpath(record[key]).replace(os.sep, "/") for key in ("image", "mask")
@@ -277,6 +277,7 @@ class DSFolder:
         self._samples: dict[str, Sample] = {}
         self._folded_ids: dict[str, str] = {}  # lower-case id -> id: ids may not differ in case only
         self.problems: tuple[IndexProblem, ...] = ()  # lines a lenient open left out
+        self._index_seen: IndexState | None = None  # the index files as read or last saved (None: not known)
         for sample in samples:
             self.add_record(sample)
 
@@ -301,7 +302,7 @@ class DSFolder:
         """True where `root/dataset.json` declares the defectspectrum format."""
         try:
             data = json.loads((Path(root) / DATASET_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return False
         return isinstance(data, dict) and data.get("format") == FORMAT
 
@@ -338,6 +339,7 @@ class DSFolder:
         root = Path(root)
         if not root.is_dir():
             raise InputError(f"{root}: folder not found; check the path")
+        seen = index_state(root)  # before reading: a change made while it is read shows at save()
         dataset_path = root / DATASET_FILE
         if not dataset_path.is_file():
             raise SchemaError(f"{root}: not a DS folder (no {DATASET_FILE}); "
@@ -361,6 +363,7 @@ class DSFolder:
         meta = {key: value for key, value in data.items() if key not in ("format", "version", "name", "objects")}
         folder = cls(root, name or root.name, class_maps, meta=meta)
         folder.problems = tuple(folder._read_index(lenient))
+        folder._index_seen = seen
         return folder
 
     def _read_index(self, lenient: bool) -> list[IndexProblem]:
@@ -534,6 +537,10 @@ class DSFolder:
         changes or removes one): after a crash between the two writes, the old samples.jsonl
         still names only objects the new dataset.json knows. A folder opened leniently with
         problems refuses: saving would drop the lines it left out.
+
+        No lost updates: saves of one folder take turns (a lock on the folder), and a folder whose
+        index another run rewrote since this one read it (say `data split` and `data caption` at once)
+        refuses to save, rather than silently undoing that run's work.
         """
         if self.problems:
             raise InputError(f"{self.root / SAMPLES_FILE}: {len(self.problems)} line(s) were left out when it was "
@@ -543,8 +550,15 @@ class DSFolder:
         dataset = {"format": FORMAT, "version": VERSION, "name": self.name,
                    "objects": {name: {"classes": list(cm.names)} for name, cm in self._objects.items()}, **self.meta}
         lines = "".join(json.dumps(s.to_json(), ensure_ascii=False) + "\n" for s in self)
-        write_json_atomic(self.root / DATASET_FILE, dataset)
-        write_text_atomic(self.root / SAMPLES_FILE, lines)
+        with _folder_lock(self.root):
+            if self._index_seen is not None and index_state(self.root) != self._index_seen:
+                raise InputError(f"{self.root}: its index was rewritten by another run since this one read it; "
+                                 "nothing was saved, so that run's changes stay: run this command again")
+            try:
+                write_json_atomic(self.root / DATASET_FILE, dataset)
+                write_text_atomic(self.root / SAMPLES_FILE, lines)
+            finally:  # also after a failed write: what changed meanwhile, this save changed
+                self._index_seen = index_state(self.root)
 
     # -- the index rules -----------------------------------------------------------------------
 
@@ -582,6 +596,40 @@ class DSFolder:
     def _insert(self, sample: Sample) -> None:
         self._samples[sample.id] = sample
         self._folded_ids[sample.id.lower()] = sample.id
+
+
+IndexState = tuple[tuple[int, ...] | None, ...]
+
+
+def index_state(root: Path) -> IndexState:
+    """What tells this version of a DS folder's index files from any rewrite of them (each atomic
+    write is a new file): device, inode, size and times of dataset.json and samples.jsonl."""
+    state: list[tuple[int, ...] | None] = []
+    for name in (DATASET_FILE, SAMPLES_FILE):
+        try:
+            info = os.stat(Path(root) / name)
+        except OSError:
+            state.append(None)
+        else:
+            state.append((info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
+    return tuple(state)
+
+
+@contextmanager
+def _folder_lock(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder `root` (flock on the folder itself: nothing is written, and the
+    lock ends with the process); where the system has no flock, nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the index_state check alone
+        yield
+        return
+    descriptor = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _index_lines(path: Path) -> Iterator[tuple[int, bytes]]:

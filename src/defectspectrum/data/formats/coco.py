@@ -17,7 +17,9 @@ elsewhere. Sizes and geometry are checked before anything is rasterised (see `co
 
 All annotations of an image become one class-index mask (`coco_masks.rasterize_annotations`:
 where shapes overlap, the smaller one wins); images without annotations are defect-free
-samples. Box-only annotations have no pixels and are skipped (a file with boxes only is refused).
+samples. Box-only annotations have no pixels and are skipped; an image with box-only annotations
+alone has no pixel label and is left out, counted in `skipped` (which `data convert` prints), never
+made a defect-free sample (a file with boxes only is refused).
 
 Classes: the categories (the union over the files; one id must keep one name) ordered by id are
 classes 1..N; `--classes` instead fixes the order by name (with or without a leading
@@ -373,11 +375,16 @@ class CocoReader(Reader):
         return list(dict.fromkeys(folders))
 
     def samples(self) -> Iterator[SourceSample]:
+        self.skipped = 0
         for annotation_file in self._files:
             folders = self._image_folders(annotation_file)
             for image_id, entry in annotation_file.images.items():
                 where = f"{annotation_file.path}: image {image_id}"
-                annotations = annotation_file.by_image[image_id]
+                listed = annotation_file.by_image[image_id]
+                annotations = [a for a in listed if has_segmentation(a)]
+                if listed and not annotations:
+                    self.skipped += 1  # bounding boxes only: no pixel label, neither defective nor defect-free
+                    continue
                 image = self._locator.find(entry["file_name"], folders, where)
                 object_name = self._object_of(entry, annotations, where)
                 category_to_index = {cid: index for cid, index in self._category_index.items()

@@ -1,0 +1,254 @@
+"""Other instances of issue 12's defect classes, found by trying them as an attacker would: hostile
+JSON/YAML and caption workbooks, captions an .xlsx cannot hold, box-only COCO images, terminal escapes
+in printed tables, and two commands rewriting one DS folder's index at once."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pytest
+from PIL import Image
+from typer.testing import CliRunner, Result
+
+from defectspectrum.cli import app
+from defectspectrum.data.dsfolder import DSFolder
+from defectspectrum.data.formats.ds_release import MAX_WORKBOOK_BYTES, read_captions
+from defectspectrum.errors import InputError
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+
+def invoke(*args: str | Path) -> Result:
+    result = CliRunner().invoke(app, [str(a) for a in args], terminal_width=200)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def one_line_error(args: list[str | Path], *fragments: str) -> str:
+    """Run the command; assert exit 2 and exactly one line on stderr, `error: ...` holding every fragment."""
+    result = invoke(*args)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def make_ds(root: Path) -> DSFolder:
+    """A tiny DS folder: two objects, a defective and a defect-free 16x16 sample each."""
+    folder = DSFolder.create(root, "toy", {"plate": ["dent"], "gear": ["chip", "rust"]})
+    for obj in ("plate", "gear"):
+        mask = np.zeros((16, 16), np.uint8)
+        mask[4:9, 4:9] = 1
+        folder.add_sample(obj, "bad", np.full((16, 16, 3), 120, np.uint8), mask, defect_type="dent")
+        folder.add_sample(obj, "good", np.full((16, 16, 3), 60, np.uint8), np.zeros((16, 16), np.uint8),
+                          defect_type="good")
+    folder.save()
+    return folder
+
+
+def rewrite_samples(root: Path, **fields: object) -> None:
+    """Set `fields` on every line of samples.jsonl (as a hand edit or another tool would)."""
+    path = root / "samples.jsonl"
+    lines = [{**json.loads(line), **fields} for line in path.read_text(encoding="utf-8").splitlines()]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+
+
+@pytest.fixture
+def ds(tmp_path: Path) -> Path:
+    return make_ds(tmp_path / "ds").root
+
+
+# -- 4. hostile JSON and YAML are one line, in every reader ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"images": ' + "9" * 5000 + "}", "too many digits"),
+])
+def test_hostile_json_is_one_line_wherever_it_is_read(ds: Path, tmp_path: Path, text: str, fragment: str) -> None:
+    coco = tmp_path / "coco.json"
+    coco.write_text(text)
+    one_line_error(["data", "convert", "--from", "coco", coco, tmp_path / "out"], str(coco), fragment)
+    (ds / "dataset.json").write_text(text)
+    one_line_error(["data", "stats", ds], "dataset.json", fragment)
+    one_line_error(["data", "convert", ds, tmp_path / "copy"], "dataset.json", fragment)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "copy").exists()
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("dent: " + "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("dent: " + "9" * 5000, "too many digits"),
+])
+def test_hostile_yaml_palette_is_one_line(tmp_path: Path, text: str, fragment: str) -> None:
+    source = tmp_path / "shots"
+    for folder in ("images", "masks"):
+        (source / folder).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(source / folder / "a.png")
+    palette = tmp_path / "palette.yaml"
+    palette.write_text(text)
+    one_line_error(["data", "convert", "--from", "folder", "--palette", palette, source, tmp_path / "out"],
+                   str(palette), fragment)
+
+
+def test_a_deeply_nested_index_line_leaves_validate_json_working(ds: Path, tmp_path: Path) -> None:
+    with (ds / "samples.jsonl").open("a") as handle:
+        handle.write("[" * 100_000 + "]" * 100_000 + "\n")
+    result = invoke("data", "validate", ds, "--json", tmp_path / "report.json")
+    assert result.exit_code == 1, result.output  # the bad line is a reported error, not a crash
+    codes = {issue["code"] for issue in json.loads((tmp_path / "report.json").read_text())["issues"]}
+    assert "bad-index-entry" in codes
+
+
+# -- 2./5. ds-release captions: never cut, dropped or turned into formulas -------------------------------------
+
+
+def test_captions_that_look_like_formulas_or_errors_round_trip_as_text(ds: Path, tmp_path: Path) -> None:
+    captions = {"plate/bad": "=HYPERLINK(\"http://x\",\"y\")", "plate/good": "#N/A",
+                "gear/bad": "line one\nline\ttwo", "gear/good": "+1-2"}
+    folder = DSFolder.open(ds)
+    folder.update([s.replace(caption=captions[s.id]) for s in folder])
+    folder.save()
+    assert invoke("data", "export", ds, tmp_path / "release", "--to", "ds-release").exit_code == 0
+    sheet = openpyxl.load_workbook(tmp_path / "release" / "captions.xlsx").active
+    assert all(cell.data_type == "s" for row in sheet.iter_rows() for cell in row)  # text, never a formula
+    assert invoke("data", "convert", tmp_path / "release", tmp_path / "back").exit_code == 0
+    back = {s.id: s.caption for s in DSFolder.open(tmp_path / "back")}
+    assert back == captions
+
+
+@pytest.mark.parametrize(("caption", "fragment"), [
+    ("x" * 40_000, "40000 characters"),
+    ("bell \x07 in a caption", "control character '\\x07'"),
+])
+def test_a_caption_an_xlsx_cannot_hold_is_refused_not_cut(ds: Path, tmp_path: Path, caption: str,
+                                                          fragment: str) -> None:
+    rewrite_samples(ds, caption=caption)
+    one_line_error(["data", "export", ds, tmp_path / "release", "--to", "ds-release"], "plate/bad", fragment)
+    assert not (tmp_path / "release").exists()
+    assert invoke("data", "export", ds, tmp_path / "coco", "--to", "coco").exit_code == 0  # coco keeps it whole
+
+
+def _release_with_captions(root: Path, path_cell: str, caption: str) -> Path:
+    """A one-image DS-MVTec tree whose captions.xlsx holds one row, its cells written into the sheet's
+    XML as they are (openpyxl would cut a cell to 32767 characters)."""
+    image = root / "DS-MVTec" / "bottle" / "image" / "good" / "000.png"
+    image.parent.mkdir(parents=True)
+    (root / "DS-MVTec" / "bottle" / "mask").mkdir()
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(image)
+    book = root / "DS-MVTec" / "captions.xlsx"
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["Path", "defect description"])
+    workbook.active.append(["PATH-CELL", "CAPTION-CELL"])
+    workbook.save(book)
+    with zipfile.ZipFile(book) as original:
+        parts = {name: original.read(name) for name in original.namelist()}
+    sheet = "xl/worksheets/sheet1.xml"
+    parts[sheet] = parts[sheet].replace(b"PATH-CELL", path_cell.encode()).replace(b"CAPTION-CELL", caption.encode())
+    with zipfile.ZipFile(book, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as rewritten:
+        for name, data in parts.items():
+            rewritten.writestr(name, data)
+    return book
+
+
+def test_a_caption_zip_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    book = _release_with_captions(tmp_path / "release", "bottle/image/good/000.png", "a" * (MAX_WORKBOOK_BYTES + 1))
+    assert book.stat().st_size < MAX_WORKBOOK_BYTES // 100  # small on disk, huge once unpacked
+    one_line_error(["data", "convert", "--from", "ds-release", tmp_path / "release", tmp_path / "out"],
+                   str(book), "zip bombs")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_caption_path_with_very_many_parts_costs_memory_in_proportion(tmp_path: Path) -> None:
+    # Every tail of every Path used to be a dict key: 200000 parts were 2e10 tuple entries (out of memory).
+    deep = "x/" * 200_000 + "bottle/image/good/000.png"
+    _release_with_captions(tmp_path / "release", deep, "deep but found")
+    assert len(read_captions(tmp_path / "release" / "DS-MVTec" / "captions.xlsx")) == 1
+    assert invoke("data", "convert", tmp_path / "release", tmp_path / "out").exit_code == 0
+    assert [s.caption for s in DSFolder.open(tmp_path / "out")] == ["deep but found"]
+
+
+# -- 2. box-only COCO images are left out and counted, never made defect-free ----------------------------------
+
+
+def _coco_source(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for name in ("boxed.png", "drawn.png", "plain.png"):
+        Image.fromarray(np.full((16, 16, 3), 80, np.uint8)).save(folder / name)
+    data = {"images": [{"id": i, "file_name": n, "height": 16, "width": 16}
+                       for i, n in enumerate(("boxed.png", "drawn.png", "plain.png"), start=1)],
+            "categories": [{"id": 1, "name": "scratch"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4]},
+                            {"id": 2, "image_id": 2, "category_id": 1, "segmentation": [[1, 1, 9, 1, 9, 9]]},
+                            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [10, 10, 2, 2]}]}
+    path = folder / "_annotations.coco.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("reader", ["coco", "vision"])
+def test_box_only_images_are_skipped_and_counted(tmp_path: Path, reader: str) -> None:
+    annotations = _coco_source(tmp_path / "src" / "Cap" / "train")
+    source = annotations if reader == "coco" else tmp_path / "src"
+    result = invoke("data", "convert", "--from", reader, source, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 unlabelled image(s)" in result.stdout
+    samples = {s.name.removeprefix("train_"): s for s in DSFolder.open(tmp_path / "out")}
+    assert sorted(samples) == ["drawn", "plain"]  # the box-only image is not a defect-free sample
+    assert samples["drawn"].defect_type == "scratch" and samples["plain"].defect_type == "good"
+
+
+# -- 4. names printed in tables: markup and terminal escapes shown literally ------------------------------------
+
+
+def test_tables_print_markup_and_escape_sequences_literally(ds: Path) -> None:
+    data = json.loads((ds / "dataset.json").read_text())
+    data["name"] = "toy\x1b]0;pwned\x07"
+    data["objects"]["plate"]["classes"][1] = "[/]dent\x1b[41m"
+    (ds / "dataset.json").write_text(json.dumps(data))
+    rewrite_samples(ds, split="[/]train\x1b[2J")
+    for command in ("stats", "validate"):
+        result = invoke("data", command, ds)
+        assert result.exit_code in (0, 1), result.output
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout, command
+    stats = invoke("data", "stats", ds).stdout
+    assert "[/]train\\x1b[2J" in stats and "[/]dent\\x1" in stats and "toy\\x1b]0;pwned\\x07" in stats
+
+
+# -- 2. two commands rewriting one index: no lost update -------------------------------------------------------
+
+
+def test_a_save_over_an_index_rewritten_meanwhile_is_refused(ds: Path) -> None:
+    splitter, captioner = DSFolder.open(ds), DSFolder.open(ds)  # `data split` and `data caption` at once
+    splitter.update([s.replace(split="train") for s in splitter])
+    splitter.save()
+    captioner.update([s.replace(caption="a caption") for s in captioner])
+    with pytest.raises(InputError, match="rewritten by another run since this one read it"):
+        captioner.save()
+    assert {(s.split, s.caption) for s in DSFolder.open(ds)} == {("train", None)}  # the split was kept
+    splitter.update([s.replace(split="val") for s in splitter])
+    splitter.save()  # a folder's own earlier save is no conflict
+    assert {s.split for s in DSFolder.open(ds)} == {"val"}
+
+
+def test_the_split_and_caption_commands_never_undo_each_other(ds: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from defectspectrum.data import captions
+
+    real = captions.caption_folder
+
+    def split_meanwhile(folder: DSFolder, **options: object) -> int:
+        assert invoke("data", "split", ds, "--rule", "random", "--seed", "1").exit_code == 0
+        return real(folder, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(captions, "caption_folder", split_meanwhile)
+    one_line_error(["data", "caption", ds], str(ds), "run this command again")
+    monkeypatch.undo()
+    assert all(s.split is not None and s.caption is None for s in DSFolder.open(ds))
+    assert invoke("data", "caption", ds).exit_code == 0
+    assert all(s.split is not None and s.caption for s in DSFolder.open(ds))
