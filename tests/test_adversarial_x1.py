@@ -252,3 +252,22 @@ def test_the_split_and_caption_commands_never_undo_each_other(ds: Path, monkeypa
     assert all(s.split is not None and s.caption is None for s in DSFolder.open(ds))
     assert invoke("data", "caption", ds).exit_code == 0
     assert all(s.split is not None and s.caption for s in DSFolder.open(ds))
+
+
+# -- 2. `convert --from ds` keeps every field it promises to keep ------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_ds_folder_copy_keeps_unknown_fields_sources_and_dataset_fields(ds: Path, tmp_path: Path,
+                                                                          workers: str) -> None:
+    rewrite_samples(ds, source="mvtec:/data/bottle/000.png", reviewer="alice", boxes=[[1, 2, 3, 4]])
+    data = json.loads((ds / "dataset.json").read_text())
+    (ds / "dataset.json").write_text(json.dumps({**data, "license": "CC BY-NC-SA 4.0", "citation": "Bergmann"}))
+    assert invoke("data", "convert", ds, tmp_path / "copy", "-j", workers).exit_code == 0
+    copy = DSFolder.open(tmp_path / "copy")
+    assert len(copy) == 4
+    for sample in copy:
+        assert sample.source == "mvtec:/data/bottle/000.png"
+        assert sample.extra == {"reviewer": "alice", "boxes": [[1, 2, 3, 4]]}
+    assert (copy.meta["license"], copy.meta["citation"]) == ("CC BY-NC-SA 4.0", "Bergmann")
+    assert copy.meta["source"]["format"] == "ds"
