@@ -271,3 +271,22 @@ def test_a_ds_folder_copy_keeps_unknown_fields_sources_and_dataset_fields(ds: Pa
         assert sample.extra == {"reviewer": "alice", "boxes": [[1, 2, 3, 4]]}
     assert (copy.meta["license"], copy.meta["citation"]) == ("CC BY-NC-SA 4.0", "Bergmann")
     assert copy.meta["source"]["format"] == "ds"
+
+
+# -- 2. exports whose split folders differ only in case (one folder on Windows and macOS) ---------------------
+
+
+@pytest.mark.parametrize(("to", "folders"), [("coco", ("images", "annotations")), ("mmseg", ("img_dir", "ann_dir"))])
+def test_splits_differing_only_in_case_get_folders_apart_ignoring_case(ds: Path, tmp_path: Path, to: str,
+                                                                       folders: tuple[str, str]) -> None:
+    folder = DSFolder.open(ds)
+    splits = {"plate/bad": "train", "plate/good": "Train", "gear/bad": "TRAIN", "gear/good": None}
+    folder.update([s.replace(split=splits[s.id]) for s in folder])
+    folder.save()
+    assert invoke("data", "export", ds, tmp_path / "out", "--to", to).exit_code == 0
+    for name in folders:
+        entries = [p.name for p in (tmp_path / "out" / name).iterdir()]
+        assert len({e.lower() for e in entries}) == len(entries) == 4, entries
+    assert (tmp_path / "out" / folders[0] / "train").is_dir()  # the plain name keeps its folder
+    assert invoke("data", "convert", tmp_path / "out", tmp_path / "back").exit_code == 0
+    assert {s.id: s.split for s in DSFolder.open(tmp_path / "back")} == splits

@@ -39,17 +39,19 @@ OUT/images/<split>/<object>_<name>.<ext> the images, copied byte for byte (or ha
                                         `link=True`, a copy where the file system refuses)
 ```
 `file_name` is the bare file name (relative to `images/<split>/`, as COCO does); names are
-sanitised and unique per split (ignoring case and extension). Each JSON lists every category
-(the DS folder's global classes: id = global index, name "object/class", plus "object" and
-"class" fields) and holds one annotation per connected region (8-connectivity) of each class: as
-compressed RLE, or with `polygons=True` (for tools that read no RLE, such as Label Studio's
-converter) as ONE polygon along the region's pixel corners that pycocotools rasterises back to
-exactly the region. COCO polygons have no holes: a region's holes are joined into its outline by
-zero-width vertical cuts (walked down and up again), which pycocotools' parity fill and non-zero
-fills draw as holes; tools that require simple polygons (shapely) see such a polygon as
+sanitised and unique per split (ignoring case and extension), and so are the `<split>`s (a split
+`Train` beside `train` is written as `Train-2`: one folder on case-insensitive file systems). Each
+JSON lists every category (the DS folder's global classes: id = global index, name "object/class",
+plus "object" and "class" fields) and holds one annotation per connected region (8-connectivity) of
+each class: as compressed RLE, or with `polygons=True` (for tools that read no RLE, such as Label
+Studio's converter) as ONE polygon along the region's pixel corners that pycocotools rasterises
+back to exactly the region. COCO polygons have no holes: a region's holes are joined into its
+outline by zero-width vertical cuts (walked down and up again), which pycocotools' parity fill and
+non-zero fills draw as holes; tools that require simple polygons (shapely) see such a polygon as
 self-touching. Each polygon is rasterised back before it is written; a region where that does not
 give its exact pixels, or whose outline is longer than the reader accepts
-(`coco_masks.outline_limit`), is written as RLE, counted in the JSON's `defectspectrum.rle_regions`.
+(`coco_masks.outline_limit`), is written as RLE, counted in the JSON's
+`defectspectrum.rle_regions`.
 A top-level "defectspectrum" block and per-image fields (object, name, split, caption,
 defect_type, synthetic) let this reader restore the DS folder's objects, class maps and samples
 exactly, from the folder or from any one of its JSON files.
@@ -91,7 +93,7 @@ from defectspectrum.data.formats.mmseg import class_map_from_names
 from defectspectrum.data.sample import GOOD, Sample
 from defectspectrum.errors import FormatError, InputError
 from defectspectrum.io import read_json
-from defectspectrum.paths import output_path, safe_name
+from defectspectrum.paths import apart_ignoring_case, output_path, safe_name
 from defectspectrum.progress import track
 from defectspectrum.regions import Region, regions
 from defectspectrum.staging import require_new_folder, staged_folder
@@ -612,9 +614,11 @@ def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bo
     samples = list(folder)
     if not samples:
         raise InputError(f"{folder.root}: holds no samples; nothing to export")
+    keys = apart_ignoring_case(sorted({_split_key(s.split) for s in samples},
+                                      key=lambda key: (key not in (*_SPLIT_ORDER, UNSPLIT), key)))
     groups: dict[str, list[Sample]] = {}
     for sample in samples:
-        groups.setdefault(_split_key(sample.split), []).append(sample)
+        groups.setdefault(keys[_split_key(sample.split)], []).append(sample)
     order = [*(k for k in _SPLIT_ORDER if k in groups), *sorted(k for k in groups if k not in (*_SPLIT_ORDER, UNSPLIT)),
              *([UNSPLIT] if UNSPLIT in groups else [])]
     lookup = global_lookup(folder.objects)

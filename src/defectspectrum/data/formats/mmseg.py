@@ -31,6 +31,8 @@ DS folder's global classes), in the form mmsegmentation 1.x's `BaseSegDataset` r
 - `metainfo.json` ({"classes": [background, "object/class", ...], "palette": [[r, g, b], ...]},
   colours from `draw.class_colors`) and `dataset_config.py`, a config to use as `_base_` (or to
   copy from): dataset type, data root, metainfo, suffixes and a dataloader per split folder;
+- split folders are the split names made safe and distinct ignoring case (`Train` beside `train`
+  becomes `Train-2`: one folder on case-insensitive file systems);
 - stems are `<object>__<name>` made safe, never containing the image suffix (mmseg finds a mask by
   replacing the image suffix in the file's path), every path built through `paths.output_path`.
 Two more files let this reader restore the DS folder exactly (a mixed-suffix export gives back
@@ -80,7 +82,15 @@ from defectspectrum.io import (
     write_json_atomic,
     write_text_atomic,
 )
-from defectspectrum.paths import MAX_NAME, Containment, is_safe_name, output_path, relative_path, safe_name
+from defectspectrum.paths import (
+    MAX_NAME,
+    Containment,
+    apart_ignoring_case,
+    is_safe_name,
+    output_path,
+    relative_path,
+    safe_name,
+)
 from defectspectrum.progress import track
 from defectspectrum.staging import staged_folder
 
@@ -439,16 +449,24 @@ class ExportPaths:
         return f"{ANN_DIR}/{self.split_dir}/{self.mask_file}"
 
 
-def export_paths(sample: Sample, suffix: str, taken: set[tuple[str, str]]) -> ExportPaths:
+def split_folder(split: str | None, suffix: str) -> str:
+    """The split folder of samples of `split` (before `apart_ignoring_case`)."""
+    return UNSPLIT if split is None else _clean_part(split, suffix)
+
+
+def export_paths(sample: Sample, suffix: str, taken: set[tuple[str, str]],
+                 split_dirs: dict[str, str] | None = None) -> ExportPaths:
     """The export paths of `sample` (safe names, unique within their split folder; `taken` records
-    them). InputError for a sample whose object, name or split could not have come from a DS folder."""
+    them; `split_dirs` renames split folders, see `apart_ignoring_case`). InputError for a sample
+    whose object, name or split could not have come from a DS folder."""
     if not (is_safe_name(sample.object) and is_safe_name(sample.name)):
         raise InputError(f"sample {sample.id!r}: object and name must be safe names (letters, digits, '.', '_' or "
                          "'-'); run `defectspectrum data validate` and fix the DS folder")
     if sample.split is not None and not isinstance(sample.split, str):
         raise InputError(f"sample {sample.id!r}: split must be a string or null, not {sample.split!r}; "
                          "run `defectspectrum data validate` and fix the DS folder")
-    split_dir = UNSPLIT if sample.split is None else _clean_part(sample.split, suffix)
+    split_dir = split_folder(sample.split, suffix)
+    split_dir = (split_dirs or {}).get(split_dir, split_dir)
     reserve = len("-99999") + max(len(suffix), len(SEG_MAP_SUFFIX))
     stem = _unique_stem(_clean_part(f"{sample.object}__{sample.name}", suffix, reserve), split_dir, taken)
     return ExportPaths(split_dir, f"{stem}{suffix}", f"{stem}{SEG_MAP_SUFFIX}")
@@ -548,7 +566,10 @@ def export_mmseg(folder: DSFolder, dst: Path) -> Path:
     samples = list(folder)
     suffix = image_suffix([Path(sample.image).suffix for sample in samples])
     taken: set[tuple[str, str]] = set()
-    planned = [(sample, export_paths(sample, suffix, taken)) for sample in samples]
+    folders = {split_folder(s.split, suffix) for s in samples if s.split is None or isinstance(s.split, str)}
+    split_dirs = apart_ignoring_case(sorted(folders, key=lambda name: (name not in ("train", "val", "test", UNSPLIT),
+                                                                       name)))
+    planned = [(sample, export_paths(sample, suffix, taken, split_dirs)) for sample in samples]
     with staged_folder(dst) as tmp:
         output_path(tmp, IMG_DIR).mkdir()
         output_path(tmp, ANN_DIR).mkdir()
