@@ -290,3 +290,35 @@ def test_splits_differing_only_in_case_get_folders_apart_ignoring_case(ds: Path,
     assert (tmp_path / "out" / folders[0] / "train").is_dir()  # the plain name keeps its folder
     assert invoke("data", "convert", tmp_path / "out", tmp_path / "back").exit_code == 0
     assert {s.id: s.split for s in DSFolder.open(tmp_path / "back")} == splits
+
+
+# -- 4. outputs named `.`, `..` or `/`: one line, and built beside the folder meant ---------------------------
+
+
+@pytest.mark.parametrize("args", [["data", "export", "DS", ".", "--to", "coco"],
+                                  ["data", "export", "DS", ".", "--to", "mmseg"],
+                                  ["data", "export", "DS", ".", "--to", "ds-release"],
+                                  ["data", "synth", ".", "--size", "32", "--per-type", "1", "--good", "0"],
+                                  ["report", "DS", "--out", "report.html"]])
+def test_the_current_folder_as_output_is_one_line(ds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  args: list[str]) -> None:
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    one_line_error([str(ds) if a == "DS" else a for a in args], "is the current folder")
+    assert list(here.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["ds", "here"]
+
+
+def test_clean_takes_dot_dotdot_and_refuses_a_root_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "out" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "out")
+    assert invoke("data", "clean", ".").exit_code == 0
+    assert invoke("data", "clean", "sub/..").exit_code == 0
+    one_line_error(["data", "clean", "/"], "is a root folder")
+
+
+def test_an_output_written_through_dotdot_lands_where_it_points(ds: Path, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    assert invoke("data", "export", ds, tmp_path / "a" / ".." / "coco", "--to", "coco").exit_code == 0
+    assert (tmp_path / "coco" / "annotations").is_dir() and list((tmp_path / "a").iterdir()) == []
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

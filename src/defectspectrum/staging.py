@@ -316,10 +316,20 @@ class Leftover:
     reason: str
 
 
+def named_target(target: Path) -> Path:
+    """`target` as an absolute path with `.` and `..` resolved (as written: links are not followed), so
+    that the names beside it are beside the folder meant; InputError for a root folder, which has none."""
+    path = Path(os.path.abspath(target))
+    if not path.name:
+        raise InputError(f"{target}: is a root folder, with no folder beside it to build or clean in; "
+                         "give a folder below it")
+    return path
+
+
 def find_leftovers(target: Path) -> list[Leftover]:
     """What runs of this toolkit left beside `target`: staging folders, replaced folders and locks,
     each with the action cleaning takes. Only names of our pattern holding an owner file of ours count."""
-    target = Path(target)
+    target = named_target(target)
     found: list[Leftover] = []
     lock = lock_path(target)
     if lock.is_file() and not lock.is_symlink():
@@ -382,7 +392,7 @@ def _by_owner(path: Path, kind: str, owner: Owner, action: str, why: str | None 
 def clean_leftovers(target: Path, dry_run: bool = False) -> list[Leftover]:
     """Remove (or, for a replaced folder whose swap was cut off, restore) what ended runs left beside
     `target`; returns every leftover found, with its action. Nothing of a live run is touched."""
-    target = Path(target)
+    target = named_target(target)
     found = find_leftovers(target)
     if dry_run:
         return found
@@ -449,7 +459,10 @@ def staged_folder(root: Path, *, may_replace: Callable[[Path], bool] | None = No
     `may_replace(root)` returns True (it raises InputError to refuse): the folder there is then swapped
     out only once the new one is complete, after `carry(old, new)` brought over what should stay.
     """
-    root = Path(root)
+    root = named_target(root)
+    if root == Path(os.path.abspath(os.curdir)):
+        raise InputError(f"{root}: is the current folder, which an output folder replaces once it is complete; "
+                         "give a new folder name (e.g. ./out) or run from the folder above")
     token = secrets.token_hex(4)
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
