@@ -5,7 +5,10 @@ in printed tables, and two commands rewriting one DS folder's index at once."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -322,3 +325,46 @@ def test_an_output_written_through_dotdot_lands_where_it_points(ds: Path, tmp_pa
     assert invoke("data", "export", ds, tmp_path / "a" / ".." / "coco", "--to", "coco").exit_code == 0
     assert (tmp_path / "coco" / "annotations").is_dir() and list((tmp_path / "a").iterdir()) == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# -- 3./4. a pipe where a file is read: one line, never a hang --------------------------------------------------
+
+
+@pytest.fixture
+def no_hang() -> Iterator[None]:
+    """Fail (instead of blocking the suite) where a command waits on a pipe for more than 20 seconds."""
+
+    def give_up(*_: object) -> None:
+        raise TimeoutError("blocked reading a pipe")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+@pytest.mark.parametrize(("pipe", "args", "fragment"), [
+    ("samples.jsonl", ["data", "stats", "DS"], "samples.jsonl: is not a regular file"),
+    ("samples.jsonl", ["data", "validate", "DS"], "samples.jsonl: is not a regular file"),
+    ("dataset.json", ["data", "convert", "DS", "OUT"], "(this looks like a DS folder)"),
+    ("dataset.json", ["data", "stats", "DS"], "dataset.json: is not a regular file"),
+])
+def test_a_pipe_in_place_of_an_index_file_is_one_line(ds: Path, tmp_path: Path, no_hang: None, pipe: str,
+                                                      args: list[str], fragment: str) -> None:
+    (ds / pipe).unlink()
+    os.mkfifo(ds / pipe)
+    paths = {"DS": str(ds), "OUT": str(tmp_path / "out")}
+    one_line_error([paths.get(a, a) for a in args], fragment)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_given_as_the_palette_is_one_line(tmp_path: Path, no_hang: None) -> None:
+    source = tmp_path / "shots"
+    for folder in ("images", "masks"):
+        (source / folder).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(source / folder / "a.png")
+    os.mkfifo(tmp_path / "palette.json")
+    one_line_error(["data", "convert", "--from", "folder", "--palette", tmp_path / "palette.json", source,
+                    tmp_path / "out"], "palette.json: is not a regular")

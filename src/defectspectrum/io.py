@@ -38,7 +38,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -502,11 +502,33 @@ def image_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
+@contextmanager
+def open_regular(path: Path) -> Iterator[BinaryIO]:
+    """`path` opened for reading bytes, where it is a regular file; before a byte is read, InputError
+    where it is a pipe, a device or a socket (a pipe would block forever, a device never end) and
+    IsADirectoryError for a folder (as `open` raises). Other OSErrors (missing, permission) as they are."""
+    path = Path(path)
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{path}: is not a regular file (a pipe, device or socket); give a regular file")
+        handle = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    with handle:
+        yield handle
+
+
 def read_text(path: Path) -> str:
-    """A UTF-8 text file's contents, or InputError naming the file (missing, not UTF-8)."""
+    """A UTF-8 text file's contents, or InputError naming the file (missing, not a regular file, not UTF-8)."""
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8")
+        with open_regular(path) as handle:
+            return handle.read().decode("utf-8")
     except FileNotFoundError as exc:
         raise InputError(f"{path}: file not found; check the path") from exc
     except UnicodeDecodeError as exc:

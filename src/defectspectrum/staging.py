@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from defectspectrum.errors import InputError
+from defectspectrum.io import read_text
 
 OWNER_FILE = "owner.json"
 _TAG = "defectspectrum"
@@ -210,8 +211,8 @@ def _leftover_pattern(target: Path) -> re.Pattern[str]:
 
 def _read_owner_file(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        data = json.loads(read_text(path))
+    except (OSError, ValueError, RecursionError, InputError):
         return None
     return data if isinstance(data, dict) and _TAG in data else None
 

@@ -58,8 +58,10 @@ from defectspectrum.io import (
     image_size,
     mask_indices,
     open_image,
+    open_regular,
     read_json,
     read_rgb,
+    read_text,
     save_png,
     to_png_mode,
     write_json_atomic,
@@ -192,7 +194,8 @@ def index_files(root: Path) -> set[str]:
     owned = {DATASET_FILE, SAMPLES_FILE}
     path = Path(root) / SAMPLES_FILE
     try:
-        lines = path.read_bytes().decode("utf-8", "replace").splitlines()
+        with open_regular(path) as handle:
+            lines = handle.read().decode("utf-8", "replace").splitlines()
     except FileNotFoundError:
         return owned
     except OSError as exc:
@@ -301,8 +304,8 @@ class DSFolder:
     def is_ds_folder(root: Path) -> bool:
         """True where `root/dataset.json` declares the defectspectrum format."""
         try:
-            data = json.loads((Path(root) / DATASET_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):
+            data = json.loads(read_text(Path(root) / DATASET_FILE))
+        except (OSError, ValueError, RecursionError, InputError):
             return False
         return isinstance(data, dict) and data.get("format") == FORMAT
 
@@ -341,7 +344,7 @@ class DSFolder:
             raise InputError(f"{root}: folder not found; check the path")
         seen = index_state(root)  # before reading: a change made while it is read shows at save()
         dataset_path = root / DATASET_FILE
-        if not dataset_path.is_file():
+        if not os.path.lexists(dataset_path):  # (one that is a folder, pipe or broken link: read_json says so)
             raise SchemaError(f"{root}: not a DS folder (no {DATASET_FILE}); "
                               "convert it first with `defectspectrum data convert`")
         try:
@@ -635,7 +638,7 @@ def _folder_lock(root: Path) -> Iterator[None]:
 def _index_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number, bytes) of every non-blank line of samples.jsonl (none where the file is absent)."""
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             for number, raw in enumerate(handle, start=1):
                 if raw.strip():
                     yield number, raw

@@ -61,6 +61,7 @@ from defectspectrum.io import (
     atomic_path,
     copy_file_atomic,
     list_images,
+    open_regular,
     read_json,
     read_mask_pixels,
     save_png_atomic,
@@ -274,7 +275,7 @@ def _check_workbook_size(path: Path) -> None:
     import zipfile
 
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_regular(path) as handle, zipfile.ZipFile(handle) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read the caption workbook ({type(exc).__name__}: {exc}); "
