@@ -10,6 +10,7 @@ import signal
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openpyxl
@@ -19,8 +20,14 @@ from typer.testing import CliRunner, Result
 
 from defectspectrum.cli import app
 from defectspectrum.data.dsfolder import DSFolder
+from defectspectrum.data.formats.coco_masks import (
+    MAX_PAINT_WORK,
+    annotation_to_rle,
+    decode_rle,
+    rasterize_annotations,
+)
 from defectspectrum.data.formats.ds_release import MAX_WORKBOOK_BYTES, read_captions
-from defectspectrum.errors import InputError
+from defectspectrum.errors import FormatError, InputError
 
 # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -368,3 +375,60 @@ def test_a_pipe_given_as_the_palette_is_one_line(tmp_path: Path, no_hang: None) 
     os.mkfifo(tmp_path / "palette.json")
     one_line_error(["data", "convert", "--from", "folder", "--palette", tmp_path / "palette.json", source,
                     tmp_path / "out"], "palette.json: is not a regular")
+
+
+# -- 3. many COCO annotations: drawn in time that grows with the shapes, not shapes x image size ---------------
+
+
+def _reference_raster(annotations: list[dict[str, Any]], height: int, width: int) -> np.ndarray:
+    """The overlap rule drawn the plain way: each shape decoded at full size, largest area first."""
+    from pycocotools import mask as mask_utils
+
+    shapes = []
+    for position, annotation in enumerate(annotations):
+        rle = annotation_to_rle(annotation, height, width)
+        shapes.append((-int(mask_utils.area(rle)), annotation["id"], position, rle, annotation["category_id"]))
+    mask = np.zeros((height, width), np.uint8)
+    for *_, rle, category in sorted(shapes, key=lambda shape: shape[:3]):
+        mask[decode_rle(rle)] = category
+    return mask
+
+
+def test_run_by_run_drawing_matches_full_decoding_exactly() -> None:
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        height, width = (int(v) for v in rng.integers(1, 40, 2))
+        annotations: list[dict[str, Any]] = []
+        for _ in range(int(rng.integers(1, 7))):
+            if rng.random() < 0.5:
+                points = int(rng.integers(3, 10))
+                xy = np.stack([rng.uniform(-width, 2 * width, points), rng.uniform(-height, 2 * height, points)], 1)
+                segmentation: Any = [xy.ravel().tolist()]
+            else:
+                shape = (rng.random((height, width)) < rng.random()).astype(np.uint8)
+                counts = mask_utils.encode(np.asfortranarray(shape))["counts"].decode()
+                segmentation = {"size": [height, width], "counts": counts}
+            annotations.append({"id": int(rng.integers(0, 4)), "category_id": int(rng.integers(1, 4)),
+                                "segmentation": segmentation})
+        drawn = rasterize_annotations(annotations, height, width, {1: 1, 2: 2, 3: 3})
+        np.testing.assert_array_equal(drawn, _reference_raster(annotations, height, width))
+        assert drawn.flags.c_contiguous
+
+
+def test_thousands_of_tiny_annotations_on_a_large_image_are_drawn() -> None:
+    # A full decode per annotation made this 2000 x 64 megapixels of work (tens of minutes).
+    annotations = [{"id": i, "category_id": 1 + i % 2, "segmentation": [[i % 500, 7, i % 500 + 3, 7, i % 500, 10]]}
+                   for i in range(2000)]
+    drawn = rasterize_annotations(annotations, 8192, 8192, {1: 1, 2: 2})
+    assert set(np.unique(drawn[:20, :510]).tolist()) == {0, 1, 2} and not drawn[20:].any()
+
+
+def test_an_image_whose_shapes_take_too_long_to_draw_is_refused_before_drawing() -> None:
+    band = [[0, 1, 64, 1, 64, 63, 0, 63]]  # rows 1..62 of a 64x64 image: one run per column, spanning it
+    annotations = [{"id": i, "category_id": 1, "segmentation": band} for i in range(2 * MAX_PAINT_WORK)]
+    with pytest.raises(FormatError, match=r"x\.json: image 3: its annotations take more than"):
+        rasterize_annotations(annotations, 64, 64, {1: 1}, where="x.json: image 3")
+    drawn = rasterize_annotations(annotations[:MAX_PAINT_WORK // 2], 64, 64, {1: 1})
+    assert drawn[1:63].all() and not drawn[[0, 63]].any()
