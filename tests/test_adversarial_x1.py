@@ -432,3 +432,25 @@ def test_an_image_whose_shapes_take_too_long_to_draw_is_refused_before_drawing()
         rasterize_annotations(annotations, 64, 64, {1: 1}, where="x.json: image 3")
     drawn = rasterize_annotations(annotations[:MAX_PAINT_WORK // 2], 64, 64, {1: 1})
     assert drawn[1:63].all() and not drawn[[0, 63]].any()
+
+
+# -- 2. nothing dropped or replaced without a word -----------------------------------------------------------
+
+
+def test_an_unlabelled_mmseg_split_folder_is_counted_as_skipped(tmp_path: Path) -> None:
+    source = tmp_path / "mm"
+    for folder, names in (("img_dir/train", ("a",)), ("ann_dir/train", ("a",)), ("img_dir/test", ("b", "c"))):
+        (source / folder).mkdir(parents=True)
+        for name in names:
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(source / folder / f"{name}.png")
+    result = invoke("data", "convert", "--from", "mmseg", source, tmp_path / "out")
+    assert result.exit_code == 0 and "skipped 2 unlabelled image(s)" in result.stdout, result.output
+
+
+def test_split_says_how_many_samples_left_the_split_they_had(ds: Path) -> None:
+    folder = DSFolder.open(ds)
+    folder.update([s.replace(split="test") for s in folder])  # e.g. the source's own test split
+    folder.save()
+    result = invoke("data", "split", ds, "--k", "1")
+    assert result.exit_code == 0 and "moved 4 sample(s) out of the split they had: test 4" in result.stdout
+    assert "moved" not in invoke("data", "split", ds, "--k", "1").stdout  # nothing changed this time

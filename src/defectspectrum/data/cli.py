@@ -6,6 +6,7 @@ Everything printed that holds a path or a name goes through `say`/`wrote` (never
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -272,7 +273,7 @@ def split_command(
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=1.0, help="random: share for validation."),
     seed: int = typer.Option(0, "--seed", help="random: the seed."),
 ) -> None:
-    """Assign train/val splits.
+    """Assign train/val splits (every sample's split is replaced; samples moved out of one are counted).
 
     first-k: the first k images of each defect type train, the rest validate (the paper's rule).
     random: stratified by defect type, seeded.
@@ -282,9 +283,14 @@ def split_command(
     from defectspectrum.data.splits import assign_splits
 
     folder = open_ds(ds)
+    before = {s.id: s.split for s in folder if s.split is not None}
     counts = assign_splits(folder, rule=rule, k=k, val_fraction=val_fraction, seed=seed)
     folder.save()
     say(", ".join(f"{split}: {count}" for split, count in counts.items()))
+    changed = Counter(before[s.id] for s in folder if before.get(s.id, s.split) != s.split)
+    if changed:
+        say(f"moved {sum(changed.values())} sample(s) out of the split they had: "
+            + ", ".join(f"{split} {count}" for split, count in sorted(changed.items())))
 
 
 @data_app.command("caption")

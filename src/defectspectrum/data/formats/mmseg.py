@@ -8,8 +8,9 @@
 Reading a plain mmseg folder gives ONE object (`--object`, else the root folder's name) and keeps
 every split folder's name as the split (`unsplit` is read as no split; images directly in
 `img_dir/` with masks directly in `ann_dir/` have no split). A split folder with no counterpart in
-`ann_dir/` is unlabelled and skipped. Masks pair with images by stem plus an optional suffix
-(mmseg's `seg_map_suffix`, e.g. `_labelTrainIds` or `_mask`): `--mask-suffix`, else the suffix
+`ann_dir/` is unlabelled and skipped (its images counted in `skipped`, which `data convert`
+prints). Masks pair with images by stem plus an optional suffix (mmseg's `seg_map_suffix`, e.g.
+`_labelTrainIds` or `_mask`): `--mask-suffix`, else the suffix
 that pairs the most images. The ignore index 255 is read as background.
 
 Class names, first found wins: the `--classes` option; `classes.json` (a list of names, or
@@ -344,6 +345,9 @@ class MmsegReader(Reader):
 
     def _plain_samples(self) -> Iterator[SourceSample]:
         groups = [(list_images(img), _png_stems(ann), img, ann, split) for img, ann, split in _split_dirs(self.root)]
+        labelled = {img for _, _, img, _, _ in groups}
+        self.skipped = sum(len(list_images(folder)) for folder in (self.root / IMG_DIR).iterdir()
+                           if folder.is_dir() and not folder.name.startswith(".") and folder not in labelled)
         if not any(images for images, *_ in groups):
             return
         suffix = self.mask_suffix
