@@ -454,3 +454,32 @@ def test_split_says_how_many_samples_left_the_split_they_had(ds: Path) -> None:
     result = invoke("data", "split", ds, "--k", "1")
     assert result.exit_code == 0 and "moved 4 sample(s) out of the split they had: test 4" in result.stdout
     assert "moved" not in invoke("data", "split", ds, "--k", "1").stdout  # nothing changed this time
+
+
+# -- 3. what a killed save leaves inside a DS folder, data clean removes -------------------------------------
+
+
+def test_data_clean_removes_temporary_files_of_killed_writes_inside_the_folder(ds: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    dead = int(ended.stdout)
+    old = time.time() - 3600
+    left = {"index": ds / f".samples.jsonl.{dead}.0.tmp", "image": ds / "plate" / "images" / f".bad.png.{dead}.7.tmp",
+            "fresh": ds / f".dataset.json.{dead}.1.tmp", "live": ds / f".samples.jsonl.{os.getpid()}.3.tmp",
+            "mine": ds / ".notes.tmp"}
+    for name, path in left.items():
+        path.write_text("partial")
+        if name != "fresh":
+            os.utime(path, (old, old))
+    (ds / f".x.png.{dead}.2.tmp").symlink_to(ds / "dataset.json")
+    result = invoke("data", "clean", ds)
+    assert result.exit_code == 0, result.output
+    assert not left["index"].exists() and not left["image"].exists()
+    assert left["fresh"].exists() and left["live"].exists() and left["mine"].exists()
+    assert (ds / f".x.png.{dead}.2.tmp").is_symlink() and (ds / "dataset.json").is_file()
+    assert "removed" in result.stdout and "kept" in result.stdout
+    assert len(DSFolder.open(ds)) == 4

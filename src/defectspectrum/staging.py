@@ -390,11 +390,39 @@ def _by_owner(path: Path, kind: str, owner: Owner, action: str, why: str | None 
     return Leftover(path, kind, action, why or f"its run ({owner.describe()}) ended")
 
 
-def clean_leftovers(target: Path, dry_run: bool = False) -> list[Leftover]:
+# io.atomic_path's temporary files: `.<name>.<pid>.<n>.tmp` beside the file being written
+TEMP_FILE = re.compile(r"\..+\.(\d+)\.\d+\.tmp")
+TEMP_FILE_AGE = 60.0  # seconds untouched before a temporary file of an ended process counts as left over
+
+
+def find_temp_files(folder: Path) -> list[Leftover]:
+    """Temporary files of interrupted atomic writes inside `folder` (e.g. a DS folder's index, written
+    while a killed `data split` saved it): removed where their process has ended and they are a minute
+    old, else kept. Symbolic links are neither followed nor removed."""
+    found: list[Leftover] = []
+    now = time.time()
+    for here, subfolders, files in os.walk(folder):
+        subfolders[:] = [name for name in subfolders if not os.path.islink(os.path.join(here, name))]
+        for name in sorted(files):
+            match = TEMP_FILE.fullmatch(name)
+            path = Path(here) / name
+            if match is None or path.is_symlink() or not path.is_file():
+                continue
+            if process_alive(int(match.group(1))) or now - path.stat().st_mtime < TEMP_FILE_AGE:
+                found.append(Leftover(path, "temporary file", "keep", "its write may still be going on"))
+            else:
+                found.append(Leftover(path, "temporary file", "remove", "its run ended before finishing the write"))
+    return found
+
+
+def clean_leftovers(target: Path, dry_run: bool = False, inside: bool = False) -> list[Leftover]:
     """Remove (or, for a replaced folder whose swap was cut off, restore) what ended runs left beside
-    `target`; returns every leftover found, with its action. Nothing of a live run is touched."""
+    `target` (with `inside`, also their temporary files inside it, see `find_temp_files`); returns every
+    leftover found, with its action. Nothing of a live run is touched."""
     target = named_target(target)
     found = find_leftovers(target)
+    if inside and target.is_dir() and not target.is_symlink():
+        found += find_temp_files(target)
     if dry_run:
         return found
     for item in found:

@@ -242,7 +242,8 @@ def clean_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be done."),
 ) -> None:
     """Clean up what killed runs left beside an output: hidden staging folders (.NAME.*.partial),
-    replaced folders (.NAME.*.old) and locks (.NAME.lock).
+    replaced folders (.NAME.*.old) and locks (.NAME.lock); and inside it, temporary files of writes
+    a killed run did not finish (.FILE.PID.N.tmp, e.g. of a DS folder's index).
 
     Only leftovers of defectspectrum whose run has ended are touched (a run into the same output
     also does this on its own); a replaced folder whose swap was cut off is put back where the
@@ -252,7 +253,7 @@ def clean_command(
     """
     from defectspectrum.staging import clean_leftovers
 
-    found = clean_leftovers(output, dry_run=dry_run)
+    found = clean_leftovers(output, dry_run=dry_run, inside=True)
     if not found:
         say(f"nothing to clean beside {output}")
     verbs = {"remove": "removed", "restore": "restored", "keep": "kept"} if not dry_run else \

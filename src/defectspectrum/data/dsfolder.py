@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -68,7 +67,7 @@ from defectspectrum.io import (
     write_text_atomic,
 )
 from defectspectrum.paths import Containment, check_relative, is_safe_name, output_path, safe_name
-from defectspectrum.staging import staged_folder
+from defectspectrum.staging import TEMP_FILE, staged_folder
 
 FORMAT = "defectspectrum"
 VERSION = 1
@@ -211,7 +210,6 @@ def index_files(root: Path) -> set[str]:
     return owned
 
 
-_OUR_TEMP_FILE = re.compile(r"\..+\.\d+\.\d+\.tmp")  # io.atomic_path's temporary files
 
 
 def _clashes(new: Path, rel: str) -> bool:
@@ -240,7 +238,7 @@ def carry_user_files(old: Path, new: Path) -> list[str]:
         if not files and not subfolders and here != Path("."):
             plan.append(here.as_posix() + "/")  # an empty folder of the user's
         plan += [(here / name).as_posix() for name in sorted(files)
-                 if (here / name).as_posix() not in owned and not _OUR_TEMP_FILE.fullmatch(name)]
+                 if (here / name).as_posix() not in owned and not TEMP_FILE.fullmatch(name)]
     for rel in plan:
         if _clashes(new, rel):
             raise InputError(f"{old / rel.rstrip('/')}: a file of yours in the DS folder being replaced has the name "
