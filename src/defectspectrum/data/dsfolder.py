@@ -619,15 +619,23 @@ def index_state(root: Path) -> IndexState:
 @contextmanager
 def _folder_lock(root: Path) -> Iterator[None]:
     """Hold an exclusive lock on the folder `root` (flock on the folder itself: nothing is written, and the
-    lock ends with the process); where the system has no flock, nothing is locked."""
+    lock ends with the process). Best effort: where the system or file system has no such lock (Windows,
+    some network shares), the `index_state` check alone guards the save."""
     try:
         import fcntl
-    except ImportError:  # Windows: the index_state check alone
+    except ImportError:
         yield
         return
-    descriptor = os.open(root, os.O_RDONLY)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        descriptor = os.open(root, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError:  # ENOLCK, EOPNOTSUPP, ...
+            pass
         yield
     finally:
         os.close(descriptor)
