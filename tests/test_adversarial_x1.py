@@ -483,3 +483,34 @@ def test_data_clean_removes_temporary_files_of_killed_writes_inside_the_folder(d
     assert (ds / f".x.png.{dead}.2.tmp").is_symlink() and (ds / "dataset.json").is_file()
     assert "removed" in result.stdout and "kept" in result.stdout
     assert len(DSFolder.open(ds)) == 4
+
+
+# -- 4. messages keep their file and fix ------------------------------------------------------------------------
+
+
+def test_a_workbook_error_over_several_lines_keeps_its_fix_on_the_one_line(tmp_path: Path) -> None:
+    # An XML entity bomb in the sheet: expat refuses it, and openpyxl's message runs over two lines.
+    entities = '<!DOCTYPE worksheet [<!ENTITY a0 "xxxxxxxxxx">' + "".join(
+        f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10)) + "]>"
+    book = _release_with_captions(tmp_path / "release", "bottle/image/good/000.png", "&a9;")
+    with zipfile.ZipFile(book) as original:
+        parts = {name: original.read(name) for name in original.namelist()}
+    sheet = "xl/worksheets/sheet1.xml"
+    parts[sheet] = parts[sheet].replace(b"<worksheet", entities.encode() + b"<worksheet", 1)
+    with zipfile.ZipFile(book, "w") as rewritten:
+        for name, data in parts.items():
+            rewritten.writestr(name, data)
+    one_line_error(["data", "convert", tmp_path / "release", tmp_path / "out"], str(book),
+                   "re-save it as .xlsx or remove it")
+
+
+@pytest.mark.parametrize(("classes", "fragment"), [("dent,dent", "--classes: class map"),
+                                                   (",".join(f"c{i}" for i in range(300)), "--classes: class map")])
+def test_folder_class_errors_name_the_option(tmp_path: Path, classes: str, fragment: str) -> None:
+    source = tmp_path / "shots"
+    for folder in ("images", "masks"):
+        (source / folder).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(source / folder / "a.png")
+    one_line_error(["data", "convert", "--from", "folder", "--classes", classes, source, tmp_path / "out"], fragment)
+    result = invoke("data", "convert", "--from", "folder", "--classes", "background,dent", source, tmp_path / "ok")
+    assert result.exit_code == 0 and DSFolder.open(tmp_path / "ok").objects["shots"].names == ("background", "dent")

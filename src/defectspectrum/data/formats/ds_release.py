@@ -266,6 +266,12 @@ def _normalise_header(value: Any) -> str:
     return re.sub(r"[\s_]+", " ", str(value or "")).strip().lower()
 
 
+def _unreadable_workbook(path: Path, exc: Exception) -> InputError:
+    reason = (str(exc).strip().splitlines() or [""])[0]  # openpyxl's messages may run over several lines
+    return InputError(f"{path}: cannot read the caption workbook ({type(exc).__name__}: {reason}); "
+                      "re-save it as .xlsx or remove it")
+
+
 MAX_WORKBOOK_BYTES = 256 * 1024 * 1024  # unpacked size of a captions.xlsx (the release's is a few MB)
 
 
@@ -278,8 +284,7 @@ def _check_workbook_size(path: Path) -> None:
         with open_regular(path) as handle, zipfile.ZipFile(handle) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the caption workbook ({type(exc).__name__}: {exc}); "
-                         "re-save it as .xlsx or remove it") from exc
+        raise _unreadable_workbook(path, exc) from exc
     if unpacked > MAX_WORKBOOK_BYTES:
         raise InputError(f"{path}: the caption workbook unpacks to {unpacked} bytes, more than the "
                          f"{MAX_WORKBOOK_BYTES} a captions file may take (a guard against zip bombs); "
@@ -295,8 +300,7 @@ def read_captions(path: Path) -> dict[tuple[str, ...], str]:
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # zipfile.BadZipFile, InvalidFileException and parser errors share no base
-        raise InputError(f"{path}: cannot read the caption workbook ({type(exc).__name__}: {exc}); "
-                         "re-save it as .xlsx or remove it") from exc
+        raise _unreadable_workbook(path, exc) from exc
     captions: dict[tuple[str, ...], str] = {}
     found = False
     try:
@@ -315,8 +319,7 @@ def read_captions(path: Path) -> dict[tuple[str, ...], str]:
                     continue
                 captions.setdefault(caption_key(str(path_cell)), str(text).strip())
     except Exception as exc:  # a damaged sheet fails while it is streamed
-        raise InputError(f"{path}: cannot read the caption workbook ({type(exc).__name__}: {exc}); "
-                         "re-save it as .xlsx or remove it") from exc
+        raise _unreadable_workbook(path, exc) from exc
     finally:
         workbook.close()
     if not found:
