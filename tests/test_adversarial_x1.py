@@ -28,6 +28,7 @@ from defectspectrum.data.formats.coco_masks import (
 )
 from defectspectrum.data.formats.ds_release import MAX_WORKBOOK_BYTES, read_captions
 from defectspectrum.errors import FormatError, InputError
+from defectspectrum.io import MAX_SIDE
 
 # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -514,3 +515,25 @@ def test_folder_class_errors_name_the_option(tmp_path: Path, classes: str, fragm
     one_line_error(["data", "convert", "--from", "folder", "--classes", classes, source, tmp_path / "out"], fragment)
     result = invoke("data", "convert", "--from", "folder", "--classes", "background,dent", source, tmp_path / "ok")
     assert result.exit_code == 0 and DSFolder.open(tmp_path / "ok").objects["shots"].names == ("background", "dent")
+
+
+# -- 3. absurd aspect ratios within the pixel limit ---------------------------------------------------------------
+
+
+def test_a_side_longer_than_opencv_reads_is_refused_from_the_header(tmp_path: Path) -> None:
+    source = tmp_path / "strip"
+    for folder in ("images", "masks"):
+        (source / folder).mkdir(parents=True)
+    long_side = MAX_SIDE + 1  # 1 x 1048577: far below the pixel limit, yet Pillow cannot resample a 1 x 10^8 strip
+    Image.fromarray(np.zeros((1, long_side), np.uint8)).save(source / "images" / "a.png")
+    Image.fromarray(np.zeros((1, long_side), np.uint8)).save(source / "masks" / "a.png")
+    one_line_error(["data", "convert", source, tmp_path / "out"], str(source / "images" / "a.png"),
+                   f"a side longer than {MAX_SIDE} pixels", "crop or tile")
+    folder = DSFolder.create(tmp_path / "ds", objects={"strip": ["dent"]})
+    folder.add_sample("strip", "ok", np.zeros((1, MAX_SIDE, 3), np.uint8), np.zeros((1, MAX_SIDE), np.uint8))
+    folder.save()
+    assert invoke("data", "validate", tmp_path / "ds").exit_code == 0  # the longest side allowed goes through
+    Image.fromarray(np.zeros((1, long_side), np.uint8)).save(tmp_path / "ds" / "strip" / "images" / "ok.png")
+    result = invoke("data", "validate", tmp_path / "ds", "--json", tmp_path / "report.json")
+    assert result.exit_code == 1
+    assert "too-large" in [i["code"] for i in json.loads((tmp_path / "report.json").read_text())["issues"]]

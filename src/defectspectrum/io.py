@@ -1,8 +1,9 @@
 """File I/O shared by every reader and writer: atomic writes and checked image/mask reads.
 
 Image reads (every reader, validate, show, stats and the exports go through `open_image`):
-- Size first: an image's size is read from its header, and one above the pixel limit is refused
-  before any pixel is decoded (decompression bombs). The limit is `max_pixels()`:
+- Size first: an image's size is read from its header, and one above the pixel limit, or with a
+  side longer than `MAX_SIDE` (absurd aspect ratios), is refused before any pixel is decoded
+  (decompression bombs). The limit is `max_pixels()`:
   `DEFAULT_MAX_PIXELS`, or the `DEFECTSPECTRUM_MAX_PIXELS` environment variable, or `--max-pixels`
   (`pixel_limit`). Pillow's own bomb check follows the same limit.
 - Damage: an image is decoded in full (a truncated file is an error), and a PNG's chunk checksums
@@ -53,6 +54,9 @@ KEEP_AS_IS_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")  # copied byte for byt
 # as 8-bit RGB) passes; 30000 x 30000 (900 megapixels, 2.5 GiB decoded, times the worker count) does not.
 DEFAULT_MAX_PIXELS = 16384 * 16384
 MAX_PIXELS_ENV = "DEFECTSPECTRUM_MAX_PIXELS"
+# The longest side read at all (OpenCV's CV_IO_MAX_IMAGE_WIDTH/HEIGHT): a 1 x 10^8 strip is within the
+# pixel limit, but Pillow cannot resample it (thumbnails, hashes) and OpenCV-based tools cannot load it.
+MAX_SIDE = 1 << 20
 SINGLE_CHANNEL_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")  # masks: one value a pixel
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA_MODES = {"LA": 1, "La": 1, "PA": 1, "RGBA": 3, "RGBa": 3}  # mode -> channels before the alpha
@@ -243,6 +247,10 @@ def require_pixels_within_limit(where: str, width: int, height: int) -> None:
     """InputError naming `where` unless a `width` x `height` image is within `max_pixels()` (for sizes
     known before any file is read, e.g. a COCO image entry about to be rasterised)."""
     limit = max_pixels()
+    if max(width, height) > MAX_SIDE:
+        raise ImageTooLargeError(f"{where}: image is {width}x{height}; a side longer than {MAX_SIDE} pixels is "
+                                 "refused, whatever --max-pixels says (OpenCV, and so mmseg, reads no longer side, "
+                                 "and resampling it runs out of memory): crop or tile the image")
     if width * height > limit:
         pixels = width * height
         raise ImageTooLargeError(f"{where}: image is {width}x{height} = {pixels} pixels, above the limit of {limit} "
@@ -288,7 +296,7 @@ def _open_header(path: Path) -> Image.Image:
     except Exception as exc:  # Pillow's plugins raise many types on hostile headers
         raise _unreadable(path, exc) from None
     width, height = image.size
-    if width * height > limit:
+    if width * height > limit or max(width, height) > MAX_SIDE:
         image.close()
         require_pixels_within_limit(str(path), width, height)
     return image
