@@ -537,3 +537,34 @@ def test_a_side_longer_than_opencv_reads_is_refused_from_the_header(tmp_path: Pa
     result = invoke("data", "validate", tmp_path / "ds", "--json", tmp_path / "report.json")
     assert result.exit_code == 1
     assert "too-large" in [i["code"] for i in json.loads((tmp_path / "report.json").read_text())["issues"]]
+
+
+# -- 3. huge numbers of classes ----------------------------------------------------------------------------------
+
+
+def test_more_than_65535_global_classes_keep_their_coco_category_ids(tmp_path: Path) -> None:
+    # 256 objects of 255 classes, then 200 and 100 more: the last object's global ids pass 65535 (a uint16 table
+    # wrapped them to 0.. silently, or failed with OverflowError).
+    objects = {f"o{i}": [f"c{j}" for j in range(255)] for i in range(256)}
+    objects.update({"big": [f"b{j}" for j in range(200)], "last": [f"l{j}" for j in range(100)]})
+    folder = DSFolder.create(tmp_path / "ds", objects=objects)
+    mask = np.zeros((4, 4), np.uint8)
+    mask[0, 0], mask[2:, 2:] = 100, 60
+    folder.add_sample("last", "a", np.zeros((4, 4, 3), np.uint8), mask)
+    folder.save()
+    assert invoke("data", "export", tmp_path / "ds", tmp_path / "coco", "--to", "coco").exit_code == 0
+    document = json.loads((tmp_path / "coco" / "annotations" / "instances_unsplit.json").read_text())
+    names = {c["id"]: c["name"] for c in document["categories"]}
+    assert sorted(names[a["category_id"]] for a in document["annotations"]) == ["last/l59", "last/l99"]
+    assert invoke("data", "convert", tmp_path / "coco", tmp_path / "back").exit_code == 0
+    back = DSFolder.open(tmp_path / "back")
+    np.testing.assert_array_equal(back.load_mask(back["last/a"]), mask)
+
+
+def test_an_mmseg_restore_index_with_more_classes_than_uint8_is_one_line(tmp_path: Path, ds: Path) -> None:
+    assert invoke("data", "export", ds, tmp_path / "mm", "--to", "mmseg").exit_code == 0
+    classes = json.loads((tmp_path / "mm" / "classes.json").read_text())
+    for name in classes["objects"]:
+        classes["objects"][name]["classes"] = ["background"] + [f"{name}{i}" for i in range(200)]
+    (tmp_path / "mm" / "classes.json").write_text(json.dumps(classes))
+    one_line_error(["data", "convert", tmp_path / "mm", tmp_path / "out"], "classes.json", "400 classes")

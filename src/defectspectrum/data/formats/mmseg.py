@@ -276,6 +276,10 @@ class MmsegReader(Reader):
         if not (isinstance(data, dict) and data.get("format") == WRITER_FORMAT):
             return None
         class_maps = class_maps_from_json(data.get("objects"), str(path), FormatError)
+        total = sum(len(class_map) - 1 for class_map in class_maps.values())
+        if total >= IGNORE_INDEX:
+            raise FormatError(f"{path}: its objects have {total} classes, more than the {IGNORE_INDEX - 1} an mmseg "
+                              "export's uint8 masks hold; fix the file or re-export the folder")
         for object_name in class_maps:
             if not is_safe_name(object_name):
                 raise FormatError(f"{path}: object {object_name!r} is not a safe name (letters, digits, '.', '_' or "
