@@ -72,6 +72,7 @@ from defectspectrum.data.sample import Sample
 from defectspectrum.draw import class_colors
 from defectspectrum.errors import FormatError, InputError
 from defectspectrum.io import (
+    IMAGE_EXTENSIONS,
     copy_file_atomic,
     list_images,
     open_image,
@@ -350,8 +351,10 @@ class MmsegReader(Reader):
     def _plain_samples(self) -> Iterator[SourceSample]:
         groups = [(list_images(img), _png_stems(ann), img, ann, split) for img, ann, split in _split_dirs(self.root)]
         labelled = {img for _, _, img, _, _ in groups}
-        self.skipped = sum(len(list_images(folder)) for folder in (self.root / IMG_DIR).iterdir()
-                           if folder.is_dir() and not folder.name.startswith(".") and folder not in labelled)
+        self.skipped = sum(1 for folder in (self.root / IMG_DIR).iterdir()
+                           if folder.is_dir() and not folder.name.startswith(".") and folder not in labelled
+                           for entry in folder.iterdir()  # counted by name: an unlabelled folder is not read
+                           if entry.suffix.lower() in IMAGE_EXTENSIONS and not entry.name.startswith("."))
         if not any(images for images, *_ in groups):
             return
         suffix = self.mask_suffix
