@@ -568,3 +568,39 @@ def test_an_mmseg_restore_index_with_more_classes_than_uint8_is_one_line(tmp_pat
         classes["objects"][name]["classes"] = ["background"] + [f"{name}{i}" for i in range(200)]
     (tmp_path / "mm" / "classes.json").write_text(json.dumps(classes))
     one_line_error(["data", "convert", tmp_path / "mm", tmp_path / "out"], "classes.json", "400 classes")
+
+
+# -- 3. a mask of many specks exports in time that grows with the regions ------------------------------------------
+
+
+def test_region_rle_from_its_box_is_byte_for_byte_pycocotools_encode() -> None:
+    from pycocotools import mask as mask_utils
+
+    from defectspectrum.data.formats.coco import _rle_segmentation
+    from defectspectrum.regions import regions
+
+    rng = np.random.default_rng(5)
+    for trial in range(120):
+        height, width = (int(v) for v in rng.integers(1, 30, 2))
+        mask = ((rng.random((height, width)) < rng.random()) * rng.integers(1, 4, (height, width))).astype(np.uint8)
+        if trial % 5 == 0:
+            mask[:] = 1  # one region reaching the first and the last pixel
+        for region in regions(mask):
+            full = mask_utils.encode(np.asfortranarray(region.binary().astype(np.uint8)))
+            assert _rle_segmentation(region, height, width) == {"size": [height, width],
+                                                                "counts": full["counts"].decode("ascii")}
+
+
+def test_a_mask_of_many_specks_round_trips_through_coco(tmp_path: Path) -> None:
+    # Each region used to be encoded at full image size: regions x pixels (a megapixel of specks took days).
+    mask = np.zeros((600, 600), np.uint8)
+    mask[0::4, 0::4], mask[2::4, 2::4] = 1, 2  # isolated pixels, 8-connectivity included
+    folder = DSFolder.create(tmp_path / "ds", objects={"plate": ["dust", "pit"]})
+    folder.add_sample("plate", "specks", np.zeros((600, 600), np.uint8), mask)
+    folder.save()
+    assert invoke("data", "export", tmp_path / "ds", tmp_path / "coco", "--to", "coco").exit_code == 0
+    document = json.loads((tmp_path / "coco" / "annotations" / "instances_unsplit.json").read_text())
+    assert len(document["annotations"]) == 2 * 150 * 150
+    assert invoke("data", "convert", tmp_path / "coco", tmp_path / "back").exit_code == 0
+    back = DSFolder.open(tmp_path / "back")
+    np.testing.assert_array_equal(back.load_mask(back["plate/specks"]), mask)

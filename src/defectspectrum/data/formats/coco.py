@@ -451,10 +451,28 @@ class CocoReader(Reader):
 # -- writer ------------------------------------------------------------------------------------
 
 
-def _rle_segmentation(region: np.ndarray) -> dict[str, Any]:
-    """Compressed RLE (counts as str) of one bool region of the whole image."""
-    rle = mask_utils.encode(np.asfortranarray(region.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+def _rle_segmentation(region: Region, height: int, width: int) -> dict[str, Any]:
+    """Compressed RLE (counts as str) of one region in its (height, width) image, built from the region's
+    bounding box: time grows with the region, not with the image (a mask of a million specks exports
+    in seconds, where encoding each at full size took days). Byte for byte what pycocotools' `encode`
+    gives for the full-size region."""
+    x0, y0 = region.bbox[:2]
+    columns = np.pad(region.crop(), ((1, 1), (0, 0))).T.astype(np.int8)  # one row per image column
+    edges = np.diff(columns, axis=1)
+    start_columns, start_rows = np.nonzero(edges == 1)  # row-major order: by column, then down it
+    end_columns, end_rows = np.nonzero(edges == -1)
+    starts = (x0 + start_columns) * height + y0 + start_rows  # positions in COCO's column-major order
+    ends = (x0 + end_columns) * height + y0 + end_rows
+    joined = starts[1:] == ends[:-1]  # a run down to the bottom that goes on at the top of the next column
+    starts, ends = starts[np.r_[True, ~joined]], ends[np.r_[~joined, True]]
+    bounds = np.empty(2 * len(starts) + 2, dtype=np.int64)
+    bounds[0], bounds[-1] = 0, height * width
+    bounds[1:-1:2], bounds[2:-1:2] = starts, ends
+    counts = np.diff(bounds).tolist()
+    if counts[-1] == 0:  # the region reaches the last pixel: no closing background run
+        counts.pop()
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
 def _boundary_loops(crop: np.ndarray) -> list[list[tuple[int, int]]]:
@@ -651,7 +669,7 @@ def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bo
             table = lookup[sample.object]
             for region in regions(mask):
                 polygon = region_polygon(region, mask.shape) if polygons else None
-                segmentation: Any = [polygon] if polygon is not None else _rle_segmentation(region.binary())
+                segmentation: Any = [polygon] if polygon is not None else _rle_segmentation(region, height, width)
                 if polygons and polygon is None:
                     document[META_KEY]["rle_regions"] += 1
                 x, y, w, h = region.bbox
