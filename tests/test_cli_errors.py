@@ -171,16 +171,22 @@ def test_an_unreadable_file_is_one_line(ds: Path, monkeypatch: pytest.MonkeyPatc
     import builtins
     import io
 
-    real_open = builtins.open
+    real_open, real_os_open = builtins.open, os.open
     index = str(ds / "samples.jsonl")
 
     def guarded_open(file: object, *args: object, **kwargs: object) -> object:
-        if os.fspath(file) == index:  # type: ignore[call-overload]
+        if not isinstance(file, int) and os.fspath(file) == index:  # type: ignore[call-overload]
             raise PermissionError(errno.EACCES, "Permission denied", index)
         return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
 
+    def guarded_os_open(file: object, *args: object, **kwargs: object) -> int:
+        if os.fspath(file) == index:  # type: ignore[call-overload]
+            raise PermissionError(errno.EACCES, "Permission denied", index)
+        return real_os_open(file, *args, **kwargs)  # type: ignore[arg-type]
+
     monkeypatch.setattr(builtins, "open", guarded_open)
     monkeypatch.setattr(io, "open", guarded_open)  # pathlib's Path.open
+    monkeypatch.setattr(os, "open", guarded_os_open)  # io.open_regular
     for command in ("stats", "validate", "split", "caption"):
         one_line_error(["data", command, ds], f"{index}: ", "ermission denied")
 

@@ -80,6 +80,14 @@ def printable(value: object) -> str:
     return "".join(parts)
 
 
+def markup_text(value: object) -> str:
+    """`value` for a place that rich parses as markup (table cells, titles): `printable`, then markup
+    escaped, so that neither `[/]` nor a terminal escape sequence in a name does anything."""
+    from rich.markup import escape
+
+    return escape(printable(value))
+
+
 def _open_file_in_traceback(exc: BaseException) -> str | None:
     """The name of the file that was being read or written where `exc` was raised: an open file
     object in the innermost frame that holds one (for decode errors, which carry no file name)."""

@@ -1,8 +1,9 @@
 """File I/O shared by every reader and writer: atomic writes and checked image/mask reads.
 
 Image reads (every reader, validate, show, stats and the exports go through `open_image`):
-- Size first: an image's size is read from its header, and one above the pixel limit is refused
-  before any pixel is decoded (decompression bombs). The limit is `max_pixels()`:
+- Size first: an image's size is read from its header, and one above the pixel limit, or with a
+  side longer than `MAX_SIDE` (absurd aspect ratios), is refused before any pixel is decoded
+  (decompression bombs). The limit is `max_pixels()`:
   `DEFAULT_MAX_PIXELS`, or the `DEFECTSPECTRUM_MAX_PIXELS` environment variable, or `--max-pixels`
   (`pixel_limit`). Pillow's own bomb check follows the same limit.
 - Damage: an image is decoded in full (a truncated file is an error), and a PNG's chunk checksums
@@ -38,7 +39,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -53,6 +54,9 @@ KEEP_AS_IS_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")  # copied byte for byt
 # as 8-bit RGB) passes; 30000 x 30000 (900 megapixels, 2.5 GiB decoded, times the worker count) does not.
 DEFAULT_MAX_PIXELS = 16384 * 16384
 MAX_PIXELS_ENV = "DEFECTSPECTRUM_MAX_PIXELS"
+# The longest side read at all (OpenCV's CV_IO_MAX_IMAGE_WIDTH/HEIGHT): a 1 x 10^8 strip is within the
+# pixel limit, but Pillow cannot resample it (thumbnails, hashes) and OpenCV-based tools cannot load it.
+MAX_SIDE = 1 << 20
 SINGLE_CHANNEL_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")  # masks: one value a pixel
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA_MODES = {"LA": 1, "La": 1, "PA": 1, "RGBA": 3, "RGBa": 3}  # mode -> channels before the alpha
@@ -245,6 +249,10 @@ def require_pixels_within_limit(where: str, width: int, height: int) -> None:
     """InputError naming `where` unless a `width` x `height` image is within `max_pixels()` (for sizes
     known before any file is read, e.g. a COCO image entry about to be rasterised)."""
     limit = max_pixels()
+    if max(width, height) > MAX_SIDE:
+        raise ImageTooLargeError(f"{where}: image is {width}x{height}; a side longer than {MAX_SIDE} pixels is "
+                                 "refused, whatever --max-pixels says (OpenCV, and so mmseg, reads no longer side, "
+                                 "and resampling it runs out of memory): crop or tile the image")
     if width * height > limit:
         pixels = width * height
         raise ImageTooLargeError(f"{where}: image is {width}x{height} = {pixels} pixels, above the limit of {limit} "
@@ -290,7 +298,7 @@ def _open_header(path: Path) -> Image.Image:
     except Exception as exc:  # Pillow's plugins raise many types on hostile headers
         raise _unreadable(path, exc) from None
     width, height = image.size
-    if width * height > limit:
+    if width * height > limit or max(width, height) > MAX_SIDE:
         image.close()
         require_pixels_within_limit(str(path), width, height)
     return image
@@ -504,11 +512,33 @@ def image_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
+@contextmanager
+def open_regular(path: Path) -> Iterator[BinaryIO]:
+    """`path` opened for reading bytes, where it is a regular file; before a byte is read, InputError
+    where it is a pipe, a device or a socket (a pipe would block forever, a device never end) and
+    IsADirectoryError for a folder (as `open` raises). Other OSErrors (missing, permission) as they are."""
+    path = Path(path)
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{path}: is not a regular file (a pipe, device or socket); give a regular file")
+        handle = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    with handle:
+        yield handle
+
+
 def read_text(path: Path) -> str:
-    """A UTF-8 text file's contents, or InputError naming the file (missing, not UTF-8)."""
+    """A UTF-8 text file's contents, or InputError naming the file (missing, not a regular file, not UTF-8)."""
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8")
+        with open_regular(path) as handle:
+            return handle.read().decode("utf-8")
     except FileNotFoundError as exc:
         raise InputError(f"{path}: file not found; check the path") from exc
     except UnicodeDecodeError as exc:
@@ -523,6 +553,10 @@ def read_json(path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; "
                          "fix the file") from exc
+    except RecursionError:
+        raise InputError(f"{path}: invalid JSON (nested too deeply); fix the file") from None
+    except ValueError:  # an integer too long to convert
+        raise InputError(f"{path}: invalid JSON (a number with too many digits); fix the file") from None
 
 
 def read_yaml(path: Path) -> Any:
@@ -532,6 +566,10 @@ def read_yaml(path: Path) -> Any:
     text = read_text(path)
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise InputError(f"{path}: invalid YAML (nested too deeply); fix the file") from None
+    except ValueError:  # an integer too long to convert
+        raise InputError(f"{path}: invalid YAML (a number with too many digits); fix the file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""

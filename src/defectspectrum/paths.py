@@ -5,6 +5,8 @@ export's own index) before it is opened.
 - `safe_name(text)`: one file-name component made of letters, digits, `.`, `_` and `-`; never
   empty, never `.`/`..`, never hidden, at most `MAX_NAME` characters (a long name keeps a short
   hash of the whole, so two long names stay apart).
+- `apart_ignoring_case(names)`: names made distinct ignoring case (`Train` beside `train` becomes
+  `Train-2`), for writers whose names come from data (split folders).
 - `output_path(root, *parts)`: `root/part/part/...` with every part checked to be a safe name,
   for writers (exports, DS folders): nothing they build can climb out of `root`.
 - `relative_path(text, where)` (`check_relative` without the Path object): a relative, forward-slash
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from defectspectrum.errors import InputError
@@ -41,6 +44,24 @@ def safe_name(name: str) -> str:
 def is_safe_name(name: object) -> bool:
     """True where `name` is a string that `safe_name` leaves as it is."""
     return isinstance(name, str) and safe_name(name) == name
+
+
+def apart_ignoring_case(names: Iterable[str]) -> dict[str, str]:
+    """Each distinct name -> itself, or, where it equals an earlier name but for case, `name-2`,
+    `name-3`, ...: folder and file names that stay apart on case-insensitive file systems (Windows,
+    macOS), where `Train/` and `train/` are one folder."""
+    chosen: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in names:
+        if name in chosen:
+            continue
+        candidate, counter = name, 1
+        while candidate.lower() in taken:
+            counter += 1
+            candidate = f"{name}-{counter}"
+        taken.add(candidate.lower())
+        chosen[name] = candidate
+    return chosen
 
 
 def output_path(root: Path, *parts: str) -> Path:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from defectspectrum.errors import InputError
+from defectspectrum.io import read_text
 
 OWNER_FILE = "owner.json"
 _TAG = "defectspectrum"
@@ -210,8 +211,8 @@ def _leftover_pattern(target: Path) -> re.Pattern[str]:
 
 def _read_owner_file(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_text(path))
+    except (OSError, ValueError, RecursionError, InputError):
         return None
     return data if isinstance(data, dict) and _TAG in data else None
 
@@ -316,10 +317,20 @@ class Leftover:
     reason: str
 
 
+def named_target(target: Path) -> Path:
+    """`target` as an absolute path with `.` and `..` resolved (as written: links are not followed), so
+    that the names beside it are beside the folder meant; InputError for a root folder, which has none."""
+    path = Path(os.path.abspath(target))
+    if not path.name:
+        raise InputError(f"{target}: is a root folder, with no folder beside it to build or clean in; "
+                         "give a folder below it")
+    return path
+
+
 def find_leftovers(target: Path) -> list[Leftover]:
     """What runs of this toolkit left beside `target`: staging folders, replaced folders and locks,
     each with the action cleaning takes. Only names of our pattern holding an owner file of ours count."""
-    target = Path(target)
+    target = named_target(target)
     found: list[Leftover] = []
     lock = lock_path(target)
     if lock.is_file() and not lock.is_symlink():
@@ -379,11 +390,39 @@ def _by_owner(path: Path, kind: str, owner: Owner, action: str, why: str | None 
     return Leftover(path, kind, action, why or f"its run ({owner.describe()}) ended")
 
 
-def clean_leftovers(target: Path, dry_run: bool = False) -> list[Leftover]:
+# io.atomic_path's temporary files: `.<name>.<pid>.<n>.tmp` beside the file being written
+TEMP_FILE = re.compile(r"\..+\.(\d+)\.\d+\.tmp")
+TEMP_FILE_AGE = 60.0  # seconds untouched before a temporary file of an ended process counts as left over
+
+
+def find_temp_files(folder: Path) -> list[Leftover]:
+    """Temporary files of interrupted atomic writes inside `folder` (e.g. a DS folder's index, written
+    while a killed `data split` saved it): removed where their process has ended and they are a minute
+    old, else kept. Symbolic links are neither followed nor removed."""
+    found: list[Leftover] = []
+    now = time.time()
+    for here, subfolders, files in os.walk(folder):
+        subfolders[:] = [name for name in subfolders if not os.path.islink(os.path.join(here, name))]
+        for name in sorted(files):
+            match = TEMP_FILE.fullmatch(name)
+            path = Path(here) / name
+            if match is None or path.is_symlink() or not path.is_file():
+                continue
+            if process_alive(int(match.group(1))) or now - path.stat().st_mtime < TEMP_FILE_AGE:
+                found.append(Leftover(path, "temporary file", "keep", "its write may still be going on"))
+            else:
+                found.append(Leftover(path, "temporary file", "remove", "its run ended before finishing the write"))
+    return found
+
+
+def clean_leftovers(target: Path, dry_run: bool = False, inside: bool = False) -> list[Leftover]:
     """Remove (or, for a replaced folder whose swap was cut off, restore) what ended runs left beside
-    `target`; returns every leftover found, with its action. Nothing of a live run is touched."""
-    target = Path(target)
+    `target` (with `inside`, also their temporary files inside it, see `find_temp_files`); returns every
+    leftover found, with its action. Nothing of a live run is touched."""
+    target = named_target(target)
     found = find_leftovers(target)
+    if inside and target.is_dir() and not target.is_symlink():
+        found += find_temp_files(target)
     if dry_run:
         return found
     for item in found:
@@ -449,7 +488,10 @@ def staged_folder(root: Path, *, may_replace: Callable[[Path], bool] | None = No
     `may_replace(root)` returns True (it raises InputError to refuse): the folder there is then swapped
     out only once the new one is complete, after `carry(old, new)` brought over what should stay.
     """
-    root = Path(root)
+    root = named_target(root)
+    if root == Path(os.path.abspath(os.curdir)):
+        raise InputError(f"{root}: is the current folder, which an output folder replaces once it is complete; "
+                         "give a new folder name (e.g. ./out) or run from the folder above")
     token = secrets.token_hex(4)
     try:
         root.parent.mkdir(parents=True, exist_ok=True)

@@ -90,12 +90,13 @@ def global_classes(objects: Mapping[str, ClassMap]) -> list[GlobalClass]:
 
 
 def global_lookup(objects: Mapping[str, ClassMap]) -> dict[str, np.ndarray]:
-    """Per object, a uint16 table mapping its local mask index to the global class index."""
+    """Per object, a table (int64: any number of objects fits) mapping its local mask index to the
+    global class index."""
     tables: dict[str, np.ndarray] = {}
     offset = 0
     for object_name, class_map in objects.items():
-        table = np.zeros(MAX_CLASSES, dtype=np.uint16)
-        table[1 : len(class_map)] = np.arange(offset + 1, offset + len(class_map), dtype=np.uint16)
+        table = np.zeros(MAX_CLASSES, dtype=np.int64)
+        table[1 : len(class_map)] = np.arange(offset + 1, offset + len(class_map), dtype=np.int64)
         tables[object_name] = table
         offset += len(class_map) - 1
     return tables

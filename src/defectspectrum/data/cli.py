@@ -6,6 +6,7 @@ Everything printed that holds a path or a name goes through `say`/`wrote` (never
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -242,9 +243,11 @@ def clean_command(
     output: Path = typer.Argument(..., help="An output (DS folder, export) whose leftovers to clean up."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be done."),
 ) -> None:
-    """Remove what killed runs left beside an output: staging folders, replaced folders and locks.
+    """Remove what killed runs left beside an output (staging folders, replaced folders, locks) and inside it.
 
-    Those are hidden: .NAME.*.partial (staging), .NAME.*.old (replaced) and .NAME.lock (locks).
+    Beside it they are hidden: .NAME.*.partial (staging), .NAME.*.old (replaced) and .NAME.lock (locks).
+
+    Inside it: .FILE.PID.N.tmp, an atomic write a killed run did not finish (e.g. of a DS folder's index).
 
     Only leftovers of runs that have ended are touched; a run into the same output also does this on its own.
 
@@ -254,7 +257,7 @@ def clean_command(
     """
     from defectspectrum.staging import clean_leftovers
 
-    found = clean_leftovers(output, dry_run=dry_run)
+    found = clean_leftovers(output, dry_run=dry_run, inside=True)
     if not found:
         say(f"nothing to clean beside {output}")
     verbs = {"remove": "removed", "restore": "restored", "keep": "kept"} if not dry_run else \
@@ -275,7 +278,7 @@ def split_command(
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=1.0, help="random: share for validation."),
     seed: int = typer.Option(0, "--seed", help="random: the seed."),
 ) -> None:
-    """Assign train/val splits.
+    """Assign train/val splits (every sample's split is replaced; samples moved out of one are counted).
 
     first-k: the first k images of each defect type train, the rest validate (the paper's rule).
     random: stratified by defect type, seeded; a defect type of two or more images keeps one for training.
@@ -285,9 +288,14 @@ def split_command(
     from defectspectrum.data.splits import assign_splits
 
     folder = open_ds(ds)
+    before = {s.id: s.split for s in folder if s.split is not None}
     counts = assign_splits(folder, rule=rule, k=k, val_fraction=val_fraction, seed=seed)
     folder.save()
     say(", ".join(f"{split}: {count}" for split, count in counts.items()))
+    changed = Counter(before[s.id] for s in folder if before.get(s.id, s.split) != s.split)
+    if changed:
+        say(f"moved {sum(changed.values())} sample(s) out of the split they had: "
+            + ", ".join(f"{split} {count}" for split, count in sorted(changed.items())))
 
 
 @data_app.command("caption")

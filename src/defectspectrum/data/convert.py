@@ -105,8 +105,9 @@ def convert_sample(context: _Context, item: SourceSample, name: str) -> Converte
     has_defect = bool(mask.any())
     sample = Sample(id=f"{item.object}/{name}", object=item.object, image=image_rel, mask=mask_rel,
                     split=item.split, caption=item.caption, synthetic=item.synthetic,
-                    source=str(Path(item.image).absolute()),
-                    defect_type=GOOD if item.empty_means_good and not has_defect else item.defect_type)
+                    source=item.source if item.source is not None else str(Path(item.image).absolute()),
+                    defect_type=GOOD if item.empty_means_good and not has_defect else item.defect_type,
+                    extra=dict(item.extra))
     return ConvertedSample(sample, has_defect)
 
 
@@ -213,6 +214,7 @@ def _convert(source: Path, dst: Path, fmt: str, workers: int, overwrite: bool, r
         raise reader.empty_error()
     with staged_ds_folder(dst, overwrite, kept) as staging:
         folder = DSFolder.create(staging, name or dst.name, class_maps)
+        folder.meta.update(reader.meta())
         folder.meta["source"] = {"format": reader.name, "path": str(source.absolute())}
         context = _Context(reader, staging, class_maps, resize_masks, current_max_pixels())
         tasks = list(zip(items, unique_names(items)))

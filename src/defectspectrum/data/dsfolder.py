@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -58,15 +57,17 @@ from defectspectrum.io import (
     image_size,
     mask_indices,
     open_image,
+    open_regular,
     read_json,
     read_rgb,
+    read_text,
     save_png,
     to_png_mode,
     write_json_atomic,
     write_text_atomic,
 )
 from defectspectrum.paths import Containment, check_relative, is_safe_name, output_path, safe_name
-from defectspectrum.staging import staged_folder
+from defectspectrum.staging import TEMP_FILE, staged_folder
 
 FORMAT = "defectspectrum"
 VERSION = 1
@@ -192,7 +193,8 @@ def index_files(root: Path) -> set[str]:
     owned = {DATASET_FILE, SAMPLES_FILE}
     path = Path(root) / SAMPLES_FILE
     try:
-        lines = path.read_bytes().decode("utf-8", "replace").splitlines()
+        with open_regular(path) as handle:
+            lines = handle.read().decode("utf-8", "replace").splitlines()
     except FileNotFoundError:
         return owned
     except OSError as exc:
@@ -200,7 +202,7 @@ def index_files(root: Path) -> set[str]:
     for line in lines:
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(record, dict):
             owned.update(os.path.normpath(record[key]).replace(os.sep, "/") for key in ("image", "mask")
@@ -208,7 +210,6 @@ def index_files(root: Path) -> set[str]:
     return owned
 
 
-_OUR_TEMP_FILE = re.compile(r"\..+\.\d+\.\d+\.tmp")  # io.atomic_path's temporary files
 
 
 def _clashes(new: Path, rel: str) -> bool:
@@ -237,7 +238,7 @@ def carry_user_files(old: Path, new: Path) -> list[str]:
         if not files and not subfolders and here != Path("."):
             plan.append(here.as_posix() + "/")  # an empty folder of the user's
         plan += [(here / name).as_posix() for name in sorted(files)
-                 if (here / name).as_posix() not in owned and not _OUR_TEMP_FILE.fullmatch(name)]
+                 if (here / name).as_posix() not in owned and not TEMP_FILE.fullmatch(name)]
     for rel in plan:
         if _clashes(new, rel):
             raise InputError(f"{old / rel.rstrip('/')}: a file of yours in the DS folder being replaced has the name "
@@ -277,6 +278,7 @@ class DSFolder:
         self._samples: dict[str, Sample] = {}
         self._folded_ids: dict[str, str] = {}  # lower-case id -> id: ids may not differ in case only
         self.problems: tuple[IndexProblem, ...] = ()  # lines a lenient open left out
+        self._index_seen: IndexState | None = None  # the index files as read or last saved (None: not known)
         for sample in samples:
             self.add_record(sample)
 
@@ -300,8 +302,8 @@ class DSFolder:
     def is_ds_folder(root: Path) -> bool:
         """True where `root/dataset.json` declares the defectspectrum format."""
         try:
-            data = json.loads((Path(root) / DATASET_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = json.loads(read_text(Path(root) / DATASET_FILE))
+        except (OSError, ValueError, RecursionError, InputError):
             return False
         return isinstance(data, dict) and data.get("format") == FORMAT
 
@@ -338,8 +340,9 @@ class DSFolder:
         root = Path(root)
         if not root.is_dir():
             raise InputError(f"{root}: folder not found; check the path")
+        seen = index_state(root)  # before reading: a change made while it is read shows at save()
         dataset_path = root / DATASET_FILE
-        if not dataset_path.is_file():
+        if not os.path.lexists(dataset_path):  # (one that is a folder, pipe or broken link: read_json says so)
             raise SchemaError(f"{root}: not a DS folder (no {DATASET_FILE}); "
                               "convert it first with `defectspectrum data convert`")
         try:
@@ -361,6 +364,7 @@ class DSFolder:
         meta = {key: value for key, value in data.items() if key not in ("format", "version", "name", "objects")}
         folder = cls(root, name or root.name, class_maps, meta=meta)
         folder.problems = tuple(folder._read_index(lenient))
+        folder._index_seen = seen
         return folder
 
     def _read_index(self, lenient: bool) -> list[IndexProblem]:
@@ -534,6 +538,10 @@ class DSFolder:
         changes or removes one): after a crash between the two writes, the old samples.jsonl
         still names only objects the new dataset.json knows. A folder opened leniently with
         problems refuses: saving would drop the lines it left out.
+
+        No lost updates: saves of one folder take turns (a lock on the folder), and a folder whose
+        index another run rewrote since this one read it (say `data split` and `data caption` at once)
+        refuses to save, rather than silently undoing that run's work.
         """
         if self.problems:
             raise InputError(f"{self.root / SAMPLES_FILE}: {len(self.problems)} line(s) were left out when it was "
@@ -543,8 +551,15 @@ class DSFolder:
         dataset = {"format": FORMAT, "version": VERSION, "name": self.name,
                    "objects": {name: {"classes": list(cm.names)} for name, cm in self._objects.items()}, **self.meta}
         lines = "".join(json.dumps(s.to_json(), ensure_ascii=False) + "\n" for s in self)
-        write_json_atomic(self.root / DATASET_FILE, dataset)
-        write_text_atomic(self.root / SAMPLES_FILE, lines)
+        with _folder_lock(self.root):
+            if self._index_seen is not None and index_state(self.root) != self._index_seen:
+                raise InputError(f"{self.root}: its index was rewritten by another run since this one read it; "
+                                 "nothing was saved, so that run's changes stay: run this command again")
+            try:
+                write_json_atomic(self.root / DATASET_FILE, dataset)
+                write_text_atomic(self.root / SAMPLES_FILE, lines)
+            finally:  # also after a failed write: what changed meanwhile, this save changed
+                self._index_seen = index_state(self.root)
 
     # -- the index rules -----------------------------------------------------------------------
 
@@ -584,10 +599,52 @@ class DSFolder:
         self._folded_ids[sample.id.lower()] = sample.id
 
 
+IndexState = tuple[tuple[int, ...] | None, ...]
+
+
+def index_state(root: Path) -> IndexState:
+    """What tells this version of a DS folder's index files from any rewrite of them (each atomic
+    write is a new file): device, inode, size and times of dataset.json and samples.jsonl."""
+    state: list[tuple[int, ...] | None] = []
+    for name in (DATASET_FILE, SAMPLES_FILE):
+        try:
+            info = os.stat(Path(root) / name)
+        except OSError:
+            state.append(None)
+        else:
+            state.append((info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
+    return tuple(state)
+
+
+@contextmanager
+def _folder_lock(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder `root` (flock on the folder itself: nothing is written, and the
+    lock ends with the process). Best effort: where the system or file system has no such lock (Windows,
+    some network shares), the `index_state` check alone guards the save."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        descriptor = os.open(root, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError:  # ENOLCK, EOPNOTSUPP, ...
+            pass
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def _index_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number, bytes) of every non-blank line of samples.jsonl (none where the file is absent)."""
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             for number, raw in enumerate(handle, start=1):
                 if raw.strip():
                     yield number, raw

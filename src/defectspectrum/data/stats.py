@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 from rich.console import Group
-from rich.markup import escape
 from rich.table import Table
 
+from defectspectrum.cli_support import markup_text as escape
 from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.errors import InputError
@@ -216,7 +216,7 @@ def stats_table(stats: DatasetStats) -> Group:
         objects.add_column(column, justify="left" if text else "right", overflow="fold" if text else "ellipsis",
                            no_wrap=not text)
     for obj in stats.objects.values():
-        splits = ", ".join(f"{k} {v}" for k, v in obj.splits.items()) or "-"
+        splits = escape(", ".join(f"{k} {v}" for k, v in obj.splits.items()) or "-")
         objects.add_row(escape(obj.name), str(obj.samples), str(obj.defective), str(obj.defect_free),
                         str(obj.synthetic), splits, _fmt_sizes(obj))
 

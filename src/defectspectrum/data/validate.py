@@ -44,9 +44,9 @@ import imagehash
 import numpy as np
 from PIL import Image
 from rich.console import Group
-from rich.markup import escape
 from rich.table import Table
 
+from defectspectrum.cli_support import markup_text as escape
 from defectspectrum.data.dsfolder import SAMPLES_FILE, DSFolder
 from defectspectrum.data.sample import SPLITS, Sample
 from defectspectrum.errors import InputError

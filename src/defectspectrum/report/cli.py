@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from defectspectrum.cli_support import err, friendly, max_pixels_option, out, parse_csv
+from defectspectrum.cli_support import markup_text as escape
 
 
 @friendly
@@ -48,5 +48,5 @@ def report_command(
     for problem in written.problems:
         err.print(f"[yellow]warning:[/] section {escape(problem.name)}: {escape(problem.message)}",
                   highlight=False, soft_wrap=True)
-    out.print(f"[green]wrote[/] {escape(str(written.html))} ({', '.join(written.sections)})",
+    out.print(f"[green]wrote[/] {escape(str(written.html))} ({escape(', '.join(written.sections))})",
               highlight=False, soft_wrap=True)

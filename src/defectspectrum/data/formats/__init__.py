@@ -7,6 +7,7 @@ guesses the layout of a folder, asking the readers in `DETECTION_ORDER`.
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +63,15 @@ def _check_ds_index(root: Path) -> None:
     that mentions defectspectrum) but its dataset.json is not a valid DS index: a damaged DS folder
     must be reported as such, not handed to another reader that then fails for another reason."""
     from defectspectrum.data.dsfolder import DATASET_FILE, FORMAT, SAMPLES_FILE
-    from defectspectrum.io import read_json
+    from defectspectrum.io import open_regular, read_json
 
     index = root / DATASET_FILE
-    if not index.is_file():
-        return
-    hint = "(this looks like a DS folder)"
     beside = (root / SAMPLES_FILE).is_file()
+    if not (index.is_file() or (beside and os.path.lexists(index))):
+        return  # (beside samples.jsonl, a dataset.json that is a folder, pipe or broken link is damage)
+    hint = "(this looks like a DS folder)"
     if not beside:
-        with index.open("rb") as handle:
+        with open_regular(index) as handle:
             if FORMAT.encode() not in handle.read(1 << 20):
                 return  # some other data set's dataset.json
     try:

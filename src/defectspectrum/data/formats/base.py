@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,7 +39,8 @@ class SourceSample:
     """One image found in a source layout, before conversion.
 
     `mask` is the reader's recipe for the class-index mask (None: defect-free, all background).
-    `name` must be unique within `object` (the converter makes it file-safe).
+    `name` must be unique within `object` (the converter makes it file-safe). `source` is where the
+    image came from (None: `image` itself); `extra` holds index fields a DS folder source kept.
     `empty_means_good`: `defect_type` is not the source's own grouping (unknown, or one class guessed
     for a whole folder), so a mask without a defect pixel makes the sample `good`, as no mask would.
     """
@@ -53,6 +54,8 @@ class SourceSample:
     caption: str | None = None
     synthetic: bool = False
     empty_means_good: bool = False
+    source: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mask_origin(self) -> str:
@@ -109,6 +112,10 @@ class Reader(ABC):
                                   "--palette)")
             return pixels
         raise TypeError(f"{type(self).__name__} has no loader for mask recipe {recipe!r}")
+
+    def meta(self) -> dict[str, Any]:
+        """Data-set-wide fields to keep in the new DS folder's dataset.json (a DS folder source's own)."""
+        return {}
 
     def empty_error(self) -> FormatError:
         """The error for a source that holds no usable images."""

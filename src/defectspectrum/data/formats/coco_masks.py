@@ -21,8 +21,11 @@ annotation): a mask size must be positive integers of at most `io.max_pixels()` 
 coordinates must be finite numbers at most `POLYGON_MARGIN` image sizes outside the image (so
 `-4 * width <= x <= 5 * width`), and one annotation's polygon outline (the boundary pycocotools
 walks, whose memory grows with it) at most `outline_limit(h, w)` pixels long; RLE sizes must match
-the image and RLE runs must be non-negative and cover it exactly. The file's `bbox`, `area` and
-`iscrowd` fields are never used, so whatever they hold cannot break a conversion.
+the image and RLE runs must be non-negative and cover it exactly. Shapes are drawn run by run (time
+grows with the shapes, not with their number times the image), and an image's shapes together may
+take at most `MAX_PAINT_WORK` times its pixel count to draw (shapes that do not overlap always can).
+The file's `bbox`, `area` and `iscrowd` fields are never used, so whatever they hold cannot break a
+conversion.
 
 `ImageLocator` finds the file an image entry's `file_name` names, only inside a given root (a
 `file_name` that is absolute, or climbs out with `..` or a symbolic link, is refused), so a
@@ -306,10 +309,13 @@ def rasterize_annotations(annotations: Iterable[Mapping[str, Any]], height: int,
     category is a FormatError naming `where`. Box-only annotations are skipped. Overlaps follow
     the module's rule: largest area painted first, so the smaller annotation wins; equal areas
     by ascending id, so the higher id wins. Every annotation is checked before any is drawn, and
-    shapes are kept as RLE until painted (memory: the mask and one decoded shape).
+    shapes are kept as RLE until painted run by run (memory: the mask and one shape's span), so the
+    time grows with the shapes, not with their number times the image size; an image whose shapes
+    would take more than MAX_PAINT_WORK times its pixel count to draw is a FormatError.
     """
     check_size(height, width, where)
     shapes: list[tuple[int, int, int, dict[str, Any], int]] = []  # (-area, id, position, rle, class)
+    budget = MAX_PAINT_WORK * height * width
     for position, annotation in enumerate(annotations):
         category = annotation.get("category_id")
         if not isinstance(category, int) or isinstance(category, bool) or category not in category_to_index:
@@ -320,8 +326,51 @@ def rasterize_annotations(annotations: Iterable[Mapping[str, Any]], height: int,
             continue
         ann_id = annotation.get("id")
         order = ann_id if isinstance(ann_id, int) and not isinstance(ann_id, bool) else position
-        shapes.append((-int(mask_utils.area(rle)), order, position, rle, int(category_to_index[category])))
-    mask = np.zeros((height, width), dtype=np.uint8)
-    for _, _, _, rle, class_index in sorted(shapes, key=lambda item: item[:3]):
-        mask[decode_rle(rle)] = class_index
-    return mask
+        area = int(mask_utils.area(rle))
+        budget -= _paint(None, rle, 0, area)
+        if budget < 0:
+            raise FormatError(f"{where}: its annotations take more than {MAX_PAINT_WORK} times the image's "
+                              f"{width}x{height} pixels to draw (annotation {position + 1} reached that); "
+                              "fix or thin out the annotations")
+        shapes.append((-area, order, position, rle, int(category_to_index[category])))
+    mask = np.zeros((height, width), dtype=np.uint8, order="F")
+    flat = mask.reshape(-1, order="F")  # a view: RLE runs are column-major
+    for area, _, _, rle, class_index in sorted(shapes, key=lambda item: item[:3]):
+        _paint(flat, rle, class_index, -area)
+    return np.ascontiguousarray(mask)
+
+
+# An image's annotations may take this many times its pixel count to draw (in pixels of numpy work; a
+# run drawn by a Python loop counts as RUN_COST pixels). Shapes that do not overlap (one mask's regions,
+# as every export holds) take at most RUN_COST + 1 times, whatever they are; a hostile file of many
+# large or overlapping shapes is refused before anything is drawn.
+RUN_COST = 64
+MAX_PAINT_WORK = 2 * RUN_COST
+
+
+def _paint(flat: np.ndarray | None, rle: dict[str, Any], value: int, area: int) -> int:
+    """Set the pixels of `rle` in `flat` (a column-major view of the mask) to `value`, run by run or
+    over the span from its first to its last pixel, whichever is cheaper: time grows with the shape,
+    never with the whole image as a full decode does. Returns that work (`flat` None: nothing drawn)."""
+    if area == 0:
+        return 1
+    counts = rle["counts"]
+    runs = np.asarray(_decode_rle_string(counts, "RLE") if isinstance(counts, (str, bytes)) else counts,
+                      dtype=np.int64)
+    ends = np.cumsum(runs)
+    starts, stops = (ends - runs)[1::2], ends[1::2]
+    keep = stops > starts
+    starts, stops = starts[keep], stops[keep]
+    low, high = int(starts[0]), int(stops[-1])
+    by_runs = RUN_COST * len(starts) + area // RUN_COST
+    if by_runs <= high - low:
+        if flat is not None:
+            for start, stop in zip(starts.tolist(), stops.tolist()):
+                flat[start:stop] = value
+        return by_runs
+    if flat is not None:
+        edges = np.zeros(high - low + 1, dtype=np.int8)
+        edges[starts - low] += 1
+        edges[stops - low] -= 1
+        flat[low:high][np.cumsum(edges[:-1], dtype=np.int8).view(bool)] = value
+    return high - low

@@ -32,7 +32,7 @@ from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import BinaryMask, Reader, SourceSample
 from defectspectrum.data.sample import GOOD
 from defectspectrum.errors import FormatError, InputError
-from defectspectrum.io import is_image_file, list_images
+from defectspectrum.io import is_image_file, list_images, open_regular
 
 OBJECT = "dagm"
 SPLITS = {"train": "train", "test": "test"}  # lower-cased folder name -> DS split
@@ -80,7 +80,8 @@ def _class_number(folder: Path) -> int:
 def _read_labels(path: Path) -> dict[str, _Row]:
     """Labels.txt rows by lower-cased image file name."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with open_regular(path) as handle:
+            text = handle.read().decode("utf-8", errors="replace")
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc}); check the file") from exc
     rows: dict[str, _Row] = {}

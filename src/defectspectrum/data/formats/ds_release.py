@@ -61,6 +61,7 @@ from defectspectrum.io import (
     atomic_path,
     copy_file_atomic,
     list_images,
+    open_regular,
     read_json,
     read_mask_pixels,
     save_png_atomic,
@@ -265,15 +266,41 @@ def _normalise_header(value: Any) -> str:
     return re.sub(r"[\s_]+", " ", str(value or "")).strip().lower()
 
 
+def _unreadable_workbook(path: Path, exc: Exception) -> InputError:
+    reason = (str(exc).strip().splitlines() or [""])[0]  # openpyxl's messages may run over several lines
+    return InputError(f"{path}: cannot read the caption workbook ({type(exc).__name__}: {reason}); "
+                      "re-save it as .xlsx or remove it")
+
+
+MAX_WORKBOOK_BYTES = 256 * 1024 * 1024  # unpacked size of a captions.xlsx (the release's is a few MB)
+
+
+def _check_workbook_size(path: Path) -> None:
+    """InputError for a workbook whose parts unpack to more than MAX_WORKBOOK_BYTES (a zip bomb), read
+    from the zip directory before anything is inflated (reading stops at the sizes it declares)."""
+    import zipfile
+
+    try:
+        with open_regular(path) as handle, zipfile.ZipFile(handle) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise _unreadable_workbook(path, exc) from exc
+    if unpacked > MAX_WORKBOOK_BYTES:
+        raise InputError(f"{path}: the caption workbook unpacks to {unpacked} bytes, more than the "
+                         f"{MAX_WORKBOOK_BYTES} a captions file may take (a guard against zip bombs); "
+                         "remove it or keep only the Path and defect description columns")
+
+
 def read_captions(path: Path) -> dict[tuple[str, ...], str]:
-    """`captions.xlsx` as {path key: caption}; keys come from `caption_key`. InputError if malformed."""
+    """`captions.xlsx` as {path key: caption}; keys come from `caption_key`. InputError if malformed
+    or larger than MAX_WORKBOOK_BYTES once unpacked."""
     import openpyxl
 
+    _check_workbook_size(path)
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # zipfile.BadZipFile, InvalidFileException and parser errors share no base
-        raise InputError(f"{path}: cannot read the caption workbook ({type(exc).__name__}: {exc}); "
-                         "re-save it as .xlsx or remove it") from exc
+        raise _unreadable_workbook(path, exc) from exc
     captions: dict[tuple[str, ...], str] = {}
     found = False
     try:
@@ -292,8 +319,7 @@ def read_captions(path: Path) -> dict[tuple[str, ...], str]:
                     continue
                 captions.setdefault(caption_key(str(path_cell)), str(text).strip())
     except Exception as exc:  # a damaged sheet fails while it is streamed
-        raise InputError(f"{path}: cannot read the caption workbook ({type(exc).__name__}: {exc}); "
-                         "re-save it as .xlsx or remove it") from exc
+        raise _unreadable_workbook(path, exc) from exc
     finally:
         workbook.close()
     if not found:
@@ -312,18 +338,24 @@ def caption_key(path: str) -> tuple[str, ...]:
 
 class _Captions:
     """Caption lookup by image path: the workbook's Path may carry a prefix (`DS-MVTec/...`) or be
-    relative to the object folder; `image/` parts and extensions are ignored; case-insensitive."""
+    relative to the object folder; `image/` parts and extensions are ignored; case-insensitive.
+
+    The first row (in workbook order) whose key ends with the image's key wins. Rows are indexed by
+    their last part only, so memory stays linear in the workbook however deep a Path is."""
 
     def __init__(self, captions: Mapping[tuple[str, ...], str]) -> None:
         self.exact = dict(captions)
-        self.tails: dict[tuple[str, ...], str] = {}
+        self.by_last: dict[str, list[tuple[tuple[str, ...], str]]] = {}
         for key, text in captions.items():
-            for start in range(len(key)):
-                self.tails.setdefault(key[start:], text)
+            if key:
+                self.by_last.setdefault(key[-1], []).append((key, text))
 
     def find(self, object_folder: str, relative: PurePosixPath) -> str | None:
         key = caption_key(f"{object_folder}/{relative.as_posix()}")
-        return self.tails.get(key) or self.exact.get(key[1:])
+        for candidate, text in self.by_last.get(key[-1], ()) if key else ():
+            if len(candidate) >= len(key) and candidate[len(candidate) - len(key):] == key:
+                return text
+        return self.exact.get(key[1:])
 
 
 # -- the reader ----------------------------------------------------------------------------------------------------
@@ -508,15 +540,33 @@ def _classes_markdown(objects: Mapping[str, ClassMap]) -> str:
     return "\n".join(lines)
 
 
+MAX_CELL_CHARS = 32767  # what one cell of an .xlsx workbook holds (openpyxl cuts longer text silently)
+_NOT_IN_XLSX = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # control characters an .xlsx cannot hold
+
+
+def check_caption(caption: str, where: str) -> None:
+    """InputError unless `caption` fits one cell of captions.xlsx unchanged (exports never cut or drop one)."""
+    if len(caption) > MAX_CELL_CHARS:
+        raise InputError(f"{where}: its caption has {len(caption)} characters, more than the "
+                         f"{MAX_CELL_CHARS} a captions.xlsx cell holds; shorten it (or export to coco or mmseg, "
+                         "which keep it whole)")
+    found = _NOT_IN_XLSX.search(caption)
+    if found:
+        raise InputError(f"{where}: its caption holds the control character {found.group()!r}, which "
+                         "captions.xlsx cannot hold; remove it from the caption")
+
+
 def _write_captions(rows: list[tuple[str, str]], path: Path) -> None:
+    """The captions workbook; every cell a text cell (a caption starting with '=' is text, never a formula)."""
     import openpyxl
 
     workbook = openpyxl.Workbook()
     sheet = workbook.active
     sheet.title = "captions"
-    sheet.append(["Path", "defect description"])
-    for row in rows:
+    for row in [("Path", "defect description"), *rows]:
         sheet.append(list(row))
+        for cell in sheet[sheet.max_row]:
+            cell.data_type = "s"
     with atomic_path(path) as tmp:
         workbook.save(tmp)
 
@@ -536,11 +586,16 @@ def export_ds_release(folder: DSFolder, dst: Path) -> Path:
     Per object: `image/<defect_type or 'defect'>/<name>.<ext>` (image bytes copied),
     `mask/<...>/<name>_mask.png` (class indices), `rbg_mask/<...>/<name>_rbg_mask.png` (colours, for
     viewing). At the top: `classes.json` (read back by the `ds-release` reader, so any object
-    round-trips), `classes.md`, and `captions.xlsx` where samples have captions. Splits and the
-    synthetic flag are not part of the release layout and are not written. Every file name is
-    derived through `paths.output_path` / `safe_name` (see `_release_file`).
+    round-trips), `classes.md`, and `captions.xlsx` where samples have captions (text cells, so a
+    caption starting with '=' stays text; one a cell cannot hold unchanged, over 32767 characters or
+    with control characters, is refused before anything is written). Splits and the synthetic flag
+    are not part of the release layout and are not written. Every file name is derived through
+    `paths.output_path` / `safe_name` (see `_release_file`).
     """
     dst = Path(dst)
+    for sample in folder:
+        if sample.caption:
+            check_caption(sample.caption, f"{folder.root}: sample {sample.id!r}")
     colours = {name: class_colors(len(class_map)) for name, class_map in folder.objects.items()}
     captions: list[tuple[str, str]] = []
     with staged_folder(dst) as out:

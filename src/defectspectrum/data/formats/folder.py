@@ -441,8 +441,14 @@ class FolderReader(Reader):
             if missing:
                 raise InputError(f"{self.root}: class folder(s) {', '.join(missing)} not in --classes "
                                  f"{','.join(classes)}; add them or leave --classes out")
+        if classes and classes[0].strip().lower() == BACKGROUND:
+            classes = classes[1:]  # `--classes background,scratch`: background is index 0 anyway
         defects = classes or folders or [n for n in (colours or {}) if n != BACKGROUND] or [DEFAULT_CLASS]
-        class_map = ClassMap.from_defects(defects)
+        where = "--classes" if classes else str(palette) if colours else f"{self.root} (its class folders)"
+        try:
+            class_map = ClassMap.from_defects(defects)
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from exc
         unknown = [n for n in (colours or {}) if n not in class_map.names]
         if unknown:
             raise InputError(f"{palette}: palette class(es) {', '.join(unknown)} not among the classes "

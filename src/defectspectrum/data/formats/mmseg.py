@@ -8,8 +8,9 @@
 Reading a plain mmseg folder gives ONE object (`--object`, else the root folder's name) and keeps
 every split folder's name as the split (`unsplit` is read as no split; images directly in
 `img_dir/` with masks directly in `ann_dir/` have no split). A split folder with no counterpart in
-`ann_dir/` is unlabelled and skipped. Masks pair with images by stem plus an optional suffix
-(mmseg's `seg_map_suffix`, e.g. `_labelTrainIds` or `_mask`): `--mask-suffix`, else the suffix
+`ann_dir/` is unlabelled and skipped (its images counted in `skipped`, which `data convert`
+prints). Masks pair with images by stem plus an optional suffix (mmseg's `seg_map_suffix`, e.g.
+`_labelTrainIds` or `_mask`): `--mask-suffix`, else the suffix
 that pairs the most images. The ignore index 255 is read as background.
 
 Class names, first found wins: the `--classes` option; `classes.json` (a list of names, or
@@ -31,6 +32,8 @@ DS folder's global classes), in the form mmsegmentation 1.x's `BaseSegDataset` r
 - `metainfo.json` ({"classes": [background, "object/class", ...], "palette": [[r, g, b], ...]},
   colours from `draw.class_colors`) and `dataset_config.py`, a config to use as `_base_` (or to
   copy from): dataset type, data root, metainfo, suffixes and a dataloader per split folder;
+- split folders are the split names made safe and distinct ignoring case (`Train` beside `train`
+  becomes `Train-2`: one folder on case-insensitive file systems);
 - stems are `<object>__<name>` made safe, never containing the image suffix (mmseg finds a mask by
   replacing the image suffix in the file's path), every path built through `paths.output_path`.
 Two more files let this reader restore the DS folder exactly (a mixed-suffix export gives back
@@ -69,6 +72,7 @@ from defectspectrum.data.sample import Sample
 from defectspectrum.draw import class_colors
 from defectspectrum.errors import FormatError, InputError
 from defectspectrum.io import (
+    IMAGE_EXTENSIONS,
     copy_file_atomic,
     list_images,
     open_image,
@@ -80,7 +84,15 @@ from defectspectrum.io import (
     write_json_atomic,
     write_text_atomic,
 )
-from defectspectrum.paths import MAX_NAME, Containment, is_safe_name, output_path, relative_path, safe_name
+from defectspectrum.paths import (
+    MAX_NAME,
+    Containment,
+    apart_ignoring_case,
+    is_safe_name,
+    output_path,
+    relative_path,
+    safe_name,
+)
 from defectspectrum.progress import track
 from defectspectrum.staging import staged_folder
 
@@ -266,6 +278,10 @@ class MmsegReader(Reader):
         if not (isinstance(data, dict) and data.get("format") == WRITER_FORMAT):
             return None
         class_maps = class_maps_from_json(data.get("objects"), str(path), FormatError)
+        total = sum(len(class_map) - 1 for class_map in class_maps.values())
+        if total >= IGNORE_INDEX:
+            raise FormatError(f"{path}: its objects have {total} classes, more than the {IGNORE_INDEX - 1} an mmseg "
+                              "export's uint8 masks hold; fix the file or re-export the folder")
         for object_name in class_maps:
             if not is_safe_name(object_name):
                 raise FormatError(f"{path}: object {object_name!r} is not a safe name (letters, digits, '.', '_' or "
@@ -335,6 +351,11 @@ class MmsegReader(Reader):
 
     def _plain_samples(self) -> Iterator[SourceSample]:
         groups = [(list_images(img), _png_stems(ann), img, ann, split) for img, ann, split in _split_dirs(self.root)]
+        labelled = {img for _, _, img, _, _ in groups}
+        self.skipped = sum(1 for folder in (self.root / IMG_DIR).iterdir()
+                           if folder.is_dir() and not folder.name.startswith(".") and folder not in labelled
+                           for entry in folder.iterdir()  # counted by name: an unlabelled folder is not read
+                           if entry.suffix.lower() in IMAGE_EXTENSIONS and not entry.name.startswith("."))
         if not any(images for images, *_ in groups):
             return
         suffix = self.mask_suffix
@@ -441,16 +462,24 @@ class ExportPaths:
         return f"{ANN_DIR}/{self.split_dir}/{self.mask_file}"
 
 
-def export_paths(sample: Sample, suffix: str, taken: set[tuple[str, str]]) -> ExportPaths:
+def split_folder(split: str | None, suffix: str) -> str:
+    """The split folder of samples of `split` (before `apart_ignoring_case`)."""
+    return UNSPLIT if split is None else _clean_part(split, suffix)
+
+
+def export_paths(sample: Sample, suffix: str, taken: set[tuple[str, str]],
+                 split_dirs: dict[str, str] | None = None) -> ExportPaths:
     """The export paths of `sample` (safe names, unique within their split folder; `taken` records
-    them). InputError for a sample whose object, name or split could not have come from a DS folder."""
+    them; `split_dirs` renames split folders, see `apart_ignoring_case`). InputError for a sample
+    whose object, name or split could not have come from a DS folder."""
     if not (is_safe_name(sample.object) and is_safe_name(sample.name)):
         raise InputError(f"sample {sample.id!r}: object and name must be safe names (letters, digits, '.', '_' or "
                          "'-'); run `defectspectrum data validate` and fix the DS folder")
     if sample.split is not None and not isinstance(sample.split, str):
         raise InputError(f"sample {sample.id!r}: split must be a string or null, not {sample.split!r}; "
                          "run `defectspectrum data validate` and fix the DS folder")
-    split_dir = UNSPLIT if sample.split is None else _clean_part(sample.split, suffix)
+    split_dir = split_folder(sample.split, suffix)
+    split_dir = (split_dirs or {}).get(split_dir, split_dir)
     reserve = len("-99999") + max(len(suffix), len(SEG_MAP_SUFFIX))
     stem = _unique_stem(_clean_part(f"{sample.object}__{sample.name}", suffix, reserve), split_dir, taken)
     return ExportPaths(split_dir, f"{stem}{suffix}", f"{stem}{SEG_MAP_SUFFIX}")
@@ -550,7 +579,10 @@ def export_mmseg(folder: DSFolder, dst: Path) -> Path:
     samples = list(folder)
     suffix = image_suffix([Path(sample.image).suffix for sample in samples])
     taken: set[tuple[str, str]] = set()
-    planned = [(sample, export_paths(sample, suffix, taken)) for sample in samples]
+    folders = {split_folder(s.split, suffix) for s in samples if s.split is None or isinstance(s.split, str)}
+    split_dirs = apart_ignoring_case(sorted(folders, key=lambda name: (name not in ("train", "val", "test", UNSPLIT),
+                                                                       name)))
+    planned = [(sample, export_paths(sample, suffix, taken, split_dirs)) for sample in samples]
     with staged_folder(dst) as tmp:
         output_path(tmp, IMG_DIR).mkdir()
         output_path(tmp, ANN_DIR).mkdir()

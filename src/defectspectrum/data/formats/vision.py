@@ -21,7 +21,8 @@
   rasterised, and a `file_name` is read only inside the root folder (`coco_masks`).
 - An image of a labelled split with no annotation is defect-free (defect_type "good"). An image
   whose annotations are all bounding boxes without segmentation has no pixel label and is left
-  out (it is neither defect-free nor segmented). Otherwise defect_type is its one category's
+  out (it is neither defect-free nor segmented) and counted in `skipped`, which `data convert`
+  prints. Otherwise defect_type is its one category's
   name, or "combined" where it has several (as the generic `coco` reader and MVTec do).
 """
 
@@ -184,6 +185,7 @@ class VisionReader(Reader):
         return {dataset.name: self._class_map(self._splits(dataset))[0] for dataset in self.datasets}
 
     def samples(self) -> Iterator[SourceSample]:
+        self.skipped = 0
         for dataset in self.datasets:
             splits = self._splits(dataset)
             class_map, index_of = self._class_map(splits)
@@ -202,7 +204,8 @@ class VisionReader(Reader):
             annotations = [a for a in split.annotations.get(image["id"], []) if has_segmentation(a)]
             if not annotations:
                 if split.annotations.get(image["id"]):
-                    continue  # bounding boxes only: no pixel label (see the module docstring)
+                    self.skipped += 1  # bounding boxes only: no pixel label (see the module docstring)
+                    continue
                 yield SourceSample(object_name, name, path, None, GOOD, split_name)
                 continue
             indices = {lookup[a["category_id"]] for a in annotations}
