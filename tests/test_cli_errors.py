@@ -676,3 +676,10 @@ def test_register_writer_decorator_and_kwargs_writers(ds: Path, tmp_path: Path,
     assert "anything" in export_module.WRITERS and "anything" not in WRITERS
     out = export_module.export(DSFolder.open(ds), tmp_path / "a", "anything", level=3)
     assert json.loads((out / "opts.json").read_text(encoding="utf-8")) == {"level": 3}
+
+
+@pytest.mark.parametrize("to", ["coco", "mmseg", "ds-release"])
+def test_an_empty_ds_folder_is_refused_by_every_export(tmp_path: Path, to: str) -> None:
+    empty = DSFolder.create(tmp_path / "empty", "e", {"plate": ["dent"]}).root
+    one_line_error(["data", "export", empty, tmp_path / "out", "--to", to], f"{empty}: holds no samples")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]

@@ -173,3 +173,23 @@ def test_a_second_run_replaces_the_first_runs_overlays_only(tmp_path):
     assert sorted(p.name for p in out.glob("*__*.png")) == sorted(p.name for p in second.overlays)
     assert (out / "notes.png").read_bytes() == b"mine"
     assert json.loads((out / "show.json").read_text())["overlays"] == [p.name for p in second.overlays]
+
+
+def test_files_of_the_users_are_never_replaced(tmp_path):
+    folder = _folder(tmp_path / "ds", per_type=1)
+    out = tmp_path / "show"
+    out.mkdir()
+    mine = out / CONTACT_SHEET
+    mine.write_bytes(b"my own picture")
+    with pytest.raises(InputError, match="exists and was not written by `data show`"):
+        write_overlays(folder, out)
+    assert mine.read_bytes() == b"my own picture" and sorted(p.name for p in out.iterdir()) == [CONTACT_SHEET]
+    mine.unlink()
+    first = write_overlays(folder, out, limit=2)
+    clash = out / overlay_file_name(next(s for s in folder if s not in first.samples and not s.is_good))
+    clash.write_bytes(b"mine too")
+    with pytest.raises(InputError, match=clash.name):
+        write_overlays(folder, out, limit=24)
+    assert clash.read_bytes() == b"mine too" and all(p.is_file() for p in first.overlays)
+    again = write_overlays(folder, out, limit=2)  # the run's own files are replaced
+    assert [p.name for p in again.overlays] == [p.name for p in first.overlays]

@@ -94,9 +94,12 @@ def export(folder: DSFolder, dst: Path, to: str, **options: Any) -> Path:
     """Write `folder` to `dst` in layout `to`; returns the written file or folder.
 
     Options whose value is None are left to the writer's default; an option the writer does not
-    take is an InputError, unless it is None or False (a CLI flag that was not given).
+    take is an InputError, unless it is None or False (a CLI flag that was not given). A folder
+    without samples is refused: no layout reads an empty export back.
     """
     writer = get_writer(to)
+    if not len(folder):
+        raise InputError(f"{folder.root}: holds no samples; nothing to export")
     accepted = writer.options()
     given = {key: value for key, value in options.items() if value is not None}
     if accepted is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -92,7 +93,8 @@ def write_overlays(folder: DSFolder | Path, out_dir: Path, limit: int = 24, obje
     Each sample gets `<object>__<name>.png`: the image beside its overlay; `contact_sheet.png` shows
     all of them as thumbnails captioned with the sample id, with a class-colour legend per object.
     Overlays an earlier run listed in `show.json` are removed first, so the folder shows one run;
-    other files in `out_dir` are left alone.
+    other files in `out_dir` are left alone, and one that a file of this run would replace is an
+    InputError before anything is drawn.
     """
     if not isinstance(folder, DSFolder):
         folder = DSFolder.open(Path(folder))
@@ -104,7 +106,13 @@ def write_overlays(folder: DSFolder | Path, out_dir: Path, limit: int = 24, obje
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder; choose a folder for the overlays")
     samples = select_samples(folder, limit, object_name, include_good)
-    _remove_previous_overlays(out_dir)
+    previous = _previous_files(out_dir)
+    for name in [*(overlay_file_name(s) for s in samples), CONTACT_SHEET, MANIFEST]:
+        if name not in previous and os.path.lexists(out_dir / name):
+            raise InputError(f"{out_dir / name}: exists and was not written by `data show`; move it away or choose "
+                             "another folder for the overlays")
+    for name in previous - {MANIFEST}:
+        (out_dir / name).unlink(missing_ok=True)
     written: list[Path] = []
     thumbs: list[np.ndarray] = []
     for sample in track(samples, "drawing overlays"):
@@ -125,15 +133,17 @@ def write_overlays(folder: DSFolder | Path, out_dir: Path, limit: int = 24, obje
     return ShowResult(overlays=written, contact_sheet=sheet, samples=samples)
 
 
-def _remove_previous_overlays(out_dir: Path) -> None:
-    """Delete the overlays listed in a previous run's manifest (plain names inside `out_dir` only)."""
+def _previous_files(out_dir: Path) -> set[str]:
+    """The files a previous run listed in its manifest (plain PNG names inside `out_dir` only), and the
+    manifest itself: what this run may replace."""
     manifest = out_dir / MANIFEST
     if not manifest.is_file():
-        return
+        return set()
     listed = read_json(manifest)
-    names = listed.get("overlays", []) if isinstance(listed, dict) else []
-    for name in names:
-        if isinstance(name, str) and name == Path(name).name and name.endswith(".png"):
-            (out_dir / name).unlink(missing_ok=True)
+    listed = listed if isinstance(listed, dict) else {}
+    overlays = listed.get("overlays")
+    names = [*(overlays if isinstance(overlays, list) else []), listed.get("contact_sheet")]
+    return {MANIFEST} | {name for name in names
+                         if isinstance(name, str) and name == Path(name).name and name.endswith(".png")}
 
 

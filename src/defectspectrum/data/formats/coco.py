@@ -630,8 +630,6 @@ def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bo
         raise InputError(f"{dst}: a COCO export is a folder ({ANNOTATIONS_DIR}/instances_<split>.json + "
                          f"{IMAGES_DIR}/<split>/); give a folder name without .json")
     samples = list(folder)
-    if not samples:
-        raise InputError(f"{folder.root}: holds no samples; nothing to export")
     keys = apart_ignoring_case(sorted({_split_key(s.split) for s in samples},
                                       key=lambda key: (key not in (*_SPLIT_ORDER, UNSPLIT), key)))
     groups: dict[str, list[Sample]] = {}
