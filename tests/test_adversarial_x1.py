@@ -16,9 +16,9 @@ import numpy as np
 import openpyxl
 import pytest
 from PIL import Image
-from typer.testing import CliRunner, Result
 
-from defectspectrum.cli import app
+from cli_helpers import invoke, one_line_error
+from cli_helpers import make_ds as shared_make_ds
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.data.formats.coco_masks import (
     MAX_PAINT_WORK,
@@ -33,35 +33,9 @@ from defectspectrum.io import MAX_SIDE
 # -- helpers ------------------------------------------------------------------------------------------------
 
 
-def invoke(*args: str | Path) -> Result:
-    result = CliRunner().invoke(app, [str(a) for a in args], terminal_width=200)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def one_line_error(args: list[str | Path], *fragments: str) -> str:
-    """Run the command; assert exit 2 and exactly one line on stderr, `error: ...` holding every fragment."""
-    result = invoke(*args)
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
-
 def make_ds(root: Path) -> DSFolder:
     """A tiny DS folder: two objects, a defective and a defect-free 16x16 sample each."""
-    folder = DSFolder.create(root, "toy", {"plate": ["dent"], "gear": ["chip", "rust"]})
-    for obj in ("plate", "gear"):
-        mask = np.zeros((16, 16), np.uint8)
-        mask[4:9, 4:9] = 1
-        folder.add_sample(obj, "bad", np.full((16, 16, 3), 120, np.uint8), mask, defect_type="dent")
-        folder.add_sample(obj, "good", np.full((16, 16, 3), 60, np.uint8), np.zeros((16, 16), np.uint8),
-                          defect_type="good")
-    folder.save()
-    return folder
+    return shared_make_ds(root, "toy", {"plate": ["dent"], "gear": ["chip", "rust"]})
 
 
 def rewrite_samples(root: Path, **fields: object) -> None:

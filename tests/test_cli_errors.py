@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
+from cli_helpers import invoke, one_line_error
+from cli_helpers import make_ds as shared_make_ds
 from defectspectrum.cli import app
 from defectspectrum.cli_support import error_message, printable
 from defectspectrum.data.dsfolder import DSFolder
@@ -30,41 +32,14 @@ from defectspectrum.errors import InputError, SchemaError
 # -- helpers ------------------------------------------------------------------------------------------------
 
 
-def invoke(*args: str | Path) -> Result:
-    result = CliRunner().invoke(app, [str(a) for a in args], terminal_width=100)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
 def run(*args: str | Path) -> tuple[int, str]:
     result = invoke(*args)
     return result.exit_code, result.output
 
 
-def one_line_error(args: tuple[str | Path, ...] | list[str | Path], *fragments: str) -> str:
-    """Run the command; assert exit 2 and exactly one line on stderr, `error: ...` holding every fragment."""
-    result = invoke(*args)
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "error:" not in result.stdout, result.stdout
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
-
 def make_ds(root: Path, name: str = "toy", objects: tuple[str, ...] = ("plate",)) -> DSFolder:
     """A tiny DS folder: per object one defective and one defect-free 16x16 sample."""
-    folder = DSFolder.create(root, name, {obj: ["dent"] for obj in objects})
-    for obj in objects:
-        mask = np.zeros((16, 16), np.uint8)
-        mask[4:9, 4:9] = 1
-        folder.add_sample(obj, "bad", np.full((16, 16, 3), 120, np.uint8), mask, defect_type="dent")
-        folder.add_sample(obj, "good", np.full((16, 16, 3), 60, np.uint8), np.zeros((16, 16), np.uint8),
-                          defect_type="good")
-    folder.save()
-    return folder
+    return shared_make_ds(root, name, {obj: ["dent"] for obj in objects})
 
 
 @pytest.fixture
