@@ -259,7 +259,7 @@ def test_hostile_sample_names_are_refused_before_anything_is_written(tmp_path: P
         _in_memory(tmp_path, id=sample_id, object=object_name)
     hostile = Sample(id=sample_id, object=object_name, image="i.png", mask="m.png")
     with pytest.raises(InputError, match="object and name must be safe names"):  # and the writer on its own
-        export_paths(hostile, ".png", set())
+        export_paths(hostile, ".png", {})
     assert _outside(tmp_path) == []
 
 
@@ -281,11 +281,11 @@ def test_non_string_split_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="split"):
         _in_memory(tmp_path, split=5)
     with pytest.raises(InputError, match="split must be a string or null, not 5"):
-        export_paths(Sample(id="metal/a", object="metal", image="i.png", mask="m.png", split=5), ".png", set())
+        export_paths(Sample(id="metal/a", object="metal", image="i.png", mask="m.png", split=5), ".png", {})
 
 
 def test_export_paths_are_safe_unique_and_short(tmp_path: Path) -> None:
-    taken: set[tuple[str, str]] = set()
+    taken: dict[str, set[str]] = {}
     long_name = "n" * MAX_NAME
     samples = [Sample(id=f"{'o' * MAX_NAME}/{long_name}", object="o" * MAX_NAME, image="i.png", mask="m.png",
                       split="s" * 300),

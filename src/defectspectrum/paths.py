@@ -5,8 +5,8 @@ export's own index) before it is opened.
 - `safe_name(text)`: one file-name component made of letters, digits, `.`, `_` and `-`; never
   empty, never `.`/`..`, never hidden, at most `MAX_NAME` characters (a long name keeps a short
   hash of the whole, so two long names stay apart).
-- `apart_ignoring_case(names)`: names made distinct ignoring case (`Train` beside `train` becomes
-  `Train-2`), for writers whose names come from data (split folders).
+- `unique_name(base, taken)` / `apart_ignoring_case(names)`: names made distinct ignoring case
+  (`Train` beside `train` becomes `Train-2`), for writers whose names come from data.
 - `output_path(root, *parts)`: `root/part/part/...` with every part checked to be a safe name,
   for writers (exports, DS folders): nothing they build can climb out of `root`.
 - `relative_path(text, where)` (`check_relative` without the Path object): a relative, forward-slash
@@ -46,21 +46,27 @@ def is_safe_name(name: object) -> bool:
     return isinstance(name, str) and safe_name(name) == name
 
 
+def unique_name(base: str, taken: set[str]) -> str:
+    """`base`, or `base-2`, `base-3`, ...: the first whose lower-case form is not in `taken` (which
+    records it), so that names stay apart also on case-insensitive file systems (Windows, macOS). A
+    safe `base` gives a safe name, also at full length (`safe_name` shortens `base-N` with a hash)."""
+    candidate, counter = base, 1
+    while candidate.lower() in taken:
+        counter += 1
+        candidate = safe_name(f"{base}-{counter}")
+    taken.add(candidate.lower())
+    return candidate
+
+
 def apart_ignoring_case(names: Iterable[str]) -> dict[str, str]:
     """Each distinct name -> itself, or, where it equals an earlier name but for case, `name-2`,
-    `name-3`, ...: folder and file names that stay apart on case-insensitive file systems (Windows,
-    macOS), where `Train/` and `train/` are one folder."""
+    `name-3`, ... (`unique_name`): folder and file names that stay apart on case-insensitive file
+    systems (Windows, macOS), where `Train/` and `train/` are one folder."""
     chosen: dict[str, str] = {}
     taken: set[str] = set()
     for name in names:
-        if name in chosen:
-            continue
-        candidate, counter = name, 1
-        while candidate.lower() in taken:
-            counter += 1
-            candidate = f"{name}-{counter}"
-        taken.add(candidate.lower())
-        chosen[name] = candidate
+        if name not in chosen:
+            chosen[name] = unique_name(name, taken)
     return chosen
 
 

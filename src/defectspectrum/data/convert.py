@@ -30,7 +30,7 @@ from defectspectrum.data.sample import GOOD, Sample
 from defectspectrum.errors import InputError
 from defectspectrum.io import check_image_pixels, open_image, pixel_limit, set_max_pixels
 from defectspectrum.io import max_pixels as current_max_pixels
-from defectspectrum.paths import safe_name
+from defectspectrum.paths import safe_name, unique_name
 from defectspectrum.progress import track
 from defectspectrum.staging import process_alive
 
@@ -148,17 +148,8 @@ def _convert_in_worker(task: tuple[SourceSample, str]) -> ConvertedSample:
 
 def unique_names(items: list[SourceSample]) -> list[str]:
     """File-safe sample names, unique within each object (`-2`, `-3`, ... appended on clashes)."""
-    seen: set[tuple[str, str]] = set()
-    names = []
-    for item in items:
-        base = safe_name(item.name)
-        name, counter = base, 1
-        while (item.object, name.lower()) in seen:
-            counter += 1
-            name = safe_name(f"{base}-{counter}")  # still a safe name where `base` is as long as one may be
-        seen.add((item.object, name.lower()))
-        names.append(name)
-    return names
+    taken: dict[str, set[str]] = {}
+    return [unique_name(safe_name(item.name), taken.setdefault(item.object, set())) for item in items]
 
 
 def _check_paths(source: Path, dst: Path) -> None:

@@ -7,17 +7,25 @@ Field types are strict (a line with a wrong type is refused, naming the line): `
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from defectspectrum.errors import SchemaError
+from defectspectrum.paths import apart_ignoring_case
 
 GOOD = "good"  # defect_type of a defect-free image
 SPLITS = ("train", "val", "test")
+UNSPLIT = "unsplit"  # the split folder / file name exports give samples without a split
 REQUIRED_FIELDS = ("id", "object", "image", "mask")  # strings
 OPTIONAL_TEXT_FIELDS = ("split", "caption", "source", "defect_type")  # strings or null
 FLAG_FIELDS = ("synthetic",)  # true or false
+
+
+def split_folder_names(names: Iterable[str]) -> dict[str, str]:
+    """Split folder names of an export made distinct ignoring case (`paths.apart_ignoring_case`), the
+    standard splits and UNSPLIT keeping theirs (`Train` beside `train` becomes `Train-2`)."""
+    return apart_ignoring_case(sorted(names, key=lambda name: (name not in (*SPLITS, UNSPLIT), name)))
 
 
 def _json_type(value: Any) -> str:

@@ -90,10 +90,10 @@ from defectspectrum.data.formats.coco_masks import (
     short,
 )
 from defectspectrum.data.formats.mmseg import class_map_from_names
-from defectspectrum.data.sample import GOOD, Sample
+from defectspectrum.data.sample import GOOD, SPLITS, UNSPLIT, Sample, split_folder_names
 from defectspectrum.errors import FormatError, InputError
 from defectspectrum.io import read_json
-from defectspectrum.paths import apart_ignoring_case, output_path, safe_name
+from defectspectrum.paths import output_path, safe_name, unique_name
 from defectspectrum.progress import track
 from defectspectrum.regions import Region, regions
 from defectspectrum.staging import require_new_folder, staged_folder
@@ -103,11 +103,9 @@ META_KEY = "defectspectrum"
 COMBINED = "combined"
 ANNOTATIONS_DIR = "annotations"
 IMAGES_DIR = "images"
-UNSPLIT = "unsplit"  # the `<split>` of samples without a split
 _INSTANCES = re.compile(r"^instances_(.+)\.json$")
 _SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _NO_SPLIT_NAMES = (UNSPLIT, "default", "all")
-_SPLIT_ORDER = ("train", "val", "test")
 _IMAGES_HINT = ", or pass --images DIR (the folder that holds the images)"
 
 
@@ -592,17 +590,9 @@ def region_polygon(region: Region, image_size: tuple[int, int]) -> list[float] |
 def _export_names(samples: list[Sample]) -> list[str]:
     """Sanitised image file names `<object>_<name><ext>`, unique within one split folder (stems compared
     without case, so that case-insensitive file systems and datumaro's item ids keep them apart)."""
-    seen: set[str] = set()
-    names = []
-    for sample in samples:
-        base = safe_name(f"{sample.object}_{sample.name}")
-        stem, counter = base, 1
-        while stem.lower() in seen:
-            counter += 1
-            stem = f"{base}-{counter}"
-        seen.add(stem.lower())
-        names.append(stem + Path(sample.image).suffix.lower())
-    return names
+    taken: set[str] = set()
+    return [unique_name(safe_name(f"{sample.object}_{sample.name}"), taken) + Path(sample.image).suffix.lower()
+            for sample in samples]
 
 
 def _place_image(source: Path, target: Path, link: bool) -> None:
@@ -630,12 +620,11 @@ def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bo
         raise InputError(f"{dst}: a COCO export is a folder ({ANNOTATIONS_DIR}/instances_<split>.json + "
                          f"{IMAGES_DIR}/<split>/); give a folder name without .json")
     samples = list(folder)
-    keys = apart_ignoring_case(sorted({_split_key(s.split) for s in samples},
-                                      key=lambda key: (key not in (*_SPLIT_ORDER, UNSPLIT), key)))
+    keys = split_folder_names({_split_key(s.split) for s in samples})
     groups: dict[str, list[Sample]] = {}
     for sample in samples:
         groups.setdefault(keys[_split_key(sample.split)], []).append(sample)
-    order = [*(k for k in _SPLIT_ORDER if k in groups), *sorted(k for k in groups if k not in (*_SPLIT_ORDER, UNSPLIT)),
+    order = [*(k for k in SPLITS if k in groups), *sorted(k for k in groups if k not in (*SPLITS, UNSPLIT)),
              *([UNSPLIT] if UNSPLIT in groups else [])]
     lookup = global_lookup(folder.objects)
     categories = [{"id": e.index, "name": e.label, "supercategory": e.object, "object": e.object, "class": e.name}

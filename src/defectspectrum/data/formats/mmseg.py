@@ -68,7 +68,7 @@ from defectspectrum.data.classes import (
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.data.formats import register
 from defectspectrum.data.formats.base import Reader, SourceSample
-from defectspectrum.data.sample import Sample
+from defectspectrum.data.sample import UNSPLIT, Sample, split_folder_names
 from defectspectrum.draw import class_colors
 from defectspectrum.errors import FormatError, InputError
 from defectspectrum.io import (
@@ -87,11 +87,11 @@ from defectspectrum.io import (
 from defectspectrum.paths import (
     MAX_NAME,
     Containment,
-    apart_ignoring_case,
     is_safe_name,
     output_path,
     relative_path,
     safe_name,
+    unique_name,
 )
 from defectspectrum.progress import track
 from defectspectrum.staging import staged_folder
@@ -104,7 +104,6 @@ METAINFO_JSON = "metainfo.json"
 DATASET_CONFIG = "dataset_config.py"
 SAMPLES_JSON = "samples.json"
 WRITER_FORMAT = "defectspectrum-mmseg"
-UNSPLIT = "unsplit"
 IGNORE_INDEX = 255
 SEG_MAP_SUFFIX = ".png"
 COPIED_SUFFIXES = (".png", ".jpg", ".bmp")  # a one-suffix export of these keeps the image files' bytes
@@ -436,15 +435,6 @@ def _clean_part(text: str, suffix: str, reserve: int = 0) -> str:
     return cleaned
 
 
-def _unique_stem(base: str, split_dir: str, taken: set[tuple[str, str]]) -> str:
-    stem, counter = base, 1
-    while (split_dir, stem.lower()) in taken:
-        counter += 1
-        stem = f"{base}-{counter}"
-    taken.add((split_dir, stem.lower()))
-    return stem
-
-
 @dataclass(frozen=True)
 class ExportPaths:
     """Where one sample goes in an mmseg export: its split folder and file names."""
@@ -467,7 +457,7 @@ def split_folder(split: str | None, suffix: str) -> str:
     return UNSPLIT if split is None else _clean_part(split, suffix)
 
 
-def export_paths(sample: Sample, suffix: str, taken: set[tuple[str, str]],
+def export_paths(sample: Sample, suffix: str, taken: dict[str, set[str]],
                  split_dirs: dict[str, str] | None = None) -> ExportPaths:
     """The export paths of `sample` (safe names, unique within their split folder; `taken` records
     them; `split_dirs` renames split folders, see `apart_ignoring_case`). InputError for a sample
@@ -481,7 +471,8 @@ def export_paths(sample: Sample, suffix: str, taken: set[tuple[str, str]],
     split_dir = split_folder(sample.split, suffix)
     split_dir = (split_dirs or {}).get(split_dir, split_dir)
     reserve = len("-99999") + max(len(suffix), len(SEG_MAP_SUFFIX))
-    stem = _unique_stem(_clean_part(f"{sample.object}__{sample.name}", suffix, reserve), split_dir, taken)
+    base = _clean_part(f"{sample.object}__{sample.name}", suffix, reserve)
+    stem = unique_name(base, taken.setdefault(split_dir, set()))
     return ExportPaths(split_dir, f"{stem}{suffix}", f"{stem}{SEG_MAP_SUFFIX}")
 
 
@@ -578,10 +569,9 @@ def export_mmseg(folder: DSFolder, dst: Path) -> Path:
     lookup = global_lookup(folder.objects)
     samples = list(folder)
     suffix = image_suffix([Path(sample.image).suffix for sample in samples])
-    taken: set[tuple[str, str]] = set()
+    taken: dict[str, set[str]] = {}
     folders = {split_folder(s.split, suffix) for s in samples if s.split is None or isinstance(s.split, str)}
-    split_dirs = apart_ignoring_case(sorted(folders, key=lambda name: (name not in ("train", "val", "test", UNSPLIT),
-                                                                       name)))
+    split_dirs = split_folder_names(folders)
     planned = [(sample, export_paths(sample, suffix, taken, split_dirs)) for sample in samples]
     with staged_folder(dst) as tmp:
         output_path(tmp, IMG_DIR).mkdir()
