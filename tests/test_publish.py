@@ -23,7 +23,7 @@ from defectspectrum.cli import app
 from defectspectrum.data.convert import convert
 from defectspectrum.data.dsfolder import DSFolder, staged_ds_folder
 from defectspectrum.errors import InputError
-from defectspectrum.staging import Owner, lock_path, rename_noreplace, staged_folder, write_text_new
+from defectspectrum.staging import Owner, lock_path, rename_noreplace, staged_folder
 
 N_IMAGES = 12
 
@@ -171,24 +171,6 @@ def test_a_target_that_appears_meanwhile_is_never_replaced(tmp_path: Path, monke
         (out / "theirs.txt").write_text("theirs")  # the empty folder there at the start is filled
     assert [p.name for p in out.iterdir()] == ["theirs.txt"]
     assert _beside(out) == []
-
-
-def test_a_new_file_is_never_replaced(tmp_path: Path, monkeypatch) -> None:
-    path = tmp_path / "export.json"
-    path.write_text("theirs")
-    with pytest.raises(InputError, match="exists; choose a new file name"):
-        write_text_new(path, "mine")
-    path.unlink()
-    real = staging.rename_noreplace
-
-    def someone_writes_first(src: Path, dst: Path) -> None:
-        Path(dst).write_text("theirs")
-        real(src, dst)
-
-    monkeypatch.setattr(staging, "rename_noreplace", someone_writes_first)
-    with pytest.raises(InputError, match="appeared while this run was writing"):
-        write_text_new(path, "mine")
-    assert path.read_text() == "theirs" and [p.name for p in tmp_path.iterdir()] == ["export.json"]
 
 
 def test_an_empty_folder_there_at_the_start_is_replaced(tmp_path: Path) -> None:

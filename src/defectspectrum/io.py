@@ -208,10 +208,8 @@ def pixel_limit(limit: int | None) -> Iterator[None]:
     The limit is settled on entry: a bad $DEFECTSPECTRUM_MAX_PIXELS is one InputError here, before
     any work, not an error counted against every image read in the block."""
     global _max_pixels_override
-    if limit is not None and limit < 1:
-        raise InputError(f"--max-pixels {limit}: give a positive number of pixels, e.g. {DEFAULT_MAX_PIXELS}")
     before = _max_pixels_override
-    _max_pixels_override = int(limit) if limit is not None else max_pixels()
+    _max_pixels_override = _checked_limit(limit) if limit is not None else max_pixels()
     try:
         yield
     finally:
@@ -222,9 +220,13 @@ def set_max_pixels(limit: int | None) -> None:
     """Set the pixel limit of this process (None: back to the environment variable or the default);
     for worker processes, which do not inherit a `pixel_limit` block."""
     global _max_pixels_override
-    if limit is not None and limit < 1:
+    _max_pixels_override = _checked_limit(limit) if limit is not None else None
+
+
+def _checked_limit(limit: int) -> int:
+    if limit < 1:
         raise InputError(f"--max-pixels {limit}: give a positive number of pixels, e.g. {DEFAULT_MAX_PIXELS}")
-    _max_pixels_override = limit
+    return int(limit)
 
 
 def max_pixels() -> int:

@@ -173,21 +173,28 @@ def rename_noreplace(src: Path, dst: Path) -> None:
     guards against other runs of this toolkit.
     """
     src, dst = Path(src), Path(dst)
-    if _native_rename_noreplace(src, dst):
+    if _atomic_rename_noreplace(src, dst):
         return
-    if not src.is_dir() or src.is_symlink():
-        try:
-            os.link(src, dst, follow_symlinks=False)
-        except FileExistsError:
-            raise
-        except OSError:
-            pass  # no hard links here: fall back to check-then-rename
-        else:
-            os.unlink(src)
-            return
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
     os.rename(src, dst)
+
+
+def _atomic_rename_noreplace(src: Path, dst: Path) -> bool:
+    """Rename `src` to `dst` atomically without replacing: the system's own call, or for a file a hard
+    link (then `src` is removed). False where neither is available; FileExistsError where `dst` exists."""
+    if _native_rename_noreplace(src, dst):
+        return True
+    if src.is_dir() and not src.is_symlink():
+        return False
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError:
+        return False  # no hard links here
+    os.unlink(src)
+    return True
 
 
 # -- names beside the target -------------------------------------------------------------------------------------
@@ -227,15 +234,8 @@ def _create_exclusive(path: Path, text: str) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
-        if _native_rename_noreplace(tmp, path):
+        if _atomic_rename_noreplace(tmp, path):
             return
-        try:
-            os.link(tmp, path)
-            return
-        except FileExistsError:
-            raise
-        except OSError:
-            pass  # no hard links here
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -575,23 +575,6 @@ def _swap_in(building: Path, root: Path, existing: tuple[int, int], token: str,
         raise
     _write_owner_file(aside / OWNER_FILE, {**record, "phase": "replaced"})
     _remove(aside)
-
-
-def write_text_new(path: Path, text: str) -> None:
-    """Write `text` (UTF-8) to the new file `path`, complete when it appears; InputError where `path`
-    exists, also where it appeared while this was writing (it is then left as it is)."""
-    path = Path(path)
-    if os.path.lexists(path):
-        raise InputError(f"{path}: exists; choose a new file name (outputs never overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        rename_noreplace(tmp, path)
-    except FileExistsError as exc:
-        raise _appeared(path) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # -- report files --------------------------------------------------------------------------------------------

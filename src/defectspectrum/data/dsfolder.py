@@ -60,7 +60,6 @@ from defectspectrum.io import (
     open_regular,
     read_json,
     read_rgb,
-    read_text,
     save_png,
     to_png_mode,
     write_json_atomic,
@@ -210,8 +209,6 @@ def index_files(root: Path) -> set[str]:
     return owned
 
 
-
-
 def _clashes(new: Path, rel: str) -> bool:
     """Would `rel` (a file, or a folder where it ends in '/') clash with what `new` holds?"""
     target = new / rel.rstrip("/")
@@ -302,8 +299,8 @@ class DSFolder:
     def is_ds_folder(root: Path) -> bool:
         """True where `root/dataset.json` declares the defectspectrum format."""
         try:
-            data = json.loads(read_text(Path(root) / DATASET_FILE))
-        except (OSError, ValueError, RecursionError, InputError):
+            data = read_json(Path(root) / DATASET_FILE)
+        except (OSError, InputError):
             return False
         return isinstance(data, dict) and data.get("format") == FORMAT
 
