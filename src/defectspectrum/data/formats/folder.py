@@ -343,19 +343,6 @@ def _voc_splits(lists: Path, images: Path, stems: set[str], masked: set[str], ma
     return split_of
 
 
-def _any_image(folder: Path, depth: int) -> bool:
-    """True where `folder` or its subfolders down to `depth` levels hold an image (stops at the first)."""
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return False
-    if any(e.is_file() and not e.name.startswith(".") and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
-           for e in entries):
-        return True
-    return depth > 0 and any(e.is_dir() and not e.name.startswith(".") and _any_image(Path(e.path), depth - 1)
-                             for e in entries)
-
-
 def _first_image_folder(folder: Path, depth: int) -> Path | None:
     """The first folder (in name order, breadth first) at most `depth` levels down that holds an image."""
     level = [folder]
@@ -457,7 +444,7 @@ class FolderReader(Reader):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return _any_image(root, DETECT_DEPTH)
+        return _first_image_folder(root, DETECT_DEPTH) is not None
 
     def class_maps(self) -> dict[str, ClassMap]:
         return {self.object: self.class_map}
