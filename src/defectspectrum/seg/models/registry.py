@@ -40,6 +40,9 @@ class ModelInfo:
 
 
 _MODELS: dict[str, ModelInfo] = {}
+# The paper's Table 2 order; models registered by users follow in registration order.
+PAPER_ORDER = ("unet-small", "pspnet-r18", "deeplabv3plus-r18", "hrnet-w18-small", "bisenetv2",
+               "segmenter-vit-tiny", "segformer-mit-b0", "mask2former")
 
 
 def register_model(name: str, *, paper: str, summary: str) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -61,7 +64,8 @@ def _load_builtin_models() -> None:
 def model_names() -> list[str]:
     """Registered model names, in registration order (the paper's Table 2 order for the built-ins)."""
     _load_builtin_models()
-    return list(_MODELS)
+    rank = {name: i for i, name in enumerate(PAPER_ORDER)}
+    return sorted(_MODELS, key=lambda name: rank.get(name, len(rank)))
 
 
 def model_info(name: str) -> ModelInfo:
