@@ -14,15 +14,18 @@ import typer
 from defectspectrum.cli_support import out
 from defectspectrum.data.cli import data_app
 from defectspectrum.report.cli import report_command
+from defectspectrum.seg.cli import seg_app
 
 app = typer.Typer(
     name="defectspectrum",
-    help="Industrial defect inspection data: convert, check, view, split, caption and export defect data sets.",
+    help="Industrial defect inspection data: convert, check, view, split, caption and export defect data sets; "
+         "train and benchmark segmentation models on them.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(seg_app, name="seg")
 app.command("report")(report_command)
 
 
@@ -39,7 +42,8 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
-    """Industrial defect inspection data: convert, check, view, split, caption and export defect data sets."""
+    """Industrial defect inspection data: convert, check, view, split, caption and export defect data sets;
+    train and benchmark segmentation models on them."""
 
 
 def _exit_on_signal(signum: int, _frame: Any) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.progress import (
@@ -36,3 +37,21 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             bar.advance(task)
+
+
+@contextmanager
+def progress(total: int, description: str, completed: int = 0) -> Iterator[Callable[..., None]]:
+    """A bar for work that is not one loop over items (training steps): yields
+    `update(advance=1, status="")`, where `status` is shown beside the bar (e.g. loss and mIoU)."""
+    if not progress_enabled():
+        yield lambda advance=1, status="": None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[status]}"))
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(description, total=total, completed=completed, status="")
+
+        def update(advance: int = 1, status: str = "") -> None:
+            bar.update(task, advance=advance, status=status)
+
+        yield update

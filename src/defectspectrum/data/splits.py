@@ -94,5 +94,7 @@ def assign_splits(folder: DSFolder, rule: str = "first-k", k: int = 5, val_fract
         splits = _first_k(members, k) if rule == "first-k" else _random(members, quotas[index], rng)
         updated.extend(sample.replace(split=split) for sample, split in zip(members, splits))
     folder.update(updated)
+    folder.meta["split"] = {"rule": rule, "k": k} if rule == "first-k" else {
+        "rule": rule, "val_fraction": val_fraction, "seed": seed}
     counts = Counter(s.split for s in updated)
     return {TRAIN: counts[TRAIN], VAL: counts[VAL]}
