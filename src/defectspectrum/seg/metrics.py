@@ -11,10 +11,10 @@ All of that follows from one (C, C) matrix of pixel counts, rows = truth, column
 intersect = its diagonal, truth area = row sums, predicted area = column sums.
 
 Where this differs from mmseg, on purpose: mmseg's `torch.histc` silently drops values outside
-0..C-1, so a prediction of a class that does not exist counts as a miss and a stray truth value
-becomes half a pixel (in the prediction's area, not in the truth's); here both are an `InputError`.
-mmseg accumulates counts in float32; here they are int64, exact at any size (the two agree far
-below the 0.01 printed).
+0..C-1, so a predicted class that does not exist counts as a miss, and a truth value that is neither
+a class nor ignored still adds its prediction to that class's predicted area while being no class's
+truth; here both are an `InputError`. mmseg accumulates counts in float32 (exact up to 2**24 pixels
+per class); here they are int64, exact at any size (the two agree far below the 0.01 printed).
 """
 
 from __future__ import annotations
