@@ -167,7 +167,7 @@ def eval_command(
         acc = "  n/a" if entry["Acc"] is None else f"{entry['Acc']:6.2f}"
         say(f"  {entry['name']:30} IoU {iou}  Acc {acc}")
     if json_path is not None:
-        write_json_atomic(json_path, {**result.to_json(), "confusion": matrix.tolist(), "split": split,
+        write_json_atomic(json_path, {**result.to_json(), "split": split,
                                       "images": len(dataset), "run": str(run), "data": str(ds)})
         wrote(json_path)
     if plot is not None:

@@ -1,4 +1,4 @@
-"""Segmentation plots: the confusion matrix of an evaluation (matplotlib `Figure`s, no pyplot state, no torch)."""
+"""Segmentation plots: the confusion matrix of an evaluation and the aug-study curve (matplotlib `Figure`s, no pyplot state, no torch)."""
 
 from __future__ import annotations
 
@@ -118,3 +118,27 @@ def write_confusion_png(path: Path, matrix: Any, class_names: Sequence[str], nor
     path = Path(path)
     _save_figure_png(confusion_figure(matrix, class_names, normalize, counts, title), path, SHEET_MAX_BYTES)
     return path
+
+
+def study_figure(results: Sequence[dict[str, Any]]) -> Any:
+    """mIoU against the synthetic share (aug-study results: rows like `20%`), mean ± std over seeds."""
+    from matplotlib.figure import Figure
+
+    ratios = sorted({float(str(r["row"]).rstrip("%")) for r in results})
+    means, stds = [], []
+    for ratio in ratios:
+        values = [r["mIoU"] for r in results if float(str(r["row"]).rstrip("%")) == ratio and r["mIoU"] is not None]
+        means.append(float(np.mean(values)) if values else np.nan)
+        stds.append(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+    fig = Figure(figsize=(5.5, 3.6), facecolor="white", layout="constrained")
+    ax = fig.add_subplot()
+    ax.errorbar(ratios, means, yerr=stds, marker="o", capsize=3)
+    ax.set_xlabel("synthetic pairs added (% of real training pairs)")
+    ax.set_ylabel("val mIoU (%)")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def write_study_png(path: Path, results: Sequence[dict[str, Any]]) -> None:
+    """Write `study_figure` as PNG, atomically."""
+    _save_figure_png(study_figure(results), Path(path), SHEET_MAX_BYTES)

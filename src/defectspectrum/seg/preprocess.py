@@ -49,4 +49,4 @@ class Preprocess:
             raise InputError(f"{where}: 'preprocess' must hold mean, std and scale ({exc})") from None
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0 or scale <= 0:
             raise InputError(f"{where}: 'preprocess' needs three means, three positive stds and a positive scale")
-        return cls(mean, std, scale)  # type: ignore[arg-type]
+        return cls(mean, std, scale)

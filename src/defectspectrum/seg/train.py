@@ -362,7 +362,8 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
             best = miou
             if accelerator.is_main_process:
                 _save_checkpoint(out / BEST, {"model": core.state_dict(), "step": step, "mIoU": result.mIoU})
-                info.results["best"] = {"step": step, **result.to_json()}
+                summary = {key: value for key, value in result.to_json().items() if key != "confusion_matrix"}
+                info.results["best"] = {"step": step, **summary}
         return result
 
     core.train()
