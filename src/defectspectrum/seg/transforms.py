@@ -60,7 +60,9 @@ def check_pair(image: np.ndarray, mask: np.ndarray) -> None:
 
 
 def _to_tv(image: np.ndarray, mask: np.ndarray) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
-    image_t = torch.from_numpy(_writable(image)).permute(2, 0, 1).contiguous()
+    """Views, no copies: the image as (3, H, W) with its pixels stored channels-last (torchvision's
+    fast uint8 resize works in that layout)."""
+    image_t = torch.from_numpy(_writable(image)).permute(2, 0, 1)
     return tv_tensors.Image(image_t), tv_tensors.Mask(torch.from_numpy(_writable(mask)))
 
 
@@ -70,7 +72,7 @@ def _writable(array: np.ndarray) -> np.ndarray:
 
 
 def _from_tv(image: torch.Tensor, mask: torch.Tensor) -> Pair:
-    return image.permute(1, 2, 0).contiguous().numpy(), mask.contiguous().numpy()
+    return np.ascontiguousarray(image.permute(1, 2, 0).numpy()), np.ascontiguousarray(mask.numpy())
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> Pair:
