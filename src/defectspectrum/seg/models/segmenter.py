@@ -30,15 +30,25 @@ class ViTEncoder(nn.Module):
     resize does not export to ONNX); at 224x224 it is used as is, so a timm checkpoint fits.
     """
 
-    def __init__(self, vit: VisionTransformer) -> None:
+    def __init__(self, vit: nn.Module) -> None:
         super().__init__()
+        if not isinstance(vit, VisionTransformer) or vit.pos_embed is None or vit.num_prefix_tokens != 1 \
+                or vit.cls_token is None or vit.no_embed_class:
+            raise ValueError("the Segmenter encoder needs a timm ViT with one class token and a position embedding")
         self.vit = vit
         self.dim = vit.embed_dim
+
+    def _embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ViT's (class token, position embedding)."""
+        cls_token, pos_embed = self.vit.cls_token, self.vit.pos_embed
+        if cls_token is None or pos_embed is None:  # checked in __init__; narrows the types
+            raise ValueError("the ViT lost its class token or position embedding")
+        return cls_token, pos_embed
 
     def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
         """The patch tokens' position embedding for a `grid` of patches: (1, h*w, D)."""
         vit = self.vit
-        pos = vit.pos_embed[:, vit.num_prefix_tokens:]
+        pos = self._embeddings()[1][:, vit.num_prefix_tokens:]
         old = vit.patch_embed.grid_size
         if tuple(grid) == tuple(old):
             return pos
@@ -51,7 +61,8 @@ class ViTEncoder(nn.Module):
         x = vit.patch_embed(x)  # (N, h, w, D): built with dynamic_img_size=True
         n, h, w, dim = x.shape
         x = x.reshape(n, h * w, dim) + self.position_embedding((h, w))
-        prefix = vit.cls_token.expand(n, -1, -1) + vit.pos_embed[:, : vit.num_prefix_tokens]
+        cls_token, pos_embed = self._embeddings()
+        prefix = cls_token.expand(n, -1, -1) + pos_embed[:, : vit.num_prefix_tokens]
         x = torch.cat([prefix, x], dim=1)
         x = vit.norm(vit.blocks(vit.norm_pre(vit.pos_drop(x))))
         return x[:, vit.num_prefix_tokens:]
