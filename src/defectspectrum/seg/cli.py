@@ -130,11 +130,11 @@ def train_command(
     from defectspectrum.seg.models.registry import model_info
 
     model_info(config.model)  # an unknown name is an error before any data is read
-    info = train(config, out, resume=resume, on_event=_on_event)
+    info = train(config, out, resume=resume, on_event=_on_event).info
     best = info.results.get("best") or {}
     if best.get("mIoU") is not None:
         say(f"best val mIoU {best['mIoU']:.2f} at step {best['step']}")
-    wrote(out, "run folder (run.json, best.pt, checkpoints/)")
+    wrote(out, ": run.json, best.pt, history.jsonl, checkpoints/")
 
 
 @seg_app.command("eval")
@@ -217,7 +217,7 @@ def predict_command(
         raise InputError(f"--runtime {runtime!r}: choose torch or onnx")
     folder = predict_to_ds(predictor, labels, source, out, object_name=object_name, overwrite=overwrite,
                            overlays=overlays)
-    wrote(out, f"{len(folder)} predicted masks")
+    wrote(out, f": {len(folder)} predicted masks")
 
 
 @seg_app.command("export")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +40,15 @@ from defectspectrum.seg.models import create_model
 from defectspectrum.seg.preprocess import Preprocess
 from defectspectrum.seg.run import BEST, HISTORY, LAST, RUN_JSON, RunConfig, RunInfo, ids_digest, read_run
 from defectspectrum.seg.transforms import TrainTransform
+
+
+@dataclass
+class TrainResult:
+    """A finished (or stopped) run: what run.json holds, and the trained model as it is in memory
+    (the last weights, unwrapped, on the training device)."""
+
+    info: RunInfo
+    model: nn.Module
 
 
 @dataclass(frozen=True)
@@ -204,6 +214,22 @@ def _check_out(out: Path, resume: bool) -> None:
         raise InputError(f"{out}: exists and is not an empty folder; choose a new --out")
 
 
+def make_accelerator(mixed_precision: str = "no") -> Accelerator:
+    """Accelerate's view of this process: one GPU, many (torchrun / accelerate launch) or the CPU.
+    Accelerate treats a multi-process launch without GPUs as CPU data parallel (gloo) only when told
+    `cpu=True`, so that is passed exactly then."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(mixed_precision=mixed_precision, cpu=launched and not torch.cuda.is_available())
+
+
+def sync_buffers(model: nn.Module, accelerator: Accelerator) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics), as DDP does before each
+    forward: after the last step each rank holds its own, and validation and the saved weights must agree."""
+    if accelerator.num_processes > 1:
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer.data, src=0)
+
+
 def _environment(accelerator: Accelerator) -> dict[str, Any]:
     import accelerate
 
@@ -253,13 +279,13 @@ def _append_history(out: Path, record: dict[str, Any]) -> None:
 
 
 def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int | None = None,
-          on_event: Callable[[TrainEvent], None] | None = None) -> RunInfo:
+          on_event: Callable[[TrainEvent], None] | None = None) -> TrainResult:
     """Train `config.model` on `config.data` into `out` (a new folder, or an existing run with
-    `resume`); returns the run's info as written to run.json. `stop_after` ends the run early at
+    `resume`); returns the run's info (as written to run.json) and the model. `stop_after` ends the run early at
     that step, leaving a checkpoint to resume (the LR schedule still spans `config.steps`)."""
     out = Path(out)
     _check_out(out, resume)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    accelerator = make_accelerator(config.mixed_precision)
     folder = DSFolder.open(Path(config.data))
     objects = config.objects if config.objects is not None else tuple(folder.objects)
     labels = LabelSpace.build({name: folder.classes(name) for name in objects}, config.labels)
@@ -315,7 +341,7 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
         start, best = int(state["step"]), state.get("best")
     stop = min(config.steps, stop_after) if stop_after is not None else config.steps
     if start >= stop:
-        return info
+        return TrainResult(info, core)
 
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -351,6 +377,7 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
                 (out / f".{BEST}.partial").replace(out / BEST)
                 info.results["best"] = {"step": step, "mIoU": None, "note": "no val split: the last weights"}
             return None
+        sync_buffers(core, accelerator)
         core.eval()
         predictor = TorchPredictor(core, preprocess, tile=config.crop_size, overlap=config.tile_overlap)
         matrix = confusion_on(predictor, val_set, accelerator.process_index, accelerator.num_processes)
@@ -401,11 +428,12 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
                 checkpoint(done)
             if on_event is not None and accelerator.is_main_process:
                 on_event(TrainEvent(done, config.steps, mean_loss, record["lr"], result, best))
+    sync_buffers(core, accelerator)
     info.results["train_seconds"] = round(info.results.get("train_seconds", 0.0) + time.perf_counter() - begun, 2)
     if accelerator.is_main_process:
         write_json_atomic(out / RUN_JSON, info.to_json())
     accelerator.wait_for_everyone()
-    return info
+    return TrainResult(info, core)
 
 
 def _finite(value: float) -> float | None:
