@@ -8,6 +8,10 @@ model.onnx.json    the sidecar: preprocessing (mean, std, scale, RGB, NCHW), inp
                    class names (and the label space), opset read from the file, sha256 of model.onnx
 ```
 
+The sidecar's `input` holds `dynamic_batch`, `dynamic_size` and `size`: the side the model requires
+where `dynamic_size` is false, else the side it was exported and checked at. `tile` is the tile
+size used in training (or null), for prediction to default to.
+
 The legacy TorchScript exporter (`dynamo=False`; the dynamo path needs onnxscript and fails on
 some of the zoo, reference.md section 7) is tried with dynamic batch, height and width first; each
 export is checked with `onnx.checker` and run in onnxruntime against torch, also at a second batch
