@@ -1,16 +1,21 @@
-"""Tiled (sliding-window) inference and the torch predictor."""
+"""Tiled (sliding-window) inference, the torch predictor, and predictions written as a DS folder."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
 
+from defectspectrum.data.classes import ClassMap  # noqa: E402
+from defectspectrum.data.dsfolder import DSFolder  # noqa: E402
+from defectspectrum.data.validate import validate  # noqa: E402
 from defectspectrum.errors import InputError  # noqa: E402
 from defectspectrum.seg.infer import (  # noqa: E402
     Predictor,
@@ -22,6 +27,8 @@ from defectspectrum.seg.infer import (  # noqa: E402
     window_boxes,
     window_counts,
 )
+from defectspectrum.seg.labels import LabelSpace  # noqa: E402
+from defectspectrum.seg.predict import OVERLAY_FOLDER, predict_to_ds  # noqa: E402
 from defectspectrum.seg.preprocess import Preprocess  # noqa: E402
 
 
@@ -302,3 +309,180 @@ def test_torch_predictor_runs_on_the_models_device() -> None:
     on_gpu = predictor.logits(image)
     on_cpu = TorchPredictor(copy.deepcopy(model).cpu(), tile=32).logits(image)
     np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-4, atol=1e-4)
+
+
+# -- predict_to_ds -----------------------------------------------------------------------------------
+
+PILL = ClassMap.from_defects(["scratch", "hole"])
+SCREW = ClassMap.from_defects(["thread"])
+
+
+class RedChannelPredictor:
+    """Predicts the label index written in each pixel's red value (60 per label, so that a JPEG's
+    small changes do not alter it): known answers for the label mapping."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.seen: list[tuple[int, ...]] = []
+
+    def logits(self, image: np.ndarray) -> np.ndarray:
+        labels = np.clip(np.round(image[..., 0] / 60.0), 0, self.num_classes - 1).astype(np.int64)
+        return np.eye(self.num_classes, dtype=np.float32)[labels].transpose(2, 0, 1)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        self.seen.append(image.shape)
+        return labels_from_logits(self.logits(image))
+
+
+def label_image(labels: np.ndarray, seed: int) -> np.ndarray:
+    """An RGB image whose red channel encodes `labels` (the rest noise, so images differ)."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (*labels.shape, 3), dtype=np.uint8)
+    image[..., 0] = labels * 60
+    return image
+
+
+def make_ds(root: Path, objects: dict[str, ClassMap], samples: list[tuple[str, str, np.ndarray, dict]]) -> DSFolder:
+    folder = DSFolder.create(root, objects=objects)
+    for object_name, name, image, fields in samples:
+        folder.add_sample(object_name, name, image, np.zeros(image.shape[:2], np.uint8), **fields)
+    folder.save()
+    return folder
+
+
+def test_predict_a_ds_folder_keeps_ids_and_maps_global_labels_back_to_object_indices(tmp_path: Path) -> None:
+    space = LabelSpace.build({"pill": PILL, "screw": SCREW}, mode="global")
+    assert space.names == ("background", "pill/scratch", "pill/hole", "screw/thread")
+    labels = np.array([[0, 1, 2, 3]] * 4, dtype=np.uint8)
+    source = make_ds(tmp_path / "ds", {"pill": PILL, "screw": SCREW}, [
+        ("pill", "p1", label_image(labels, 0), {"split": "val", "defect_type": "hole", "caption": "a pill"}),
+        ("pill", "p2", label_image(labels.T, 1), {"split": "train", "defect_type": "good"}),
+        ("screw", "s1", label_image(labels, 2), {"split": "val", "defect_type": "thread", "synthetic": True}),
+    ])
+    out = predict_to_ds(RedChannelPredictor(4), space, source.root, tmp_path / "pred")
+    assert out.root == tmp_path / "pred"
+    reopened = DSFolder.open(tmp_path / "pred")
+    assert [s.id for s in reopened] == ["pill/p1", "pill/p2", "screw/s1"]
+    assert dict(reopened.objects) == {"pill": PILL, "screw": SCREW}
+    for sample in reopened:
+        original = source[sample.id]
+        assert (sample.split, sample.defect_type, sample.caption, sample.synthetic) == \
+            (original.split, original.defect_type, original.caption, original.synthetic)
+        assert sample.source == str(source.image_path(original).absolute())
+        assert reopened.image_path(sample).read_bytes() == source.image_path(original).read_bytes()
+    # pill: global 1, 2 are its classes 1, 2; global 3 (screw/thread) is background in a pill mask
+    np.testing.assert_array_equal(reopened.load_mask(reopened["pill/p1"]), [[0, 1, 2, 0]] * 4)
+    np.testing.assert_array_equal(reopened.load_mask(reopened["pill/p2"]), np.array([[0, 1, 2, 0]] * 4).T)
+    np.testing.assert_array_equal(reopened.load_mask(reopened["screw/s1"]), [[0, 0, 0, 1]] * 4)
+    for sample_id in ("pill/p1", "pill/p2", "screw/s1"):
+        drawn = np.asarray(Image.open(tmp_path / "pred" / OVERLAY_FOLDER / f"{sample_id}.png"))
+        assert drawn.shape == (4, 4, 3)
+    assert reopened.meta["prediction"]["labels"] == space.to_json()
+    report = validate(reopened)
+    assert report.ok, report.errors
+
+
+def test_predict_a_ds_folder_with_a_torch_model_in_object_mode(tmp_path: Path) -> None:
+    space = LabelSpace.build({"pill": PILL})
+    rng = np.random.default_rng(3)
+    source = make_ds(tmp_path / "ds", {"pill": PILL}, [
+        ("pill", f"img{i}", rng.integers(0, 256, (40, 56, 3), dtype=np.uint8), {"split": "val"}) for i in range(2)])
+    torch.manual_seed(0)
+    predictor = TorchPredictor(TinyConvNet(classes=3), tile=32)
+    out = predict_to_ds(predictor, space, source, tmp_path / "pred", overlays=False)
+    for sample in out:
+        expected = predictor.predict(source.load_image(source[sample.id]))
+        np.testing.assert_array_equal(out.load_mask(sample), expected)
+    assert not (tmp_path / "pred" / OVERLAY_FOLDER).exists()
+    assert validate(DSFolder.open(tmp_path / "pred")).ok
+
+
+def test_predict_a_folder_of_images(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    labels = np.array([[0, 1], [2, 0]], dtype=np.uint8)
+    for relative, seed in (("a.png", 0), ("sub/a.png", 1), ("b.bmp", 2)):
+        Image.fromarray(label_image(labels, seed)).save(images / relative)
+    Image.new("RGB", (2, 2), (60, 60, 60)).save(images / "a.jpg")
+    space = LabelSpace.build({"pill": PILL})
+    predictor = RedChannelPredictor(3)
+    out = predict_to_ds(predictor, space, images, tmp_path / "pred")
+    assert sorted(s.id for s in out) == ["pill/a", "pill/a-2", "pill/b", "pill/sub_a"]
+    assert len(predictor.seen) == 4
+    png = out["pill/a-2"]  # sorted paths: a.jpg took the name first
+    assert png.split is None and png.source == str((images / "a.png").absolute())
+    np.testing.assert_array_equal(out.load_mask(png), labels)
+    assert out.image_path(png).read_bytes() == (images / "a.png").read_bytes()
+    assert out.image_path(out["pill/b"]).suffix == ".bmp"
+    assert (tmp_path / "pred" / OVERLAY_FOLDER / "pill" / "sub_a.png").is_file()
+    assert validate(DSFolder.open(tmp_path / "pred")).ok
+    # several objects: the images' object must be named, and be one trained on
+    both = LabelSpace.build({"pill": PILL, "screw": SCREW}, mode="global")
+    with pytest.raises(InputError, match="needs --object"):
+        predict_to_ds(RedChannelPredictor(4), both, images, tmp_path / "p2")
+    with pytest.raises(InputError, match="'nut' was not trained on"):
+        predict_to_ds(RedChannelPredictor(4), both, images, tmp_path / "p2", object_name="nut")
+    screws = predict_to_ds(RedChannelPredictor(4), both, images, tmp_path / "p2", object_name="screw")
+    assert {s.object for s in screws} == {"screw"} and dict(screws.objects) == {"screw": SCREW}
+    np.testing.assert_array_equal(screws.load_mask(screws["screw/a-2"]), np.zeros((2, 2)))  # pill labels: background
+
+
+def test_predict_refuses_objects_whose_class_maps_differ_naming_each(tmp_path: Path) -> None:
+    space = LabelSpace.build({"pill": PILL, "screw": SCREW}, mode="global")
+    image = label_image(np.zeros((4, 4), np.uint8), 0)
+    source = make_ds(tmp_path / "ds", {"pill": ClassMap.from_defects(["scratch"]), "nut": SCREW, "screw": SCREW},
+                     [("pill", "a", image, {}), ("nut", "b", image, {}), ("screw", "c", image, {})])
+    with pytest.raises(InputError) as caught:
+        predict_to_ds(RedChannelPredictor(4), space, source, tmp_path / "pred")
+    message = str(caught.value)
+    assert "'pill' has classes ['background', 'scratch']" in message and "'nut' was not trained on" in message
+    assert "'screw'" not in message and "\n" not in message
+    assert not (tmp_path / "pred").exists()
+
+
+def test_predict_refuses_empty_inputs_unreadable_images_and_outputs_inside_the_input(tmp_path: Path) -> None:
+    space = LabelSpace.build({"pill": PILL})
+    empty_ds = DSFolder.create(tmp_path / "empty", objects={"pill": PILL})
+    with pytest.raises(InputError, match="no samples"):
+        predict_to_ds(RedChannelPredictor(3), space, empty_ds, tmp_path / "pred")
+    (tmp_path / "no_images").mkdir()
+    (tmp_path / "no_images" / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="no images found"):
+        predict_to_ds(RedChannelPredictor(3), space, tmp_path / "no_images", tmp_path / "pred")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    Image.fromarray(label_image(np.zeros((4, 4), np.uint8), 0)).save(broken / "fine.png")
+    (broken / "zbad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(InputError) as caught:
+        predict_to_ds(RedChannelPredictor(3), space, broken, tmp_path / "pred")
+    assert "zbad.png" in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "pred").exists()  # nothing half-written
+    with pytest.raises(InputError, match="outside the input"):
+        predict_to_ds(RedChannelPredictor(3), space, broken, broken / "pred")
+    with pytest.raises(InputError, match="not found"):
+        predict_to_ds(RedChannelPredictor(3), space, tmp_path / "absent", tmp_path / "pred")
+
+
+def test_predict_replaces_an_earlier_prediction_only_when_told(tmp_path: Path) -> None:
+    space = LabelSpace.build({"pill": PILL})
+    source = make_ds(tmp_path / "ds", {"pill": PILL}, [
+        ("pill", "a", label_image(np.ones((4, 4), np.uint8), 0), {}),
+        ("pill", "b", label_image(np.zeros((4, 4), np.uint8), 1), {})])
+    out = tmp_path / "pred"
+    predict_to_ds(RedChannelPredictor(3), space, source, out)
+    with pytest.raises(InputError, match="overwrite"):
+        predict_to_ds(RedChannelPredictor(3), space, source, out)
+    (out / "notes.txt").write_text("mine")
+    (out / OVERLAY_FOLDER / "pill" / "stale.png").write_bytes(b"old overlay")
+    kept: list[str] = []
+    twos = label_image(np.full((4, 4), 2, np.uint8), 0)
+    only_a = make_ds(tmp_path / "ds2", {"pill": PILL}, [("pill", "a", twos, {})])
+    result = predict_to_ds(RedChannelPredictor(3), space, only_a, out, overwrite=True, kept=kept)
+    assert [s.id for s in result] == ["pill/a"]
+    np.testing.assert_array_equal(result.load_mask(result["pill/a"]), np.full((4, 4), 2))
+    assert kept == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (out / OVERLAY_FOLDER / "pill").iterdir()) == ["a.png"]  # the old ones went
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("x")
+    with pytest.raises(InputError, match="not a DS folder"):
+        predict_to_ds(RedChannelPredictor(3), space, source, tmp_path / "other", overwrite=True)

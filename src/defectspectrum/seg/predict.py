@@ -1,0 +1,197 @@
+"""`seg predict`: run a `Predictor` over a DS folder or a folder of images and write a DS folder of
+predicted masks, so that `data validate`, `data show`, `qc` and the metrics read it as they read
+ground truth.
+
+- From a DS folder: every sample keeps its id, object, split, defect type, caption and synthetic
+  flag; the mask holds the object's own class indices (`LabelSpace.to_object_mask`: in a global
+  label space a pixel predicted as another object's class is background); the image is copied byte
+  for byte; `source` is the input image's path. Objects whose class maps differ from the label
+  space the model was trained on are refused, all of them named in one line.
+- From a folder of images (searched recursively): each image becomes a sample of `object_name`
+  (needed where the label space has several objects), named after its path inside the folder
+  (`sub/a.png` -> `sub_a`, made safe and unique as `data convert` does), without split.
+
+Overlays (the image tinted with the predicted mask) go to `<out>/_overlays/<object>/<name>.png`:
+`_overlays` can never be an object's folder (object names never start with `_`), and a DS folder's
+readers and `data validate` ignore files its index does not name. The folder is this command's:
+`--overwrite` replaces an earlier prediction's overlays with the new ones.
+
+The output is built in a staging folder and appears complete or not at all; an existing DS folder
+is replaced only with `overwrite`, files of the user's own in it carried over
+(`data.dsfolder.carry_user_files`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defectspectrum.data.dsfolder import DSFolder, carry_user_files, check_output_folder
+from defectspectrum.draw import class_colors, overlay
+from defectspectrum.errors import InputError
+from defectspectrum.io import list_images, read_rgb, save_png
+from defectspectrum.paths import output_path, safe_name, unique_name
+from defectspectrum.progress import track
+from defectspectrum.seg.infer import Predictor
+from defectspectrum.seg.labels import LabelSpace, check_same_objects
+from defectspectrum.staging import staged_folder
+
+OVERLAY_FOLDER = "_overlays"  # never an object name: safe names do not start with '_'
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One image to predict and the sample it becomes."""
+
+    object: str
+    name: str
+    image: Path
+    split: str | None = None
+    caption: str | None = None
+    synthetic: bool = False
+    defect_type: str | None = None
+
+
+def predict_to_ds(predictor: Predictor, labels: LabelSpace, source: DSFolder | Path, out: Path, *,
+                  object_name: str | None = None, overwrite: bool = False, overlays: bool = True,
+                  info: Mapping[str, Any] | None = None, kept: list[str] | None = None) -> DSFolder:
+    """Predict every sample of the DS folder (or every image of the folder) `source` into a new DS
+    folder `out` (see the module docstring) and return it. `info` (e.g. the run, runtime and tile
+    size) is stored with the label space under `prediction` in `out/dataset.json`; `kept` receives
+    the files of the user's own carried over from a replaced DS folder."""
+    out = Path(out)
+    if isinstance(source, DSFolder):
+        folder: DSFolder | None = source
+        root = source.root
+    else:
+        root = Path(source)
+        if not root.is_dir():
+            raise InputError(f"{root}: not found or not a folder; give a DS folder or a folder of images")
+        folder = DSFolder.open(root) if DSFolder.is_ds_folder(root) else None
+    _check_apart(root, out)
+    if folder is not None:
+        if object_name is not None:
+            raise InputError(f"{root}: is a DS folder, whose samples keep their objects; drop --object")
+        objects, items = dict(folder.objects), _ds_items(folder, labels)
+    else:
+        name = _object_for_images(labels, object_name, root)
+        objects, items = {name: labels.objects[name]}, _image_items(root, name)
+    meta = {"source": str(root.absolute()), "labels": labels.to_json(),
+            "overlays": OVERLAY_FOLDER if overlays else None, **dict(info or {})}
+    with _staged_prediction(out, overwrite, kept) as staging:
+        result = DSFolder.create(staging, out.name, objects)
+        colors = {name: class_colors(len(class_map)) for name, class_map in objects.items()}
+        for item in track(items, "predict"):
+            image = read_rgb(item.image)
+            mask = labels.to_object_mask(_checked_prediction(predictor.predict(image), image, labels, item),
+                                         item.object)
+            sample = result.add_sample(item.object, item.name, item.image, mask, split=item.split,
+                                       caption=item.caption, synthetic=item.synthetic,
+                                       source=str(item.image.absolute()), defect_type=item.defect_type)
+            if overlays:
+                target = output_path(staging / OVERLAY_FOLDER, item.object) / f"{sample.name}.png"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                save_png(overlay(image, mask, colors[item.object]), target)
+        result.meta["prediction"] = meta
+        result.save()
+    result.root = out
+    return result
+
+
+def _checked_prediction(labels_mask: np.ndarray, image: np.ndarray, labels: LabelSpace, item: _Item) -> np.ndarray:
+    if labels_mask.shape != image.shape[:2]:
+        raise InputError(f"{item.image}: the model predicted a {labels_mask.shape} mask for a {image.shape[:2]} image")
+    top = int(labels_mask.max(initial=0))
+    if top >= labels.num_classes:
+        raise InputError(f"{item.image}: the model predicted class index {top} but its label space has "
+                         f"{labels.num_classes} classes; use the model with the run it was trained in")
+    return labels_mask
+
+
+def _ds_items(folder: DSFolder, labels: LabelSpace) -> list[_Item]:
+    """The samples of a DS folder to predict, after checking their objects against the label space."""
+    samples = list(folder)
+    if not samples:
+        raise InputError(f"{folder.root}: the DS folder has no samples to predict")
+    used = list(dict.fromkeys(sample.object for sample in samples))
+    where = str(folder.root)
+    problems = []
+    for name in used:
+        try:
+            check_same_objects(labels, folder.objects, where, [name])
+        except InputError as exc:
+            problems.append(str(exc).removeprefix(f"{where}: "))
+    if problems:
+        raise InputError(f"{where}: {'; '.join(problems)}; predict only the objects the model was trained on, with "
+                         "their class maps")
+    return [_Item(sample.object, sample.name, folder.image_path(sample), sample.split, sample.caption,
+                  sample.synthetic, sample.defect_type) for sample in samples]
+
+
+def _object_for_images(labels: LabelSpace, object_name: str | None, root: Path) -> str:
+    """The object the images of a plain folder become: `object_name`, or the label space's only object."""
+    trained = ", ".join(labels.objects)
+    if object_name is None:
+        if len(labels.objects) > 1:
+            raise InputError(f"{root}: a folder of images needs --object: the model was trained on several objects "
+                             f"({trained})")
+        return next(iter(labels.objects))
+    if object_name not in labels.objects:
+        raise InputError(f"{root}: object {object_name!r} was not trained on; choose one of {trained}")
+    return object_name
+
+
+def _image_items(root: Path, object_name: str) -> list[_Item]:
+    """Every image under `root` as a sample of `object_name`: `sub/a.png` is named `sub_a`."""
+    paths = list_images(root, recursive=True)
+    if not paths:
+        raise InputError(f"{root}: no images found (looked for {', '.join(('png', 'jpg', 'bmp', 'tif'))} files, also "
+                         "in subfolders); give a folder of images or a DS folder")
+    taken: set[str] = set()
+    items = []
+    for path in paths:
+        relative = path.relative_to(root)
+        name = unique_name(safe_name("_".join((*relative.parent.parts, relative.stem))), taken)
+        items.append(_Item(object_name, name, path))
+    return items
+
+
+def _check_apart(source: Path, out: Path) -> None:
+    """The output must be neither the input nor inside it, nor hold it."""
+    src, dst = source.resolve(), out.resolve()
+    if dst == src or src in dst.parents:
+        raise InputError(f"{out}: the output folder must lie outside the input {source}; choose another folder")
+    if dst in src.parents:
+        raise InputError(f"{out}: the output folder must not contain the input {source}; choose another folder")
+
+
+@contextmanager
+def _staged_prediction(out: Path, overwrite: bool, kept: list[str] | None) -> Iterator[Path]:
+    """`data.dsfolder.staged_ds_folder`, except that a replaced folder's `_overlays/` (an earlier
+    prediction's) gives way to the new one instead of being carried over as the user's files."""
+
+    def carry(old: Path, new: Path) -> None:
+        ours, aside = new / OVERLAY_FOLDER, new.parent / f"{OVERLAY_FOLDER}.new"
+        if ours.exists():
+            os.rename(ours, aside)
+        moved = carry_user_files(old, new)  # brings old overlays along as links or copies, never moving old's
+        if os.path.lexists(ours):
+            if ours.is_dir() and not ours.is_symlink():
+                shutil.rmtree(ours)
+            else:
+                ours.unlink()
+        if aside.exists():
+            os.rename(aside, ours)
+        if kept is not None:
+            kept[:] = [rel for rel in moved if rel.split("/", 1)[0] != OVERLAY_FOLDER]
+
+    with staged_folder(out, may_replace=lambda path: check_output_folder(path, overwrite), carry=carry) as staging:
+        yield staging
+
