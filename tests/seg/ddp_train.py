@@ -10,10 +10,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from seg_helpers import register_tiny_model  # noqa: E402
+from seg_helpers import register_tiny_model
 
-from defectspectrum.seg.run import RunConfig  # noqa: E402
-from defectspectrum.seg.train import train  # noqa: E402
+from defectspectrum.seg.run import RunConfig
+from defectspectrum.seg.train import train
 
 
 def main() -> None:

@@ -178,7 +178,8 @@ def eval_command(
 @seg_app.command("predict")
 @friendly
 def predict_command(
-    run: Path = typer.Argument(..., readable=False, help="A run folder (or, with --runtime onnx, an .onnx file)."),
+    run: Path = typer.Argument(..., readable=False, help="A run folder (with --runtime onnx: an .onnx file "
+                               "written by `seg export`)."),
     source: Path = typer.Argument(..., readable=False, help="A DS folder or a folder of images."),
     out: Path = typer.Argument(..., help="The DS folder of predicted masks to create."),
     object_name: str | None = typer.Option(None, "--object", help="For a folder of images: the object they show."),
@@ -201,12 +202,14 @@ def predict_command(
 
     if runtime == "onnx":
         require_seg_extra(("onnxruntime",))
-        from defectspectrum.seg.onnx_export import OnnxPredictor
+        from defectspectrum.seg.onnx_export import OnnxPredictor, read_sidecar
 
         onnx_path = run / "model.onnx" if run.is_dir() else run
-        onnx_predictor = OnnxPredictor(onnx_path, tile=tile)
-        predictor: Any = onnx_predictor
-        labels = onnx_predictor.labels
+        sidecar = read_sidecar(onnx_path)
+        if sidecar.labels is None:
+            raise InputError(f"{onnx_path}: its sidecar names classes but no objects; export it with `seg export`")
+        predictor: Any = OnnxPredictor(onnx_path, tile=tile if tile is not None else sidecar.tile)
+        labels = sidecar.labels
     elif runtime == "torch":
         require_seg_extra()
         from defectspectrum.seg.evaluate import load_run
@@ -216,7 +219,8 @@ def predict_command(
     else:
         raise InputError(f"--runtime {runtime!r}: choose torch or onnx")
     folder = predict_to_ds(predictor, labels, source, out, object_name=object_name, overwrite=overwrite,
-                           overlays=overlays)
+                           overlays=overlays, info={"run": str(Path(run).absolute()), "runtime": runtime,
+                                                    "tile": tile})
     wrote(out, f": {len(folder)} predicted masks")
 
 
@@ -236,9 +240,13 @@ def export_command(
     from defectspectrum.seg.onnx_export import export_onnx
 
     loaded = load_run(require_folder(run, "the run folder"), device="cpu")
+    crop = loaded.info.config.crop_size
     written = export_onnx(loaded.model, onnx, preprocess=loaded.info.preprocess, labels=loaded.info.labels,
-                          tile=loaded.info.config.crop_size, overwrite=overwrite)
-    wrote(written)
+                          size=crop, tile=crop, overwrite=overwrite)
+    size = "any input size" if written.policy == "dynamic" else f"policy {written.policy}, size {written.size}"
+    say(f"opset {written.opset}, {size}; onnxruntime vs torch: max |logit difference| {written.max_abs_diff:.1e}")
+    wrote(written.path)
+    wrote(written.sidecar, ": preprocessing, classes, input size, checksum")
 
 
 def _study_base(steps: int, batch_size: int, crop_size: int, lr: float, val_every: int | None, workers: int,

@@ -1,4 +1,4 @@
-"""Segmentation plots: the confusion matrix of an evaluation and the aug-study curve (matplotlib `Figure`s, no pyplot state, no torch)."""
+"""Segmentation plots: the confusion matrix and the aug-study curve (matplotlib `Figure`s, no pyplot, no torch)."""
 
 from __future__ import annotations
 

@@ -161,6 +161,7 @@ class TrainStep(nn.Module):
         super().__init__()
         self.model = model
         self.dice_weight = dice_weight
+        self.class_weights: torch.Tensor | None
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

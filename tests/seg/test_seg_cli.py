@@ -1,0 +1,156 @@
+"""`defectspectrum seg ...` end to end on a tiny model: train, eval, predict, export, benchmark, aug-study."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from seg_helpers import register_tiny_model, split_synth  # noqa: E402
+
+from cli_helpers import invoke, one_line_error  # noqa: E402
+from defectspectrum.data.dsfolder import DSFolder  # noqa: E402
+from defectspectrum.data.validate import validate  # noqa: E402
+from defectspectrum.seg.metrics import ConfusionMatrix, scores  # noqa: E402
+from defectspectrum.seg.run import read_run  # noqa: E402
+
+TRAIN = ["--steps", "4", "--val-every", "2", "--crop-size", "32", "--batch-size", "2", "--workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("segcli")
+    ds = split_synth(root / "ds", size=48).root
+    result = invoke("seg", "train", ds, "--model", register_tiny_model(), "--out", root / "run", *TRAIN)
+    assert result.exit_code == 0, result.output
+    assert "val mIoU" in result.stdout
+    return ds, root / "run"
+
+
+def test_eval_json_matches_masks_scored_independently(trained, tmp_path):
+    ds, run = trained
+    result = invoke("seg", "eval", run, ds, "--json", tmp_path / "s.json", "--plot", tmp_path / "cm.png")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert {"mIoU", "aAcc", "mAcc", "classes"} <= data.keys()
+    assert [c["name"] for c in data["classes"]] == list(read_run(run).labels.names)
+    assert (tmp_path / "cm.png").stat().st_size > 1000
+    # predict the same split, then recompute mIoU from the written masks with no model involved
+    assert invoke("seg", "predict", run, ds, tmp_path / "pred").exit_code == 0
+    truth, pred = DSFolder.open(ds), DSFolder.open(tmp_path / "pred")
+    matrix = ConfusionMatrix(len(data["classes"]))
+    for sample in truth.samples(split="val"):
+        matrix.update(pred.load_mask(pred[sample.id]), truth.load_mask(sample))
+    again = scores(matrix.matrix)
+    assert again.mIoU == pytest.approx(data["mIoU"], abs=1e-9)
+    assert again.aAcc == pytest.approx(data["aAcc"], abs=1e-9)
+
+
+def test_predict_writes_a_valid_ds_folder_with_the_same_ids(trained, tmp_path):
+    ds, run = trained
+    result = invoke("seg", "predict", run, ds, tmp_path / "pred")
+    assert result.exit_code == 0, result.output
+    truth, pred = DSFolder.open(ds), DSFolder.open(tmp_path / "pred")
+    assert [s.id for s in pred] == [s.id for s in truth]
+    assert dict(pred.objects) == dict(truth.objects)
+    assert validate(pred).ok
+    overlays = list((tmp_path / "pred" / "_overlays").rglob("*.png"))
+    assert len(overlays) == len(truth)
+    one_line_error(["seg", "predict", run, ds, tmp_path / "pred"], "pred", "--overwrite")
+
+
+def test_predict_an_image_folder(trained, tmp_path):
+    ds, run = trained
+    images = tmp_path / "shots"
+    images.mkdir()
+    folder = DSFolder.open(ds)
+    for sample in folder.samples()[:3]:
+        (images / Path(sample.image).name).write_bytes(folder.image_path(sample).read_bytes())
+    result = invoke("seg", "predict", run, images, tmp_path / "pred")
+    assert result.exit_code == 0, result.output
+    pred = DSFolder.open(tmp_path / "pred")
+    assert len(pred) == 3 and set(pred.objects) == {"metal"}
+
+
+def test_onnx_export_and_predict_match_torch(trained, tmp_path):
+    ds, run = trained
+    result = invoke("seg", "export", run, "--onnx", tmp_path / "m.onnx")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.onnx.json").is_file()
+    assert invoke("seg", "predict", run, ds, tmp_path / "torch").exit_code == 0
+    result = invoke("seg", "predict", tmp_path / "m.onnx", ds, tmp_path / "onnx", "--runtime", "onnx")
+    assert result.exit_code == 0, result.output
+    a, b = DSFolder.open(tmp_path / "torch"), DSFolder.open(tmp_path / "onnx")
+    for sample in a:
+        assert np.array_equal(a.load_mask(sample), b.load_mask(b[sample.id])), sample.id
+    one_line_error(["seg", "export", run, "--onnx", tmp_path / "m.onnx"], "m.onnx")
+
+
+def test_from_run_repeats_a_run(trained, tmp_path):
+    _ds, run = trained
+    result = invoke("seg", "train", "--from-run", run / "run.json", "--out", tmp_path / "again")
+    assert result.exit_code == 0, result.output
+    first, again = read_run(run), read_run(tmp_path / "again")
+    assert first.config == again.config
+    assert first.data["train_digest"] == again.data["train_digest"]
+    a = torch.load(run / "best.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "again" / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_errors_are_one_line(trained, tmp_path):
+    ds, run = trained
+    one_line_error(["seg", "train", ds, "--model", "resnet-9000", "--out", tmp_path / "r"], "resnet-9000",
+                   "unet-small")
+    one_line_error(["seg", "train", ds, "--model", "unet-small", "--out", run], "--resume")
+    one_line_error(["seg", "train", ds, "--model", "unet-small", "--out", tmp_path / "r", "--labels", "pixel"],
+                   "--labels")
+    one_line_error(["seg", "train", tmp_path / "nowhere", "--model", "unet-small", "--out", tmp_path / "r"],
+                   "nowhere")
+    one_line_error(["seg", "eval", tmp_path, ds], "run.json")
+    one_line_error(["seg", "train", "--out", tmp_path / "r"], "--model")
+    one_line_error(["seg", "predict", run, ds, tmp_path / "p", "--runtime", "tensorrt"], "--runtime")
+
+
+def test_benchmark_table(trained, tmp_path):
+    ds, _ = trained
+    result = invoke("seg", "benchmark", ds, "--models", register_tiny_model(), "--seeds", "2", "--steps", "2",
+                    "--crop-size", "32", "--batch-size", "2", "--workers", "0", "--out", tmp_path / "bench")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+    assert len(data["results"]) == 2 and {r["seed"] for r in data["results"]} == {0, 1}
+    rows = list(csv.reader((tmp_path / "bench" / "table.csv").open()))
+    assert rows[1][:2] == [register_tiny_model(), "metal"] and rows[1][4] == "2"
+    mean = np.mean([r["mIoU"] for r in data["results"]])
+    assert float(rows[1][2]) == pytest.approx(mean, abs=1e-3)
+    assert "Segmentation" in (tmp_path / "bench" / "report.html").read_text()
+    again = invoke("seg", "benchmark", ds, "--models", register_tiny_model(), "--seeds", "2", "--steps", "2",
+                   "--crop-size", "32", "--batch-size", "2", "--workers", "0", "--out", tmp_path / "bench",
+                   "--resume")
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "bench" / "benchmark.json").read_text())["results"] == data["results"]
+
+
+def test_aug_study_adds_the_asked_share_of_synthetic_pairs(trained, tmp_path):
+    ds, _ = trained
+    synthetic = split_synth(tmp_path / "gen", size=48, per_type=4, seed=5).root
+    result = invoke("seg", "aug-study", ds, "--synthetic", synthetic, "--ratios", "0,50,100", "--model",
+                    register_tiny_model(), "--steps", "2", "--crop-size", "32", "--batch-size", "2",
+                    "--workers", "0", "--out", tmp_path / "aug")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "aug" / "aug-study.json").read_text())
+    assert [r["row"] for r in data["results"]] == ["0%", "50%", "100%"]
+    n_real = len(read_run(Path(data["results"][0]["run"])).data["train_ids"])
+    for row, share in (("50%", 0.5), ("100%", 1.0)):
+        run = next(Path(r["run"]) for r in data["results"] if r["row"] == row)
+        assert len(read_run(run).data["synthetic_ids"]) == round(share * n_real)
+    assert "synthetic_ids" not in read_run(Path(data["results"][0]["run"])).data
+    assert (tmp_path / "aug" / "mIoU_vs_ratio.png").stat().st_size > 1000
+    one_line_error(["seg", "aug-study", ds, "--synthetic", synthetic, "--ratios", "0,900", "--model",
+                    register_tiny_model(), "--steps", "1", "--out", tmp_path / "aug2", "--workers", "0",
+                    "--crop-size", "32"], "synthetic pairs")
