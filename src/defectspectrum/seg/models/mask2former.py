@@ -11,6 +11,8 @@ Choices, made so it trains on a CPU:
 - Loss: transformers' own set loss (Hungarian matching, point-sampled masks; needs scipy) with
   the paper's weights, stated explicitly: class 2.0, mask (sigmoid CE) 5.0, dice 5.0,
   no-object class 0.1, auxiliary losses on every decoder layer, 12544 sampled points.
+  transformers averages the mask count over processes when Accelerate runs several, so under
+  DDP every rank must call `loss` (or none): one rank alone waits forever.
 
 Targets: each image's label map becomes one binary mask per class present in it (background
 included), as mmsegmentation's Mask2Former head does. Ignore pixels (255) and the padding

@@ -27,7 +27,7 @@ class ViTEncoder(nn.Module):
 
     The position embedding (learned for a 14x14 grid) is resized to every input's grid with
     plain bicubic interpolation here rather than by timm's `dynamic_img_size` (whose antialiased
-    resize does not export to ONNX); at 224x224 it is used as is, so a timm checkpoint fits.
+    resize does not export to ONNX); at 224x224 that is the identity, so a timm checkpoint fits.
     """
 
     def __init__(self, vit: nn.Module) -> None:
@@ -46,12 +46,12 @@ class ViTEncoder(nn.Module):
         return cls_token, pos_embed
 
     def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
-        """The patch tokens' position embedding for a `grid` of patches: (1, h*w, D)."""
+        """The patch tokens' position embedding for a `grid` of patches: (1, h*w, D). Always
+        resized (a same-size bicubic resize is exact), so an ONNX graph traced at 224 px still
+        resizes at other sizes."""
         vit = self.vit
         pos = self._embeddings()[1][:, vit.num_prefix_tokens:]
         old = vit.patch_embed.grid_size
-        if tuple(grid) == tuple(old):
-            return pos
         pos = pos.reshape(1, old[0], old[1], -1).permute(0, 3, 1, 2)
         pos = F.interpolate(pos, size=grid, mode="bicubic", align_corners=False)
         return pos.flatten(2).transpose(1, 2)
