@@ -2,7 +2,8 @@
 
 Steps: synthesise a source tree in the Defect Spectrum release layout (multi-class index masks),
 convert it into a DS folder, assign the paper's first-k splits, caption every sample, validate,
-compute statistics, draw overlays and a contact sheet, and compose the report sections (as
+compute statistics, draw overlays and a contact sheet, train a small segmentation model on one
+material and score and draw it on the val split (with the `seg` extra), and compose the report sections (as
 `defectspectrum report` does) with the demo's own steps and files into `<out>/report.html`. A
 previous `<out>` is replaced only if it holds the `.defectspectrum-demo` marker this demo writes;
 anything else is refused, never deleted.
@@ -53,9 +54,23 @@ def prepare_out(out: Path) -> None:
                               "folder.\n", encoding="utf-8")
 
 
+SEG_MODEL = "segformer-mit-b0"
+SEG_OBJECT = "metal"
+
+
+def seg_available() -> bool:
+    """True where the `seg` extra (torch and the model libraries) is installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None
+               for name in ("torch", "segmentation_models_pytorch", "timm", "accelerate"))
+
+
 def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k: int = 5,
+             seg_steps: int = 120, seg_model: str = SEG_MODEL,
              log: Callable[[str], None] = print) -> DemoResult:
-    """Run every step into `out` and return where things are; `log` receives one line per step."""
+    """Run every step into `out` and return where things are; `log` receives one line per step.
+    `seg_steps` 0 (or no `seg` extra installed) leaves the segmentation step out."""
     from defectspectrum.data.captions import caption_folder
     from defectspectrum.data.convert import convert_counted
     from defectspectrum.data.show import write_overlays
@@ -72,7 +87,7 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
     out = Path(out).absolute()
     prepare_out(out)
     timings: dict[str, float] = {}
-    steps = 8
+    steps = 9
     clock = [time.perf_counter()]
 
     def done(number: int, name: str, message: str) -> None:
@@ -113,10 +128,19 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
     shown = write_overlays(folder, out / "show", limit=max(24, n_types))
     done(7, "show", f"{len(shown.overlays)} overlays and {_rel(shown.contact_sheet, out)}")
 
+    seg_result = None
+    if seg_steps > 0 and seg_available():
+        seg_result = _seg_step(folder, out / "seg", seg_model, seg_steps, seed)
+        done(8, "seg", f"{seg_model} on {SEG_OBJECT}, {seg_steps} steps: val mIoU {seg_result.scores['mIoU']:.1f} "
+                       f"-> {_rel(out / 'seg', out)}")
+    else:
+        why = "--seg-steps 0" if seg_steps <= 0 else "install defectspectrum[seg] for it"
+        done(8, "seg", f"skipped ({why})")
+
     report_path = out / "report.html"
     _write_report(report_path, folder, report, stats_json, shown, timings,
-                  {"size": size, "per_type": per_type, "good": good, "seed": seed, "k": k})
-    done(8, "report", _rel(report_path, out))
+                  {"size": size, "per_type": per_type, "good": good, "seed": seed, "k": k}, seg_result)
+    done(9, "report", _rel(report_path, out))
     return DemoResult(out=out, source=source, ds=folder.root, show=out / "show", report=report_path, timings=timings)
 
 
@@ -127,12 +151,26 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
+def _seg_step(folder: Any, out: Path, model: str, steps: int, seed: int) -> Any:
+    """Train a small model on one material's train split, then score and draw it on its val split."""
+    from defectspectrum.seg.evaluate import load_run
+    from defectspectrum.seg.run import RunConfig
+    from defectspectrum.seg.showcase import showcase_run
+    from defectspectrum.seg.train import train
+
+    config = RunConfig(data=str(folder.root), model=model, objects=(SEG_OBJECT,), steps=steps, val_split=None,
+                       val_every=steps, batch_size=4, crop_size=128, lr=2e-3, num_workers=0, seed=seed)
+    train(config, out / "run")
+    return showcase_run(load_run(out / "run", device="cpu"), folder, out)
+
+
 def _write_report(path: Path, folder: Any, validation: Any, stats: dict[str, Any], shown: Any,
-                  timings: dict[str, float], settings: dict[str, int]) -> None:
+                  timings: dict[str, float], settings: dict[str, int], seg_result: Any = None) -> None:
     """The registered report sections on the demo's results, with the demo's steps and files around them."""
     from defectspectrum.report.sections import ReportContext, Section, build_report, get_sections
 
-    context = ReportContext(folder, html=path, validation=validation, stats=stats, overlays=shown)
+    context = ReportContext(folder, html=path, validation=validation, stats=stats, overlays=shown,
+                            extra={"seg_eval": seg_result} if seg_result is not None else {})
     overview, *rest = get_sections()
     sections: list[Section] = [overview, DemoSteps(timings, settings), *rest, DemoFiles(path.parent, folder.root)]
     report, problems = build_report(
@@ -171,6 +209,7 @@ class DemoSteps:
             ("validate", "files, sizes, class indices, empty masks, duplicates across splits", "validation.json"),
             ("stats", "images, regions and region areas per class", "stats.json"),
             ("show", "mask overlays and a contact sheet", "show/"),
+            ("seg", "train a segmentation model on one material, score and predict its val split", "seg/"),
         ]
         rows: list[tuple[str, str, str | None, float]] = [
             (name, what, where, round(self.timings.get(name, 0.0), 2)) for name, what, where in steps]
@@ -195,7 +234,8 @@ class DemoFiles:
             (out / "validation.json", "every validation issue"),
             (out / "stats.json", "the statistics above, as JSON"),
             (out / "show", "overlay PNGs (image | overlay) and contact_sheet.png"),
-        ]], header=["path", "contents"])
+            (out / "seg", "the segmentation run (run.json, best.pt), predicted DS folder pred/, compare/ pictures"),
+        ] if p.exists()], header=["path", "contents"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,12 +247,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-type", type=int, default=8, help="Defective images per defect folder (default 8).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the generated data (default 0).")
     parser.add_argument("--k", type=int, default=5, help="first-k split: training images per defect type (default 5).")
+    parser.add_argument("--seg-steps", type=int, default=120,
+                        help="Training steps of the segmentation step (default 120; 0 leaves it out).")
     args = parser.parse_args(argv)
     from defectspectrum.cli_support import error_message, printable
 
     started = time.perf_counter()
     try:
-        result = run_demo(args.out, size=args.size, per_type=args.per_type, seed=args.seed, k=args.k)
+        result = run_demo(args.out, size=args.size, per_type=args.per_type, seed=args.seed, k=args.k,
+                          seg_steps=args.seg_steps)
     except Exception as exc:  # the same one-line errors as the CLI; anything else is a bug and keeps its traceback
         message = error_message(exc)
         if message is None:

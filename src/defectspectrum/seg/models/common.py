@@ -46,11 +46,10 @@ class InputSizeAdapter(nn.Module):
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero-pad (N, C, H, W) at the bottom and right so H and W are multiples of `multiple`."""
+    """Zero-pad (N, C, H, W) at the bottom and right so H and W are multiples of `multiple`.
+    The pad is applied even when it is zero, so a graph traced for ONNX at any size keeps it."""
     pad_h = (multiple - x.shape[-2] % multiple) % multiple
     pad_w = (multiple - x.shape[-1] % multiple) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x
     return F.pad(x, (0, pad_w, 0, pad_h))
 
 
