@@ -283,3 +283,17 @@ def test_output_stride_option(name: str, stride: int) -> None:
     assert features[-1].shape[-1] == 64 // stride
     with pytest.raises(InputError, match="output_stride must be"):
         create_model(name, num_classes=2, output_stride=4)
+
+
+def test_hugging_face_mit_b0_checkpoint_gives_the_same_features(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    reference = transformers.SegformerModel(transformers.SegformerConfig()).eval()  # MiT-B0 sizes, random
+    reference.save_pretrained(tmp_path)  # the layout of nvidia/mit-b0 on the hub
+    model = create_model("segformer-mit-b0", num_classes=3, weights=tmp_path / "model.safetensors").eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = reference(x, output_hidden_states=True).hidden_states
+        features = [f for f in model.core.encoder(x) if f.shape[1] > 0][-4:]
+    for want, got in zip(expected, features):
+        assert torch.allclose(got, want, atol=1e-4)  # eps of a few LayerNorms differ (1e-5 vs 1e-6)

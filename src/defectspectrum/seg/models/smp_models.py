@@ -42,7 +42,8 @@ from defectspectrum.seg.models.registry import register_model
 
 RESNET18_CHECKPOINT = ("a timm or torchvision resnet18 ImageNet state dict "
                        "(e.g. timm.create_model('resnet18').state_dict())")
-MIT_B0_CHECKPOINT = "a SegFormer MiT-B0 ImageNet state dict (mit_b0.pth as NVlabs and smp publish it)"
+MIT_B0_CHECKPOINT = ("a SegFormer MiT-B0 ImageNet state dict (mit_b0.pth as NVlabs and smp publish it, "
+                     "or model.safetensors of Hugging Face's nvidia/mit-b0)")
 HRNET_CHECKPOINT = "a timm hrnet_w18_small_v2 ImageNet state dict"
 
 
