@@ -170,6 +170,25 @@ def test_adapter_upsamples_low_resolution_logits() -> None:
     assert torch.allclose(out[..., :20, :20], torch.ones(1, 2, 20, 20))  # far from the zero padding
 
 
+def test_adapter_exports_to_onnx_for_any_size(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = InputSizeAdapter(nn.Conv2d(3, 2, 3, stride=4, padding=1), multiple=32).eval()
+    axes = {"x": {2: "h", 3: "w"}, "y": {2: "h", 3: "w"}}
+    # exported at a size that needs no padding: the padding must still follow the input
+    torch.onnx.export(model, (torch.randn(1, 3, 64, 96),), str(tmp_path / "m.onnx"), dynamo=False,
+                      input_names=["x"], output_names=["y"], dynamic_axes=axes)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for size in ((48, 80), (37, 64), (64, 64)):  # padding, resizing and cropping follow the input
+        x = torch.randn(1, 3, *size)
+        (got,) = session.run(None, {"x": x.numpy()})
+        with torch.no_grad():
+            want = model(x).numpy()
+        assert got.shape == want.shape == (1, 2, *size)
+        assert abs(got - want).max() < 1e-4
+
+
 # --- local weights -----------------------------------------------------------------------------
 
 
