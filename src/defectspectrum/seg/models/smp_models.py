@@ -17,7 +17,7 @@ Choices, against the paper's Table 2 names:
   smaller than ~32 px. smp's default `encoder_depth=3` would build layer3/layer4 that never get
   a gradient and break DistributedDataParallel, so the depth is 5.
 - deeplabv3plus-r18: smp `DeepLabV3Plus`, output stride 16 (dilated layer4; `output_stride=8`
-  is mmseg's r18-d8 setting at ~3x the cost), separable ASPP, logits at 1/4.
+  is mmseg's r18-d8 setting at 2-3x the cost), separable ASPP, logits at 1/4.
 - hrnet-w18-small: HRNetV2-W18-Small (timm `hrnet_w18_small_v2`: 1/2/3/2 modules with 2 blocks
   per branch, as mmseg's `hrnetv2_w18_small`) with the HRNetV2 head mmseg uses: all four branches
   resized to 1/4, concatenated (270 channels), 1x1 conv-BN-ReLU, 1x1 classifier. smp's
