@@ -3,6 +3,7 @@ loads local weights (whole model or an ImageNet encoder checkpoint) without down
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,16 @@ from defectspectrum.seg.models.common import InputSizeAdapter  # noqa: E402
 from defectspectrum.seg.models.registry import PAPER_ORDER  # noqa: E402
 
 RESNET18_MODELS = ("unet-small", "pspnet-r18", "deeplabv3plus-r18")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """These tensors are tiny: one intra-op thread is faster, and on a busy 2-core machine a
+    second thread spin-waits (measured with five models: 355 s with 2 threads, 27 s with 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _registered(name: str) -> None:
