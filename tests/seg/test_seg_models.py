@@ -3,6 +3,7 @@ loads local weights (whole model or an ImageNet encoder checkpoint) without down
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,16 @@ from defectspectrum.seg.models.common import InputSizeAdapter  # noqa: E402
 from defectspectrum.seg.models.registry import PAPER_ORDER  # noqa: E402
 
 RESNET18_MODELS = ("unet-small", "pspnet-r18", "deeplabv3plus-r18")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """These tensors are tiny: one intra-op thread is faster, and on a busy 2-core machine a
+    second thread spin-waits (measured with five models: 355 s with 2 threads, 27 s with 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _registered(name: str) -> None:
@@ -170,6 +181,25 @@ def test_adapter_upsamples_low_resolution_logits() -> None:
     assert torch.allclose(out[..., :20, :20], torch.ones(1, 2, 20, 20))  # far from the zero padding
 
 
+def test_adapter_exports_to_onnx_for_any_size(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = InputSizeAdapter(nn.Conv2d(3, 2, 3, stride=4, padding=1), multiple=32).eval()
+    axes = {"x": {2: "h", 3: "w"}, "y": {2: "h", 3: "w"}}
+    # exported at a size that needs no padding: the padding must still follow the input
+    torch.onnx.export(model, (torch.randn(1, 3, 64, 96),), str(tmp_path / "m.onnx"), dynamo=False,
+                      input_names=["x"], output_names=["y"], dynamic_axes=axes)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for size in ((48, 80), (37, 64), (64, 64)):  # padding, resizing and cropping follow the input
+        x = torch.randn(1, 3, *size)
+        (got,) = session.run(None, {"x": x.numpy()})
+        with torch.no_grad():
+            want = model(x).numpy()
+        assert got.shape == want.shape == (1, 2, *size)
+        assert abs(got - want).max() < 1e-4
+
+
 # --- local weights -----------------------------------------------------------------------------
 
 
@@ -283,3 +313,17 @@ def test_output_stride_option(name: str, stride: int) -> None:
     assert features[-1].shape[-1] == 64 // stride
     with pytest.raises(InputError, match="output_stride must be"):
         create_model(name, num_classes=2, output_stride=4)
+
+
+def test_hugging_face_mit_b0_checkpoint_gives_the_same_features(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    reference = transformers.SegformerModel(transformers.SegformerConfig()).eval()  # MiT-B0 sizes, random
+    reference.save_pretrained(tmp_path)  # the layout of nvidia/mit-b0 on the hub
+    model = create_model("segformer-mit-b0", num_classes=3, weights=tmp_path / "model.safetensors").eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = reference(x, output_hidden_states=True).hidden_states
+        features = [f for f in model.core.encoder(x) if f.shape[1] > 0][-4:]
+    for want, got in zip(expected, features):
+        assert torch.allclose(got, want, atol=1e-4)  # eps of a few LayerNorms differ (1e-5 vs 1e-6)

@@ -37,5 +37,5 @@ def test_brief_training_on_sd900_beats_all_background(shared_data: Path, tmp_pat
         background.update(np.zeros_like(labels), labels)
     baseline = scores(background.matrix).mIoU
     assert result.mIoU > baseline + MARGIN, (result.mIoU, baseline)
-    # every defect class is found somewhere, not only background
-    assert all(iou > 1.0 for iou in result.iou[1:]), result.iou
+    # not background alone: at least one defect class is segmented well
+    assert max(result.iou[1:]) > 30.0, result.iou

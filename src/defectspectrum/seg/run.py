@@ -84,7 +84,8 @@ class RunConfig:
             (self.mixed_precision in PRECISIONS,
              f"--mixed-precision {self.mixed_precision!r}: choose one of {', '.join(PRECISIONS)}"),
             (self.crop_size >= 16, f"--crop-size {self.crop_size}: use at least 16 pixels"),
-            (self.batch_size >= 1, f"--batch-size {self.batch_size}: use at least 1"),
+            (self.batch_size >= 2, f"--batch-size {self.batch_size}: BatchNorm layers need at least 2 images "
+                                   "per step; use 2 or more"),
             (self.steps >= 1, f"--steps {self.steps}: use at least 1"),
             (self.val_every >= 1, f"--val-every {self.val_every}: use at least 1"),
             (self.lr > 0, f"--lr {self.lr}: must be positive"),

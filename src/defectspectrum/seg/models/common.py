@@ -45,17 +45,24 @@ class InputSizeAdapter(nn.Module):
         return fit_logits(logits, (x.shape[-2], x.shape[-1]), (height, width))
 
 
+def _tracing() -> bool:
+    """True while torch.jit.trace / torch.onnx.export (TorchScript) records: sizes are then traced
+    tensors, and a Python `if` on them would freeze the export to the example's size."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero-pad (N, C, H, W) at the bottom and right so H and W are multiples of `multiple`.
-    The pad is applied even when it is zero, so a graph traced for ONNX at any size keeps it."""
+    """Zero-pad (N, C, H, W) at the bottom and right so H and W are multiples of `multiple`."""
     pad_h = (multiple - x.shape[-2] % multiple) % multiple
     pad_w = (multiple - x.shape[-1] % multiple) % multiple
+    if not _tracing() and pad_h == 0 and pad_w == 0:
+        return x
     return F.pad(x, (0, pad_w, 0, pad_h))
 
 
 def fit_logits(logits: torch.Tensor, padded: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """Resize logits to the `padded` input size (bilinear, align_corners=False) where the model
     outputs a lower resolution, then crop the padding off: (N, C, size[0], size[1])."""
-    if (logits.shape[-2], logits.shape[-1]) != tuple(padded):
+    if _tracing() or (logits.shape[-2], logits.shape[-1]) != tuple(padded):
         logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
     return logits[..., : size[0], : size[1]]

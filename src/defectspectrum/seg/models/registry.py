@@ -89,5 +89,5 @@ def create_model(name: str, num_classes: int, *, in_channels: int = 3, weights: 
     if weights is not None:
         from defectspectrum.seg.models.weights import load_weights
 
-        load_weights(model, Path(weights))
+        load_weights(model, Path(weights), name=name)
     return model

@@ -12,7 +12,9 @@ its state dict may sit under "state_dict" or "model", and DDP's "module." / torc
 Otherwise the file must cover the model's encoder: the file's keys are matched to the encoder's
 after stripping one common prefix from the file ("backbone.", "encoder.", ...) and adding one the
 encoder uses ("model." for timm-wrapped encoders); a classifier head in the file ("fc.", "head.")
-has nothing to match and is skipped. Every encoder tensor must be found with its shape, except
+has nothing to match and is skipped. A Hugging Face SegFormer/MiT file (nvidia/mit-b0's
+model.safetensors, names like "segformer.encoder.block.0.0.attention.self.query.weight") is
+renamed to the original MiT names first. Every encoder tensor must be found with its shape, except
 that an RGB input convolution is adapted to another `in_channels` (repeated and rescaled, as smp
 does). Anything less is an InputError saying how much matched and which checkpoint fits.
 
@@ -23,6 +25,7 @@ without them a submodule named encoder or backbone is used.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +142,7 @@ def _load_encoder(model: nn.Module, state: StateDict, path: Path, label: str) ->
                          f"encoder to load an encoder checkpoint into")
     where, encoder = found
     own = encoder.state_dict()
+    state = _from_hf_segformer(state)
     required = {key for key in _required(own) if not key.startswith(_HEAD_PREFIXES)}
     match = max((_match(state, own, stripped, added) for added in _ENCODER_ADDED_PREFIXES
                  for stripped in _candidate_prefixes(state, own, added)),
@@ -206,3 +210,43 @@ def _fit(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
     if channels == 1:
         return value.sum(dim=1, keepdim=True)
     return value[:, [i % 3 for i in range(channels)]] * (3 / channels)
+
+
+_HF_SEGFORMER_PARTS = (
+    (r"patch_embeddings\.(\d)\.proj\.", "patch_embed{}.proj."),
+    (r"patch_embeddings\.(\d)\.layer_norm\.", "patch_embed{}.norm."),
+    (r"layer_norm\.(\d)\.", "norm{}."),
+    (r"block\.(\d)\.", "block{}."),
+)
+_HF_SEGFORMER_NAMES = {"layer_norm_1": "norm1", "layer_norm_2": "norm2", "attention.self.query": "attn.q",
+                       "attention.self.sr": "attn.sr", "attention.self.layer_norm": "attn.norm",
+                       "attention.output.dense": "attn.proj", "mlp.dense1": "mlp.fc1", "mlp.dense2": "mlp.fc2"}
+
+
+def _from_hf_segformer(state: StateDict) -> StateDict:
+    """A Hugging Face SegFormer/MiT checkpoint (e.g. nvidia/mit-b0's model.safetensors) renamed to
+    the original MiT names smp uses, key and value joined into `kv`; other files pass unchanged."""
+    marker = "encoder.patch_embeddings.0.proj.weight"
+    encoder = next((key[: -len(marker)] + "encoder." for key in state if key.endswith(marker)), None)
+    if encoder is None:
+        return state
+    out: StateDict = {}
+    for key, value in state.items():
+        if not key.startswith(encoder) or ".attention.self.value." in key:  # value joins key below
+            continue
+        rest = key[len(encoder):]
+        for pattern, name in _HF_SEGFORMER_PARTS:
+            match = re.match(pattern, rest)
+            if match:
+                rest = name.format(int(match.group(1)) + 1) + rest[match.end():]
+                break
+        for hf_name, name in _HF_SEGFORMER_NAMES.items():
+            rest = rest.replace(f".{hf_name}.", f".{name}.")
+        if ".attention.self.key." in rest:  # MiT's kv projection is key then value in one matrix
+            partner = state.get(key.replace(".attention.self.key.", ".attention.self.value."))
+            if partner is None:
+                continue
+            value = torch.cat([value, partner])
+            rest = rest.replace(".attention.self.key.", ".attn.kv.")
+        out[rest] = value
+    return out
