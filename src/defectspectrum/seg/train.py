@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.errors import InputError
-from defectspectrum.io import write_json_atomic
+from defectspectrum.io import write_json_atomic, write_text_atomic
 from defectspectrum.progress import progress
 from defectspectrum.seg.dataset import DSDataset
 from defectspectrum.seg.evaluate import confusion_on
@@ -259,11 +259,10 @@ def _datasets(config: RunConfig, folder: DSFolder, labels: LabelSpace
     train = DSDataset(folder, split=config.train_split, objects=objects, labels=labels, synthetic=config.synthetic,
                       include_good=config.include_good, transform=transform, seed=config.seed)
     val = None
-    if config.val_split and folder.samples(split=config.val_split):
-        has_val = any(s.split == config.val_split and s.object in labels.objects and not s.synthetic for s in folder)
-        if has_val:
-            val = DSDataset(folder, split=config.val_split, objects=objects, labels=labels, synthetic="exclude",
-                            transform=None, seed=config.seed)
+    if config.val_split and any(s.split == config.val_split and s.object in labels.objects and not s.synthetic
+                                for s in folder):
+        val = DSDataset(folder, split=config.val_split, objects=objects, labels=labels, synthetic="exclude",
+                        transform=None, seed=config.seed)
     return train, val, _synthetic_pool(config, labels, transform, len(train))
 
 
@@ -272,6 +271,15 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     partial = path.with_name(f".{path.name}.partial")
     torch.save(state, partial)
     partial.replace(path)
+
+
+def _trim_history(out: Path, step: int) -> None:
+    """Drop history lines past `step` (logged after the checkpoint a resumed run starts from)."""
+    path = out / HISTORY
+    if path.is_file():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        write_text_atomic(path, "".join(f"{line}\n" for line in kept))
 
 
 def _append_history(out: Path, record: dict[str, Any]) -> None:
@@ -285,8 +293,9 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
     `resume`); returns the run's info (as written to run.json) and the model. `stop_after` ends the run early at
     that step, leaving a checkpoint to resume (the LR schedule still spans `config.steps`)."""
     out = Path(out)
-    _check_out(out, resume)
     accelerator = make_accelerator(config.mixed_precision)
+    _check_out(out, resume)
+    accelerator.wait_for_everyone()  # every process has checked `out` before the first one writes there
     folder = DSFolder.open(Path(config.data))
     objects = config.objects if config.objects is not None else tuple(folder.objects)
     labels = LabelSpace.build({name: folder.classes(name) for name in objects}, config.labels)
@@ -340,6 +349,8 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
         if torch.cuda.is_available() and state.get("cuda_rng"):
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         start, best = int(state["step"]), state.get("best")
+        if accelerator.is_main_process:
+            _trim_history(out, start)
     stop = min(config.steps, stop_after) if stop_after is not None else config.steps
     if start >= stop:
         return TrainResult(info, core)
