@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -19,11 +20,13 @@ from defectspectrum.errors import InputError
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> tuple[Path, str]:
-    """One tiny demo run (64 px, 2 images per defect folder) shared by the tests; returns (out, stdout)."""
+    """One tiny demo run (64 px, 2 images per defect folder, first-1 split, 3 segmentation steps) shared by
+    the tests; returns (out, stdout)."""
     out = tmp_path_factory.mktemp("demo") / "demo_output"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["--out", str(out), "--size", "64", "--per-type", "2", "--seed", "3"])
+        code = main(["--out", str(out), "--size", "64", "--per-type", "2", "--seed", "3", "--k", "1",
+                     "--seg-steps", "3"])
     assert code == 0, printed.getvalue()
     return out, printed.getvalue()
 
@@ -34,7 +37,7 @@ def test_demo_writes_a_report_whose_images_exist(demo_run):
     assert match, printed
     report = Path(match.group(1))
     assert report.is_absolute() and report == (out / "report.html").resolve() and report.is_file()
-    assert len(re.findall(r"^\[\d/8\] ", printed, re.MULTILINE)) == 8
+    assert len(re.findall(r"^\[\d/9\] ", printed, re.MULTILINE)) == 9
     html = report.read_text(encoding="utf-8")
     srcs = re.findall(r'<img src="([^"]+)"', html)
     assert len(srcs) >= 5  # stats plot, contact sheet and several overlays
@@ -45,8 +48,9 @@ def test_demo_writes_a_report_whose_images_exist(demo_run):
     assert any(src.startswith("report_files/") for src in srcs)  # the stats figure
     # the registered report sections, with the demo's own steps and files around them
     assert re.findall(r"<h2 [^>]*>(.*?)</h2>", html) == ["Overview", "Steps", "Validation", "Statistics", "Splits",
-                                                         "Overlays", "Files"]
-    assert ">Examples with captions</h3>" in html and "first-5 rule of the paper" in html
+                                                         "Overlays", "Segmentation", "Files"]
+    assert ">Examples with captions</h3>" in html and "first-1 rule of the paper" in html
+    assert "seg/confusion.png" in srcs and any(src.startswith("seg/compare/") for src in srcs)
 
 
 def test_demo_ds_folder_is_valid_split_and_captioned(demo_run):
@@ -56,8 +60,9 @@ def test_demo_ds_folder_is_valid_split_and_captioned(demo_run):
     assert validate(folder).ok
     assert all(s.split in ("train", "val") for s in folder)
     assert all(s.caption for s in folder)
-    # 2 images per defect folder with k=5: every defective sample trains
-    assert all(s.split == "train" for s in folder if not s.is_good)
+    # first-1: in each (object, defect type) group the first image trains, the other validates
+    groups = Counter((s.object, s.defect_type) for s in folder if s.split == "train")
+    assert set(groups.values()) == {1}
     shown = sorted(p.name for p in (out / "show").iterdir())
     assert "contact_sheet.png" in shown and "show.json" in shown
     n_types = sum(len(classes) + 1 for classes in MATERIALS.values())
@@ -93,3 +98,14 @@ def test_prepare_out_replaces_only_marked_folders(tmp_path):
     fresh = tmp_path / "new" / "deeper"
     prepare_out(fresh)
     assert (fresh / MARKER).is_file()
+
+
+def test_demo_segmentation_step_predicts_the_val_split(demo_run):
+    out, printed = demo_run
+    assert re.search(r"^\[8/9\] seg .* val mIoU \d+\.\d", printed, re.MULTILINE), printed
+    truth = DSFolder.open(out / "ds")
+    predicted = DSFolder.open(out / "seg" / "pred")
+    assert validate(predicted).ok
+    expected = sorted(s.id for s in truth.samples(object="metal", split="val"))
+    assert sorted(s.id for s in predicted) == expected and expected
+    assert predicted.objects["metal"] == truth.objects["metal"]

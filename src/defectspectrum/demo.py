@@ -54,7 +54,7 @@ def prepare_out(out: Path) -> None:
                               "folder.\n", encoding="utf-8")
 
 
-SEG_MODEL = "segformer-mit-b0"
+SEG_MODEL = "deeplabv3plus-r18"
 SEG_OBJECT = "metal"
 
 
@@ -67,7 +67,7 @@ def seg_available() -> bool:
 
 
 def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k: int = 5,
-             seg_steps: int = 120, seg_model: str = SEG_MODEL,
+             seg_steps: int = 200, seg_model: str = SEG_MODEL,
              log: Callable[[str], None] = print) -> DemoResult:
     """Run every step into `out` and return where things are; `log` receives one line per step.
     `seg_steps` 0 (or no `seg` extra installed) leaves the segmentation step out."""
@@ -129,12 +129,14 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
     done(7, "show", f"{len(shown.overlays)} overlays and {_rel(shown.contact_sheet, out)}")
 
     seg_result = None
-    if seg_steps > 0 and seg_available():
+    has_val = any(s.object == SEG_OBJECT and s.split == "val" for s in folder)
+    if seg_steps > 0 and seg_available() and has_val:
         seg_result = _seg_step(folder, out / "seg", seg_model, seg_steps, seed)
         done(8, "seg", f"{seg_model} on {SEG_OBJECT}, {seg_steps} steps: val mIoU {seg_result.scores['mIoU']:.1f} "
                        f"-> {_rel(out / 'seg', out)}")
     else:
-        why = "--seg-steps 0" if seg_steps <= 0 else "install defectspectrum[seg] for it"
+        why = ("--seg-steps 0" if seg_steps <= 0 else "install defectspectrum[seg] for it" if not seg_available()
+               else f"no {SEG_OBJECT} image in the val split; lower --k")
         done(8, "seg", f"skipped ({why})")
 
     report_path = out / "report.html"
@@ -247,8 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-type", type=int, default=8, help="Defective images per defect folder (default 8).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the generated data (default 0).")
     parser.add_argument("--k", type=int, default=5, help="first-k split: training images per defect type (default 5).")
-    parser.add_argument("--seg-steps", type=int, default=120,
-                        help="Training steps of the segmentation step (default 120; 0 leaves it out).")
+    parser.add_argument("--seg-steps", type=int, default=200,
+                        help="Training steps of the segmentation step (default 200; 0 leaves it out).")
     args = parser.parse_args(argv)
     from defectspectrum.cli_support import error_message, printable
 
