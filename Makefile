@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_convert.py
+	$(PY) benchmarks/bench_seg.py
 
 clean:
 	rm -rf $(VENV) demo_output build *.egg-info src/*.egg-info

@@ -147,3 +147,13 @@ class Containment:
             text = relative if isinstance(relative, str) else relative.as_posix()
             raise InputError(f"{where}: path {text!r} leads outside {self.root} through a "
                              "symbolic link; replace the link with the file itself")
+
+
+def require_apart(source: Path, out: Path, fix: str = "choose another output folder") -> None:
+    """InputError unless the output folder `out` is neither `source`, nor inside it, nor holding it
+    (links resolved): an output must never be written into what it is made from."""
+    src, dst = Path(source).resolve(), Path(out).resolve()
+    if dst == src or src in dst.parents:
+        raise InputError(f"{out}: the output folder must lie outside the source {source}; {fix}")
+    if dst in src.parents:
+        raise InputError(f"{out}: the output folder must not contain the source {source}; {fix}")

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.data.splits import assign_splits
 from defectspectrum.data.synth import write_ds_folder
 
 TINY = "tiny-test"
+
+
+def tiny_conv_net(classes: int = 3) -> Any:
+    """Two 3x3 convolutions with BatchNorm: spatial context, any input size."""
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, classes, 3, padding=1))
+
+
+TinyConvNet = tiny_conv_net
 
 
 def register_tiny_model() -> str:

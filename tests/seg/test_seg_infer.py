@@ -11,6 +11,7 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
+from seg_helpers import TinyConvNet  # noqa: E402
 from torch import nn  # noqa: E402
 
 from defectspectrum.data.classes import ClassMap  # noqa: E402
@@ -30,18 +31,6 @@ from defectspectrum.seg.infer import (  # noqa: E402
 from defectspectrum.seg.labels import LabelSpace  # noqa: E402
 from defectspectrum.seg.predict import OVERLAY_FOLDER, predict_to_ds  # noqa: E402
 from defectspectrum.seg.preprocess import Preprocess  # noqa: E402
-
-
-class TinyConvNet(nn.Module):
-    """Two 3x3 convolutions with BatchNorm: spatial context, any input size."""
-
-    def __init__(self, classes: int = 3) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                  nn.Conv2d(8, classes, 3, padding=1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
 
 
 class PixelNet(nn.Module):
@@ -457,7 +446,7 @@ def test_predict_refuses_empty_inputs_unreadable_images_and_outputs_inside_the_i
         predict_to_ds(RedChannelPredictor(3), space, broken, tmp_path / "pred")
     assert "zbad.png" in str(caught.value) and "\n" not in str(caught.value)
     assert not (tmp_path / "pred").exists()  # nothing half-written
-    with pytest.raises(InputError, match="outside the input"):
+    with pytest.raises(InputError, match="outside the source"):
         predict_to_ds(RedChannelPredictor(3), space, broken, broken / "pred")
     with pytest.raises(InputError, match="not found"):
         predict_to_ds(RedChannelPredictor(3), space, tmp_path / "absent", tmp_path / "pred")

@@ -13,6 +13,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import onnx  # noqa: E402
+from seg_helpers import TinyConvNet  # noqa: E402
 from torch import nn  # noqa: E402
 
 from defectspectrum.data.classes import ClassMap  # noqa: E402
@@ -29,16 +30,6 @@ from defectspectrum.seg.preprocess import Preprocess  # noqa: E402
 
 CLASSES = ("background", "scratch", "hole")
 PREPROCESS = Preprocess(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))  # not the default: the sidecar must carry it
-
-
-class TinyConvNet(nn.Module):
-    def __init__(self, classes: int = 3) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                  nn.Conv2d(8, classes, 3, padding=1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
 
 
 class PooledNet(nn.Module):

@@ -30,7 +30,7 @@ from defectspectrum.data.sample import GOOD, Sample
 from defectspectrum.errors import InputError
 from defectspectrum.io import check_image_pixels, open_image, pixel_limit, set_max_pixels
 from defectspectrum.io import max_pixels as current_max_pixels
-from defectspectrum.paths import safe_name, unique_name
+from defectspectrum.paths import require_apart, safe_name, unique_name
 from defectspectrum.progress import track
 from defectspectrum.staging import process_alive
 
@@ -152,12 +152,6 @@ def unique_names(items: list[SourceSample]) -> list[str]:
     return [unique_name(safe_name(item.name), taken.setdefault(item.object, set())) for item in items]
 
 
-def _check_paths(source: Path, dst: Path) -> None:
-    src, out = source.resolve(), dst.resolve()
-    if out == src or src in out.parents:
-        raise InputError(f"{dst}: the output folder must lie outside the source {source}; choose another DST")
-    if out in src.parents:
-        raise InputError(f"{dst}: the output folder must not contain the source {source}; choose another DST")
 
 
 def _run(context: _Context, tasks: list[tuple[SourceSample, str]], workers: int) -> Iterator[ConvertedSample]:
@@ -198,7 +192,7 @@ def convert_counted(source: Path, dst: Path, fmt: str = "auto", *, workers: int 
 def _convert(source: Path, dst: Path, fmt: str, workers: int, overwrite: bool, resize_masks: bool,
              name: str | None, kept: list[str] | None, reader_options: dict[str, Any]) -> ConvertResult:
     reader = open_reader(fmt, source, **reader_options)
-    _check_paths(source, dst)
+    require_apart(source, dst, "choose another DST")
     class_maps = reader.class_maps()
     items = list(reader.samples())
     if not items:

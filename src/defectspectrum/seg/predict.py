@@ -37,7 +37,7 @@ from defectspectrum.data.dsfolder import DSFolder, carry_user_files, check_outpu
 from defectspectrum.draw import class_colors, overlay
 from defectspectrum.errors import InputError
 from defectspectrum.io import list_images, read_rgb, save_png
-from defectspectrum.paths import output_path, safe_name, unique_name
+from defectspectrum.paths import output_path, require_apart, safe_name, unique_name
 from defectspectrum.progress import track
 from defectspectrum.seg.infer import Predictor
 from defectspectrum.seg.labels import LabelSpace, check_same_objects
@@ -75,7 +75,7 @@ def predict_to_ds(predictor: Predictor, labels: LabelSpace, source: DSFolder | P
         if not root.is_dir():
             raise InputError(f"{root}: not found or not a folder; give a DS folder or a folder of images")
         folder = DSFolder.open(root) if DSFolder.is_ds_folder(root) else None
-    _check_apart(root, out)
+    require_apart(root, out, "choose another folder")
     if folder is not None:
         if object_name is not None:
             raise InputError(f"{root}: is a DS folder, whose samples keep their objects; drop --object")
@@ -163,13 +163,6 @@ def _image_items(root: Path, object_name: str) -> list[_Item]:
     return items
 
 
-def _check_apart(source: Path, out: Path) -> None:
-    """The output must be neither the input nor inside it, nor hold it."""
-    src, dst = source.resolve(), out.resolve()
-    if dst == src or src in dst.parents:
-        raise InputError(f"{out}: the output folder must lie outside the input {source}; choose another folder")
-    if dst in src.parents:
-        raise InputError(f"{out}: the output folder must not contain the input {source}; choose another folder")
 
 
 @contextmanager
