@@ -117,9 +117,9 @@ def section(name: str, title: str) -> Callable[[Callable[[ReportContext, Report]
 
 
 def _load_builtin_sections() -> None:
-    # Imported for their @section side effect; each later stage adds its module here.
+    # Imported for their @section side effect. A stage whose section needs results that only its own
+    # commands produce (seg: a run's scores) registers it when those commands import it.
     from defectspectrum.report import data_sections  # noqa: F401
-    from defectspectrum.seg import report_section  # noqa: F401  (no torch import)
 
 
 def section_names() -> list[str]:

@@ -96,15 +96,17 @@ def train_command(
 ) -> None:
     """Train one model; writes run.json (every setting, classes, split), best.pt and checkpoints.
 
-    Runs on the GPU when there is one; several GPUs or processes with
-    `accelerate launch` or `torchrun --nproc_per_node N -m defectspectrum.cli seg train ...`.
+    Runs on the GPU when there is one; on several GPUs or processes under `accelerate launch` or `torchrun`.
 
-    Examples:
-      defectspectrum data split ds_mvtec --rule first-k --k 5
-      defectspectrum seg train ds_mvtec --object pill --model segformer-mit-b0 --out runs/pill_b0
-      defectspectrum seg train ds_all --labels global --model deeplabv3plus-r18 --steps 20000 --out runs/all
-      defectspectrum seg train --out runs/pill_b0 --resume
-      defectspectrum seg train --from-run runs/pill_b0/run.json --out runs/pill_b0_again
+    Example: defectspectrum data split ds_mvtec --rule first-k --k 5
+
+    Example: defectspectrum seg train ds_mvtec --object pill --model segformer-mit-b0 --out runs/pill_b0
+
+    Example: defectspectrum seg train ds_all --labels global --model deeplabv3plus-r18 --out runs/all
+
+    Example: defectspectrum seg train --out runs/pill_b0 --resume
+
+    Example: defectspectrum seg train --from-run runs/pill_b0/run.json --out runs/pill_b0_again
     """
     require_seg_extra()
     from defectspectrum.seg.run import RunConfig, read_run
@@ -190,13 +192,13 @@ def predict_command(
 ) -> None:
     """Predict masks; writes a DS folder with the same ids and class maps (qc and data show read it).
 
-    Images larger than the training crop are predicted in overlapping tiles, so a 4000 px
-    image with a 10 px defect keeps its detail.
+    Images larger than the training crop are predicted in overlapping tiles (a 10 px pit in 4000 px stays).
 
-    Examples:
-      defectspectrum seg predict runs/pill_b0 ds_mvtec pred_pill
-      defectspectrum seg predict runs/pill_b0 new_shots/ pred_shots --object pill
-      defectspectrum seg predict pill.onnx new_shots/ pred_shots --runtime onnx --object pill
+    Example: defectspectrum seg predict runs/pill_b0 ds_mvtec pred_pill
+
+    Example: defectspectrum seg predict runs/pill_b0 new_shots/ pred_shots --object pill
+
+    Example: defectspectrum seg predict pill.onnx new_shots/ pred_shots --runtime onnx --object pill
     """
     from defectspectrum.seg.predict import predict_to_ds
 
@@ -264,6 +266,7 @@ def _say_cell(cell: Any, number: int, total: int) -> None:
 def _write_study_report(out: Path, study_json: Path, plot: Path | None, title: str) -> Path:
     from defectspectrum.data.dsfolder import DSFolder
     from defectspectrum.report.sections import ReportContext, build_report, get_sections
+    from defectspectrum.seg import report_section  # noqa: F401  (registers the seg section)
     from defectspectrum.seg.study import read_study
 
     study = read_study(study_json)
@@ -302,10 +305,11 @@ def benchmark_command(
 
     Writes OUT/benchmark.json, OUT/table.md, OUT/table.csv, OUT/report.html and OUT/runs/<model>/<column>/seed<k>/.
 
-    Examples:
-      defectspectrum seg benchmark ds_sd900 --models all --seeds 3 --steps 1000 --out bench_sd900
-      defectspectrum seg benchmark ds_mvtec --object pill,zipper --models unet-small,segformer-mit-b0 --out bench
-      defectspectrum seg benchmark ds_sd900 ds_mt --scope global --models all --seeds 1 --out bench_real
+    Example: defectspectrum seg benchmark ds_sd900 --models all --seeds 3 --steps 1000 --out bench_sd900
+
+    Example: defectspectrum seg benchmark ds_mvtec --object pill,zipper --models unet-small,bisenetv2 --out bench
+
+    Example: defectspectrum seg benchmark ds_sd900 ds_mt --scope global --models all --seeds 1 --out bench_real
     """
     require_seg_extra()
     from defectspectrum.seg.models.registry import model_info, model_names
