@@ -152,3 +152,10 @@ def test_two_process_cpu_training_ends_with_equal_weights(ds, tmp_path):
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
     assert read_run(tmp_path / "run").environment["num_processes"] == 2
+
+
+def test_bf16_mixed_precision_trains_on_cpu(ds, tmp_path):
+    result = train(tiny_config(ds, steps=2, val_every=2, mixed_precision="bf16"), tmp_path / "run")
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert result.model[0].weight.dtype == torch.float32  # weights stay fp32; only the forward is autocast
+    assert read_run(tmp_path / "run").results["best"]["mIoU"] is not None
