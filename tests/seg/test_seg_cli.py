@@ -154,3 +154,108 @@ def test_aug_study_adds_the_asked_share_of_synthetic_pairs(trained, tmp_path):
     one_line_error(["seg", "aug-study", ds, "--synthetic", synthetic, "--ratios", "0,900", "--model",
                     register_tiny_model(), "--steps", "1", "--out", tmp_path / "aug2", "--workers", "0",
                     "--crop-size", "32"], "synthetic pairs")
+
+
+# -- what a new user and an attacker tried ------------------------------------------------------------
+
+
+def test_eval_never_writes_over_the_data_set_or_the_run(trained, tmp_path):
+    ds, run = trained
+    index = (ds / "samples.jsonl").read_bytes()
+    one_line_error(["seg", "eval", run, ds, "--json", ds / "samples.jsonl"], "samples.jsonl", "elsewhere")
+    one_line_error(["seg", "eval", run, ds, "--plot", run / "run.json"], "run.json", "elsewhere")
+    assert (ds / "samples.jsonl").read_bytes() == index
+    read_run(run)
+    one_line_error(["seg", "eval", run, ds, "--weights", "bogus"], "--weights")
+
+
+def test_predict_overwrite_replaces_predictions_never_annotations(trained, tmp_path):
+    ds, run = trained
+    copy = tmp_path / "annotations"
+    assert invoke("data", "convert", ds, copy).exit_code == 0
+    one_line_error(["seg", "predict", run, ds, copy, "--overwrite"], "annotations", "predictions only")
+    assert "prediction" not in DSFolder.open(copy).meta
+    assert invoke("seg", "predict", run, ds, tmp_path / "pred").exit_code == 0
+    assert invoke("seg", "predict", run, ds, tmp_path / "pred", "--overwrite").exit_code == 0
+
+
+def test_predict_a_multi_object_folder_takes_the_trained_objects(trained, tmp_path):
+    _, run = trained
+    ds = split_synth(tmp_path / "two", materials=("metal", "wood"), size=48).root
+    result = invoke("seg", "predict", run, ds, tmp_path / "pred")
+    assert result.exit_code == 0, result.output
+    assert set(DSFolder.open(tmp_path / "pred").objects) == {"metal"}
+    one_line_error(["seg", "predict", run, ds, tmp_path / "p2", "--object", "wood"], "wood")
+
+
+def test_resume_and_from_run_refuse_settings_they_would_ignore(trained, tmp_path):
+    _, run = trained
+    one_line_error(["seg", "train", "--out", run, "--resume", "--steps", "8"], "--resume", "--steps")
+    one_line_error(["seg", "train", "--from-run", run / "run.json", "--out", tmp_path / "r", "--lr", "0.5"],
+                   "--from-run", "--lr")
+
+
+def test_diverging_or_impossible_settings_are_one_line(trained, tmp_path):
+    ds, _ = trained
+    base = ["seg", "train", ds, "--model", register_tiny_model(), *TRAIN]
+    one_line_error([*base, "--out", tmp_path / "a", "--lr", "inf"], "--lr")
+    one_line_error([*base, "--out", tmp_path / "b", "--class-weights", "0,0,0,0"], "not all zero")
+    one_line_error([*base, "--out", tmp_path / "c", "--lr", "1e30"], "diverged", "--lr")
+    one_line_error([*base, "--out", tmp_path / "d", "--mixed-precision", "fp16"], "fp16", "GPU")
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(trained, tmp_path):
+    ds, run = trained
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / "run.json").write_bytes((run / "run.json").read_bytes())
+    (early / "history.jsonl").write_text("")
+    one_line_error(["seg", "train", "--out", early, "--resume"], "without --resume")
+    result = invoke("seg", "train", ds, "--model", register_tiny_model(), "--out", early, *TRAIN)
+    assert result.exit_code == 0, result.output
+    assert (early / "checkpoints" / "last.pt").is_file()
+
+
+def test_hostile_checkpoints_and_run_files_are_one_line(trained, tmp_path):
+    ds, run = trained
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    marker = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    import pickle
+
+    (copy / "best.pt").write_bytes(pickle.dumps({"model": Payload()}))
+    one_line_error(["seg", "eval", copy, ds], "best.pt", "never loaded")
+    assert not marker.exists()
+    (copy / "best.pt").write_bytes(b"")
+    one_line_error(["seg", "eval", copy, ds], "best.pt")
+    torch.save([1, 2, 3], copy / "best.pt")
+    one_line_error(["seg", "eval", copy, ds], "best.pt", "not a checkpoint")
+    (copy / "checkpoints" / "last.pt").write_text("text")
+    one_line_error(["seg", "train", "--out", copy, "--resume"], "last.pt")
+    data = json.loads((run / "run.json").read_text())
+    for change, fragment in ((("config", "model"), "config.model"), (("config", "crop_size"), "config.crop_size"),
+                             (("preprocess", "std"), "preprocess")):
+        broken = json.loads(json.dumps(data))
+        broken[change[0]][change[1]] = ["x"] if change[1] == "model" else "32" if change[1] == "crop_size" \
+            else [float("nan")] * 3
+        (copy / "run.json").write_text(json.dumps(broken))
+        one_line_error(["seg", "eval", copy, ds], "run.json", fragment)
+
+
+def test_grids_check_every_cell_before_training_any(trained, tmp_path):
+    ds, _ = trained
+    small = ["--steps", "1", "--crop-size", "32", "--batch-size", "2", "--workers", "0"]
+    one_line_error(["seg", "benchmark", ds, "--models", f"{register_tiny_model()},{register_tiny_model()}",
+                    "--seeds", "1", "--out", tmp_path / "b", *small], "same run twice")
+    assert not (tmp_path / "b" / "runs").exists()
+    synthetic = split_synth(tmp_path / "gen", size=48, per_type=1, seed=5).root
+    one_line_error(["seg", "aug-study", ds, "--synthetic", synthetic, "--ratios", "0,300", "--model",
+                    register_tiny_model(), "--out", tmp_path / "aug", *small], "synthetic pairs")
+    assert not (tmp_path / "aug" / "runs").exists()

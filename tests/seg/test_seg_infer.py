@@ -424,9 +424,11 @@ def test_predict_refuses_objects_whose_class_maps_differ_naming_each(tmp_path: P
     with pytest.raises(InputError) as caught:
         predict_to_ds(RedChannelPredictor(4), space, source, tmp_path / "pred")
     message = str(caught.value)
-    assert "'pill' has classes ['background', 'scratch']" in message and "'nut' was not trained on" in message
-    assert "'screw'" not in message and "\n" not in message
+    assert "'pill' has classes ['background', 'scratch']" in message
+    assert "'screw'" not in message and "'nut'" not in message and "\n" not in message  # nut: not trained, left out
     assert not (tmp_path / "pred").exists()
+    predicted = predict_to_ds(RedChannelPredictor(4), space, source, tmp_path / "screws", object_name="screw")
+    assert [s.id for s in predicted] == ["screw/c"]
 
 
 def test_predict_refuses_empty_inputs_unreadable_images_and_outputs_inside_the_input(tmp_path: Path) -> None:

@@ -62,9 +62,20 @@ def models_command() -> None:
         say(f"{name:20} {info.paper:22} {info.summary}")
 
 
+def _given_options(ctx: typer.Context, allowed: set[str]) -> list[str]:
+    """The options typed on the command line other than `allowed` (as --flags)."""
+    given = []
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)
+        if name not in allowed and source is not None and source.name == "COMMANDLINE":
+            given.append(f"--{name.replace('_', '-')}")
+    return given
+
+
 @seg_app.command("train")
 @friendly
 def train_command(
+    ctx: typer.Context,
     ds: Path | None = typer.Argument(None, readable=False, help="The DS folder to train on (with train/val splits)."),
     model: str | None = typer.Option(None, "--model", "-m", help="Model name (`seg models` lists them)."),
     out: Path = typer.Option(..., "--out", "-o", help="The run folder to create (or to continue with --resume)."),
@@ -112,12 +123,23 @@ def train_command(
     from defectspectrum.seg.run import RunConfig, read_run
     from defectspectrum.seg.train import train
 
+    previous = None
+    if resume or from_run is not None:
+        flag, allowed = ("--resume", {"out", "resume"}) if resume else ("--from-run", {"out", "from_run", "ds"})
+        ignored = _given_options(ctx, allowed)
+        if ignored:
+            raise InputError(f"{flag} takes every setting from run.json; drop {', '.join(ignored)} "
+                             "(or start a new run with the settings you want)")
     if resume:
         config = read_run(out).config
     elif from_run is not None:
-        config = read_run(from_run).config
+        previous = read_run(from_run)
+        config = previous.config
         if ds is not None:
             config = config.replace(data=str(require_folder(ds).absolute()))
+        elif not Path(config.data).is_dir():
+            raise InputError(f"{from_run}: its data folder {config.data} is not there; give the DS folder as "
+                             "the first argument to point at where it is now")
     else:
         if ds is None or model is None:
             raise InputError("give the DS folder and --model (or --resume / --from-run)")
@@ -133,6 +155,9 @@ def train_command(
 
     model_info(config.model)  # an unknown name is an error before any data is read
     info = train(config, out, resume=resume, on_event=_on_event).info
+    if previous is not None and previous.data.get("train_digest") != info.data.get("train_digest"):
+        say(("warning:", "yellow"), f" the training split differs from the one of {from_run} (the data or its "
+            "splits changed); the scores are not comparable")
     best = info.results.get("best") or {}
     if best.get("mIoU") is not None:
         say(f"best val mIoU {best['mIoU']:.2f} at step {best['step']}")
@@ -147,7 +172,8 @@ def eval_command(
     split: str = typer.Option("val", "--split", help="Split to score (all: every sample)."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the scores as JSON here."),
     plot: Path | None = typer.Option(None, "--plot", help="Write the confusion-matrix plot (PNG) here."),
-    tile: int | None = typer.Option(None, "--tile", help="Tile size for large images (default: the training crop)."),
+    tile: int | None = typer.Option(None, "--tile", min=16,
+                                    help="Tile size for large images (default: the training crop)."),
     weights: str = typer.Option("best", "--weights", help="best or last."),
 ) -> None:
     """Score a run with mmseg-exact mIoU: per-class IoU/Acc, aAcc, mAcc, confusion matrix.
@@ -155,13 +181,27 @@ def eval_command(
     Example: defectspectrum seg eval runs/pill_b0 ds_mvtec --split val --json scores.json --plot cm.png
     """
     require_seg_extra()
+    from defectspectrum.data.dsfolder import index_files
     from defectspectrum.io import write_json_atomic
     from defectspectrum.seg.evaluate import eval_dataset, load_run
     from defectspectrum.seg.plots import write_confusion_png
+    from defectspectrum.seg.run import RUN_FILES
+    from defectspectrum.staging import check_report_path
 
-    loaded = load_run(require_folder(run, "the run folder"), which=weights)
-    result, matrix, dataset = eval_dataset(loaded, require_folder(ds), None if split == "all" else split,
+    if weights not in ("best", "last"):
+        raise InputError(f"--weights {weights!r}: choose best or last")
+    run_dir, data = require_folder(run, "the run folder"), require_folder(ds)
+    for path in (json_path, plot):
+        if path is not None:  # never over the data set's or the run's own files
+            check_report_path(path, data, index_files(data))
+            check_report_path(path, run_dir, RUN_FILES)
+    loaded = load_run(run_dir, which=weights)
+    result, matrix, dataset = eval_dataset(loaded, data, None if split == "all" else split,
                                            tile=-1 if tile is None else tile)
+    trained_on = set(loaded.info.data.get("train_ids") or []) & {s.id for s in dataset.samples}
+    if trained_on and loaded.info.config.data == str(data.absolute()):
+        say(("warning:", "yellow"), f" {len(trained_on)} of the {len(dataset)} scored images were training images "
+            "of this run (the splits changed since); the scores are optimistic")
     say(f"{len(dataset)} images, {loaded.info.labels.num_classes} classes: mIoU {result.mIoU:.2f}  "
         f"aAcc {result.aAcc:.2f}  mAcc {result.mAcc:.2f}")
     for entry in result.to_json()["classes"]:
@@ -184,9 +224,11 @@ def predict_command(
                                "written by `seg export`)."),
     source: Path = typer.Argument(..., readable=False, help="A DS folder or a folder of images."),
     out: Path = typer.Argument(..., help="The DS folder of predicted masks to create."),
-    object_name: str | None = typer.Option(None, "--object", help="For a folder of images: the object they show."),
+    object_name: str | None = typer.Option(None, "--object", help="A folder of images: the object they show; a DS "
+                                           "folder: predict only this object (default: every trained one)."),
     runtime: str = typer.Option("torch", "--runtime", help="torch or onnx (onnxruntime, CPU)."),
-    tile: int | None = typer.Option(None, "--tile", help="Tile size for large images (default: the training crop)."),
+    tile: int | None = typer.Option(None, "--tile", min=16,
+                                    help="Tile size for large images (default: the training crop)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it is a DS folder."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Also draw the predictions."),
 ) -> None:
@@ -206,7 +248,9 @@ def predict_command(
         require_seg_extra(("onnxruntime",))
         from defectspectrum.seg.onnx_export import OnnxPredictor, read_sidecar
 
-        onnx_path = run / "model.onnx" if run.is_dir() else run
+        if run.is_dir():
+            raise InputError(f"{run}: is a folder; with --runtime onnx give the .onnx file `seg export` wrote")
+        onnx_path = run
         sidecar = read_sidecar(onnx_path)
         if sidecar.labels is None:
             raise InputError(f"{onnx_path}: its sidecar names classes but no objects; export it with `seg export`")
@@ -260,7 +304,8 @@ def _study_base(steps: int, batch_size: int, crop_size: int, lr: float, val_ever
 
 
 def _say_cell(cell: Any, number: int, total: int) -> None:
-    say(f"[{number}/{total}] {cell.row} on {cell.column}, seed {cell.seed}")
+    what = f"{cell.row} synthetic pairs" if cell.column == "mIoU" else f"{cell.row} on {cell.column}"
+    say(f"[{number}/{total}] {what}, seed {cell.seed}")
 
 
 def _write_study_report(out: Path, study_json: Path, plot: Path | None, title: str) -> Path:
@@ -325,7 +370,8 @@ def benchmark_command(
     paths = write_study(out, "benchmark", results, table,
                         {"steps": steps, "batch_size": batch_size, "crop_size": crop_size, "lr": lr, "seeds": seeds,
                          "scope": scope, "pick": pick, "data": [str(p) for p in ds]})
-    say(table.markdown())
+    for line in table.markdown().splitlines():
+        say(line)
     for path in paths.values():
         wrote(path)
     wrote(_write_study_report(out, paths["json"], None, "Segmentation benchmark"))
@@ -376,7 +422,8 @@ def aug_study_command(
                          "data": str(ds), "synthetic": str(synthetic)})
     plot = out / "mIoU_vs_ratio.png"
     write_study_png(plot, results)
-    say(table.markdown())
+    for line in table.markdown().splitlines():
+        say(line)
     for path in [*paths.values(), plot]:
         wrote(path)
     wrote(_write_study_report(out, paths["json"], plot, "Synthetic-data study"))

@@ -13,6 +13,7 @@ from torch import nn
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.errors import InputError
 from defectspectrum.progress import track
+from defectspectrum.seg.checkpoint import load_checkpoint
 from defectspectrum.seg.dataset import DSDataset
 from defectspectrum.seg.infer import Predictor, TorchPredictor
 from defectspectrum.seg.metrics import ConfusionMatrix, SegScores, scores
@@ -50,17 +51,13 @@ def load_run(run: Path, which: str = "best", device: str | torch.device | None =
     info = read_run(run)
     run_dir = Path(run) if Path(run).is_dir() else Path(run).parent
     path = run_dir / (BEST if which == "best" else LAST)
-    if not path.is_file():
-        raise InputError(f"{path}: missing; the run has no {which} weights yet (train longer, or use the other)")
+    state = load_checkpoint(path, ["model"], "train the run (again), or use the other weights (--weights)")
+    model = create_model(info.config.model, info.labels.num_classes)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model = create_model(info.config.model, info.labels.num_classes)
         model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError, EOFError, OSError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"{path}: not a checkpoint of model {info.config.model!r} "
-                         f"({str(exc).splitlines()[0][:160]})") from None
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise InputError(f"{path}: does not fit model {info.config.model!r} with {info.labels.num_classes} classes "
+                         f"({str(exc).splitlines()[0][:120]}); was run.json edited?") from None
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return LoadedRun(info, model.to(device).eval(), path)

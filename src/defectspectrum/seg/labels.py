@@ -93,7 +93,8 @@ class LabelSpace:
         except (KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"{where}: 'labels' must hold mode, names and objects ({exc})") from None
         if list(space.names) != list(data.get("names", [])):
-            raise InputError(f"{where}: label names {data.get('names')} do not match the objects' class maps")
+            raise InputError(f"{where}: label names {str(data.get('names'))[:80]} do not match the objects' "
+                             "class maps")
         return space
 
 

@@ -384,6 +384,10 @@ class OnnxPredictor:
         except Exception as exc:  # onnxruntime's own error types
             raise InputError(f"{path}: onnxruntime cannot load it ({_first_line(exc)}); export the model again") \
                 from None
+        classes = self.session.get_outputs()[0].shape[1]
+        if isinstance(classes, int) and classes != len(self.info.class_names):
+            raise InputError(f"{sidecar_path(Path(path))}: names {len(self.info.class_names)} classes but the model "
+                             f"outputs {classes}; export the model again")
         self._run: Callable[[np.ndarray], np.ndarray] = \
             lambda batch: self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 

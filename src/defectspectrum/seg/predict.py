@@ -77,9 +77,8 @@ def predict_to_ds(predictor: Predictor, labels: LabelSpace, source: DSFolder | P
         folder = DSFolder.open(root) if DSFolder.is_ds_folder(root) else None
     require_apart(root, out, "choose another folder")
     if folder is not None:
-        if object_name is not None:
-            raise InputError(f"{root}: is a DS folder, whose samples keep their objects; drop --object")
-        objects, items = dict(folder.objects), _ds_items(folder, labels)
+        chosen = _ds_objects(folder, labels, object_name)
+        objects, items = {name: folder.objects[name] for name in chosen}, _ds_items(folder, labels, chosen)
     else:
         name = _object_for_images(labels, object_name, root)
         objects, items = {name: labels.objects[name]}, _image_items(root, name)
@@ -115,11 +114,23 @@ def _checked_prediction(labels_mask: np.ndarray, image: np.ndarray, labels: Labe
     return labels_mask
 
 
-def _ds_items(folder: DSFolder, labels: LabelSpace) -> list[_Item]:
-    """The samples of a DS folder to predict, after checking their objects against the label space."""
-    samples = list(folder)
+def _ds_objects(folder: DSFolder, labels: LabelSpace, object_name: str | None) -> list[str]:
+    """The objects of a DS folder to predict: `object_name`, else every trained object the folder has."""
+    if object_name is not None:
+        folder.classes(object_name)  # unknown: one line listing the folder's objects
+        return [object_name]
+    chosen = [name for name in labels.objects if name in folder.objects]
+    if not chosen:
+        raise InputError(f"{folder.root}: has none of the objects the model was trained on "
+                         f"({', '.join(labels.objects)}); its objects: {', '.join(folder.objects) or 'none'}")
+    return chosen
+
+
+def _ds_items(folder: DSFolder, labels: LabelSpace, objects: list[str]) -> list[_Item]:
+    """The samples of `objects` in a DS folder to predict, after checking them against the label space."""
+    samples = [sample for sample in folder if sample.object in objects]
     if not samples:
-        raise InputError(f"{folder.root}: the DS folder has no samples to predict")
+        raise InputError(f"{folder.root}: the DS folder has no samples of {', '.join(objects)} to predict")
     used = list(dict.fromkeys(sample.object for sample in samples))
     where = str(folder.root)
     problems = []
@@ -185,6 +196,16 @@ def _staged_prediction(out: Path, overwrite: bool, kept: list[str] | None) -> It
         if kept is not None:
             kept[:] = [rel for rel in moved if rel.split("/", 1)[0] != OVERLAY_FOLDER]
 
-    with staged_folder(out, may_replace=lambda path: check_output_folder(path, overwrite), carry=carry) as staging:
+    with staged_folder(out, may_replace=lambda path: _may_replace(path, overwrite), carry=carry) as staging:
         yield staging
+
+
+def _may_replace(path: Path, overwrite: bool) -> bool:
+    """`check_output_folder`, and --overwrite replaces only an earlier prediction: a DS folder of
+    annotations (no `prediction` block in its dataset.json) is never replaced by predicted masks."""
+    replace = check_output_folder(path, overwrite)
+    if replace and "prediction" not in DSFolder.open(path).meta:
+        raise InputError(f"{path}: is a DS folder of annotations, not an earlier prediction; --overwrite replaces "
+                         "predictions only: choose another output folder")
+    return replace
 

@@ -7,6 +7,7 @@ equal channels), so one model takes both. `run.json` and the ONNX sidecar store 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,6 +48,9 @@ class Preprocess:
             scale = float(data.get("scale", 255.0))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{where}: 'preprocess' must hold mean, std and scale ({exc})") from None
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0 or scale <= 0:
-            raise InputError(f"{where}: 'preprocess' needs three means, three positive stds and a positive scale")
+        values = (*mean, *std, scale)
+        if len(mean) != 3 or len(std) != 3 or not all(math.isfinite(v) for v in values) or min(std) <= 0 \
+                or scale <= 0:
+            raise InputError(f"{where}: 'preprocess' needs three finite means, three positive stds and a positive "
+                             "scale")
         return cls(mean, std, scale)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -26,11 +27,13 @@ from defectspectrum.seg.labels import LABEL_MODES, LabelSpace
 from defectspectrum.seg.preprocess import Preprocess
 
 RUN_FORMAT = "defectspectrum-seg-run"
+MAX_CROP = 4096
 RUN_VERSION = 1
 RUN_JSON = "run.json"
 HISTORY = "history.jsonl"
 BEST = "best.pt"
 LAST = "checkpoints/last.pt"
+RUN_FILES = (RUN_JSON, HISTORY, BEST, LAST)
 OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("no", "fp16", "bf16")
 SYNTHETIC = ("include", "exclude", "only")
@@ -83,19 +86,24 @@ class RunConfig:
             (self.optimizer in OPTIMIZERS, f"--optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}"),
             (self.mixed_precision in PRECISIONS,
              f"--mixed-precision {self.mixed_precision!r}: choose one of {', '.join(PRECISIONS)}"),
-            (self.crop_size >= 16, f"--crop-size {self.crop_size}: use at least 16 pixels"),
+            (16 <= self.crop_size <= MAX_CROP, f"--crop-size {self.crop_size}: use 16 to {MAX_CROP} pixels"),
+            (0 <= self.seed < 2**32, f"--seed {self.seed}: use a whole number from 0 to 2^32 - 1"),
             (self.batch_size >= 2, f"--batch-size {self.batch_size}: BatchNorm layers need at least 2 images "
                                    "per step; use 2 or more"),
             (self.steps >= 1, f"--steps {self.steps}: use at least 1"),
             (self.val_every >= 1, f"--val-every {self.val_every}: use at least 1"),
-            (self.lr > 0, f"--lr {self.lr}: must be positive"),
-            (self.weight_decay >= 0, f"--weight-decay {self.weight_decay}: must be >= 0"),
+            (math.isfinite(self.lr) and self.lr > 0, f"--lr {self.lr}: must be a positive finite number"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"--weight-decay {self.weight_decay}: must be >= 0"),
             (self.warmup_steps >= 0, f"--warmup-steps {self.warmup_steps}: must be >= 0"),
-            (self.dice_weight >= 0, f"--dice-weight {self.dice_weight}: must be >= 0"),
+            (math.isfinite(self.dice_weight) and self.dice_weight >= 0,
+             f"--dice-weight {self.dice_weight}: must be >= 0"),
             (self.num_workers >= 0, f"--workers {self.num_workers}: must be >= 0"),
             (0 <= self.defect_crop <= 1, f"--defect-crop {self.defect_crop}: a probability in [0, 1]"),
             (0 <= self.tile_overlap < 1, f"--tile-overlap {self.tile_overlap}: a fraction in [0, 1)"),
-            (self.synthetic_ratio >= 0, f"--synthetic-ratio {self.synthetic_ratio}: must be >= 0"),
+            (math.isfinite(self.synthetic_ratio) and self.synthetic_ratio >= 0,
+             f"synthetic ratio {self.synthetic_ratio}: must be >= 0"),
+            (math.isfinite(self.poly_power) and self.poly_power >= 0, f"poly power {self.poly_power}: must be >= 0"),
             (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1],
              f"--scale {self.scale}: two factors, 0 < low <= high"),
         ]
@@ -104,8 +112,10 @@ class RunConfig:
                 raise InputError(message)
         weights = self.class_weights
         if weights is not None and weights != "auto" and not (
-                isinstance(weights, tuple) and all(isinstance(w, (int, float)) and w >= 0 for w in weights)):
-            raise InputError(f"--class-weights {weights!r}: 'auto' or one non-negative number per class")
+                isinstance(weights, tuple) and all(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0
+                                                   for w in weights) and sum(weights) > 0):
+            raise InputError(f"--class-weights {weights!r}: 'auto' or one non-negative number per class, "
+                             "not all zero")
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
@@ -115,17 +125,46 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> RunConfig:
-        """Parse a run.json `config`; unknown or missing settings are named (InputError)."""
+        """Parse a run.json `config`: unknown settings, missing ones and wrong types are named (InputError)."""
         if not isinstance(data, Mapping):
             raise InputError(f"{where}: 'config' must be an object")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise InputError(f"{where}: unknown settings {', '.join(unknown)} (written by a newer version?)")
+        missing = sorted(name for name in ("data", "model") if name not in data)
+        if missing:
+            raise InputError(f"{where}: 'config' lacks {', '.join(missing)}")
+        for name, value in data.items():
+            if not _json_type_ok(_FIELD_TYPES[name], value):
+                raise InputError(f"{where}: config.{name} = {str(value)[:60]!r} has the wrong type "
+                                 f"(expected {_FIELD_TYPES[name]})")
         try:
             return cls(**data)
-        except TypeError as exc:
+        except InputError as exc:
             raise InputError(f"{where}: {exc}") from None
+
+
+_FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(RunConfig)}
+
+
+def _json_type_ok(declared: str, value: Any) -> bool:
+    """Whether a JSON value fits a RunConfig field's declared type (as written in the class)."""
+    alternatives = [part.strip() for part in declared.split("|")]
+    if value is None or isinstance(value, bool):
+        return ("None" if value is None else "bool") in alternatives
+    if isinstance(value, str):
+        return "str" in alternatives
+    if isinstance(value, int):
+        return "int" in alternatives or "float" in alternatives
+    if isinstance(value, float):
+        return "float" in alternatives
+    if isinstance(value, list):
+        if any(a.startswith("tuple[str") for a in alternatives):
+            return all(isinstance(v, str) for v in value)
+        if any(a.startswith("tuple[float") for a in alternatives):
+            return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    return False
 
 
 @dataclass

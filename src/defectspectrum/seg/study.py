@@ -71,10 +71,19 @@ def run_grid(cells: Sequence[Cell], out: Path, *, resume: bool = False, pick: st
              on_event: Callable[[Any], None] | None = None) -> list[dict[str, Any]]:
     """Train every cell into `out/runs/<row>/<column>/seed<k>` and collect its val scores.
     `resume`: finished runs are kept, unfinished ones continue from their checkpoint."""
-    from defectspectrum.seg.train import train
+    from defectspectrum.seg.models.registry import model_info
+    from defectspectrum.seg.train import prepare_data, train
 
     if pick not in PICKS:
         raise InputError(f"--pick {pick!r}: choose one of {', '.join(PICKS)}")
+    folders = [cell.folder for cell in cells]
+    repeated = sorted({name for name in folders if folders.count(name) > 1})
+    if repeated:
+        raise InputError(f"the grid holds the same run twice ({', '.join(repeated)}); name each model and data "
+                         "set once")
+    for cell in cells:  # every cell's model and data checked before the first one trains
+        model_info(cell.config.model)
+        prepare_data(cell.config)
     results = []
     for number, cell in enumerate(cells, start=1):
         run_dir = out / "runs" / cell.folder

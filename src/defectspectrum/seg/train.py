@@ -31,6 +31,7 @@ from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.errors import InputError
 from defectspectrum.io import write_json_atomic, write_text_atomic
 from defectspectrum.progress import progress
+from defectspectrum.seg.checkpoint import load_checkpoint, save_checkpoint
 from defectspectrum.seg.dataset import DSDataset
 from defectspectrum.seg.evaluate import confusion_on
 from defectspectrum.seg.infer import TorchPredictor
@@ -207,9 +208,15 @@ def poly_schedule(steps: int, warmup: int, power: float) -> Callable[[int], floa
 def _check_out(out: Path, resume: bool) -> None:
     if resume:
         if not (out / LAST).is_file():
-            raise InputError(f"{out}: no checkpoint to resume ({LAST} is missing); start a new run instead")
+            raise InputError(f"{out}: no checkpoint to resume ({LAST} is missing: the run stopped before its first "
+                             "checkpoint); start it again without --resume")
         return
     if (out / RUN_JSON).exists():
+        if not (out / LAST).exists():  # a run that stopped before its first checkpoint: start it again
+            read_run(out)  # only a folder of ours
+            for name in (RUN_JSON, HISTORY, BEST):
+                (out / name).unlink(missing_ok=True)
+            return
         raise InputError(f"{out}: a run is already there; use --resume to continue it or choose a new --out")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: exists and is not an empty folder; choose a new --out")
@@ -220,6 +227,14 @@ def make_accelerator(mixed_precision: str = "no") -> Accelerator:
     Accelerate treats a multi-process launch without GPUs as CPU data parallel (gloo) only when told
     `cpu=True`, so that is passed exactly then."""
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise InputError("--mixed-precision fp16 needs a GPU; on the CPU use bf16 or no")
+    from accelerate.state import AcceleratorState
+
+    # Accelerate keeps one state per process; a second run in the same process (a benchmark grid, a
+    # notebook) with another precision needs it cleared (the process group, if any, is kept).
+    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != mixed_precision:
+        AcceleratorState._reset_state()
     return Accelerator(mixed_precision=mixed_precision, cpu=launched and not torch.cuda.is_available())
 
 
@@ -266,11 +281,14 @@ def _datasets(config: RunConfig, folder: DSFolder, labels: LabelSpace
     return train, val, _synthetic_pool(config, labels, transform, len(train))
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    torch.save(state, partial)
-    partial.replace(path)
+def prepare_data(config: RunConfig) -> tuple[DSFolder, LabelSpace, tuple[DSDataset, DSDataset | None,
+                                                                        DSDataset | None]]:
+    """The run's DS folder, label space and datasets (train, val, extra synthetic): reads the indexes
+    only, so grids call it for every cell before training any (a bad cell fails first, not halfway)."""
+    folder = DSFolder.open(Path(config.data))
+    objects = config.objects if config.objects is not None else tuple(folder.objects)
+    labels = LabelSpace.build({name: folder.classes(name) for name in objects}, config.labels)
+    return folder, labels, _datasets(config, folder, labels)
 
 
 def _trim_history(out: Path, step: int) -> None:
@@ -296,10 +314,7 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
     accelerator = make_accelerator(config.mixed_precision)
     _check_out(out, resume)
     accelerator.wait_for_everyone()  # every process has checked `out` before the first one writes there
-    folder = DSFolder.open(Path(config.data))
-    objects = config.objects if config.objects is not None else tuple(folder.objects)
-    labels = LabelSpace.build({name: folder.classes(name) for name in objects}, config.labels)
-    train_set, val_set, synthetic = _datasets(config, folder, labels)
+    folder, labels, (train_set, val_set, synthetic) = prepare_data(config)
     preprocess = Preprocess()
     info = RunInfo(config=config, labels=labels, preprocess=preprocess,
                    data=_data_info(folder, train_set, val_set, synthetic), environment=_environment(accelerator))
@@ -339,10 +354,15 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
 
     start, best = 0, None
     if resume:
-        state = torch.load(out / LAST, map_location="cpu", weights_only=True)
-        core.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
+        state = load_checkpoint(out / LAST, ["model", "optimizer", "schedule", "rng", "step"],
+                                "start the run again in a new folder")
+        try:
+            core.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{out / LAST}: does not fit this run ({str(exc).splitlines()[0][:120]}); "
+                             "start the run again in a new folder") from None
         if accelerator.scaler is not None and state.get("scaler"):
             accelerator.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
@@ -372,7 +392,7 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
 
     def checkpoint(step: int) -> None:
         if accelerator.is_main_process:
-            _save_checkpoint(out / LAST, {
+            save_checkpoint(out / LAST, {
                 "model": core.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
                 "rng": torch.get_rng_state(),
@@ -385,8 +405,7 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
         nonlocal best
         if val_set is None:
             if accelerator.is_main_process:
-                torch.save({"model": core.state_dict(), "step": step}, out / f".{BEST}.partial")
-                (out / f".{BEST}.partial").replace(out / BEST)
+                save_checkpoint(out / BEST, {"model": core.state_dict(), "step": step})
                 info.results["best"] = {"step": step, "mIoU": None, "note": "no val split: the last weights"}
             return None
         sync_buffers(core, accelerator)
@@ -400,7 +419,7 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
         if best is None or miou > best:
             best = miou
             if accelerator.is_main_process:
-                _save_checkpoint(out / BEST, {"model": core.state_dict(), "step": step, "mIoU": result.mIoU})
+                save_checkpoint(out / BEST, {"model": core.state_dict(), "step": step, "mIoU": result.mIoU})
                 summary = {key: value for key, value in result.to_json().items() if key != "confusion_matrix"}
                 info.results["best"] = {"step": step, **summary}
         return result
@@ -414,6 +433,9 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
             targets = batch["mask"].to(accelerator.device, non_blocking=True)
             with accelerator.autocast():
                 loss, _ = step_module(images, targets)
+            if not torch.isfinite(loss.detach()):
+                raise InputError(f"the loss became {float(loss.detach())} at step {step + 1}: training diverged; "
+                                 "lower --lr, check --class-weights, or resume from the last checkpoint")
             accelerator.backward(loss)
             optimizer.step()
             schedule.step()

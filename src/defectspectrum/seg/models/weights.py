@@ -71,6 +71,8 @@ def read_state_dict(path: Path) -> StateDict:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch and safetensors raise many types for unreadable files
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if "weights_only" in reason or "Weights only" in reason:  # torch suggests an unsafe retry: never
+            reason = "it holds objects other than tensors and numbers, which are never loaded"
         raise InputError(f"weights file {path} could not be read as a torch or safetensors state dict "
                          f"({reason}); is it a complete checkpoint file?") from None
     state = _unwrap(loaded)
