@@ -174,6 +174,10 @@ def _write_report(path: Path, folder: Any, validation: Any, stats: dict[str, Any
     context = ReportContext(folder, html=path, validation=validation, stats=stats, overlays=shown,
                             extra={"seg_eval": seg_result} if seg_result is not None else {})
     overview, *rest = get_sections()
+    if seg_result is not None:
+        from defectspectrum.seg.report_section import SEG_SECTION
+
+        rest.append(SEG_SECTION)  # after the data sections, as SECTION_ORDER has it
     sections: list[Section] = [overview, DemoSteps(timings, settings), *rest, DemoFiles(path.parent, folder.root)]
     report, problems = build_report(
         context, sections, "defectspectrum demo",

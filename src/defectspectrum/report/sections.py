@@ -118,7 +118,7 @@ def section(name: str, title: str) -> Callable[[Callable[[ReportContext, Report]
 
 def _load_builtin_sections() -> None:
     # Imported for their @section side effect. A stage whose section needs results that only its own
-    # commands produce (seg: a run's scores) registers it when those commands import it.
+    # commands produce (seg: a run's scores) is not registered; those commands add it themselves.
     from defectspectrum.report import data_sections  # noqa: F401
 
 

@@ -311,7 +311,7 @@ def _say_cell(cell: Any, number: int, total: int) -> None:
 def _write_study_report(out: Path, study_json: Path, plot: Path | None, title: str) -> Path:
     from defectspectrum.data.dsfolder import DSFolder
     from defectspectrum.report.sections import ReportContext, build_report, get_sections
-    from defectspectrum.seg import report_section  # noqa: F401  (registers the seg section)
+    from defectspectrum.seg.report_section import SEG_SECTION
     from defectspectrum.seg.study import read_study
 
     study = read_study(study_json)
@@ -321,7 +321,7 @@ def _write_study_report(out: Path, study_json: Path, plot: Path | None, title: s
     folder = DSFolder.open(Path(read_run(Path(first["run"])).config.data))
     html = out / "report.html"
     context = ReportContext(folder, html=html, extra={"seg_study": study, "seg_study_plot": plot})
-    report, _ = build_report(context, get_sections(["overview", "seg"]), title)
+    report, _ = build_report(context, [*get_sections(["overview"]), SEG_SECTION], title)
     report.write(html)
     return html
 

@@ -1,5 +1,5 @@
-"""The report's `seg` section: a trained run's scores and predictions, and benchmark / aug-study
-tables. It reads what the caller put in `ReportContext.extra` (no torch import here):
+"""The report's `seg` section (`SEG_SECTION`): a trained run's scores and predictions, and benchmark /
+aug-study tables. It reads what the caller put in `ReportContext.extra` (no torch import here):
 
 - `seg_eval`: `SegEvalResult` (run summary, scores JSON, confusion-matrix PNG, prediction overlays)
 - `seg_study`: a study JSON as written by `seg.study.write_study` (+ optional `seg_study_plot` PNG)
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from defectspectrum.report.html import Report
-from defectspectrum.report.sections import ReportContext, SkipSection, section
+from defectspectrum.report.sections import FunctionSection, ReportContext, SkipSection
 
 
 @dataclass
@@ -77,8 +77,7 @@ def _render_study(study: dict[str, Any], plot: Path | None, report: Report) -> N
         report.add_image(plot, caption="mIoU against the synthetic share (mean ± std over seeds)")
 
 
-@section("seg", "Segmentation")
-def seg_section(context: ReportContext, report: Report) -> None:
+def render_seg(context: ReportContext, report: Report) -> None:
     evaluation = context.extra.get("seg_eval")
     study = context.extra.get("seg_study")
     if evaluation is None and study is None:
@@ -87,3 +86,8 @@ def seg_section(context: ReportContext, report: Report) -> None:
         _render_eval(evaluation, report)
     if study is not None:
         _render_study(study, context.extra.get("seg_study_plot"), report)
+
+
+# Not in the global registry: `defectspectrum report DS` has no run to show. The demo and the seg
+# commands add it to the sections they compose.
+SEG_SECTION = FunctionSection("seg", "Segmentation", render_seg)
