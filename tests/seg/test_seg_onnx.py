@@ -195,3 +195,17 @@ def test_onnx_predictor_needs_a_sound_sidecar_for_the_very_file(tmp_path: Path) 
         OnnxPredictor(path)
     with pytest.raises(InputError, match="ONNX file not found"):
         OnnxPredictor(tmp_path / "absent.onnx")
+
+
+@pytest.mark.slow
+def test_mask2former_exports_through_export_onnx_and_predicts_the_same_masks(tmp_path: Path) -> None:
+    from defectspectrum.seg.models import create_model
+    from defectspectrum.seg.onnx_export import OnnxPredictor
+
+    torch.manual_seed(0)
+    model = create_model("mask2former", 3).eval()
+    exported = export_onnx(model, tmp_path / "m.onnx", preprocess=PREPROCESS, labels=list(CLASSES), size=64, tile=64)
+    assert exported.max_abs_diff < 1e-4  # the GridSample grids are cast to float32 on the way out
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    torch_mask = TorchPredictor(model, PREPROCESS).predict(image)
+    assert np.array_equal(OnnxPredictor(tmp_path / "m.onnx").predict(image), torch_mask)

@@ -200,6 +200,13 @@ def _torch_export(model: nn.Module, example: torch.Tensor, target: Path, opset: 
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(target), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
+    import onnx
+
+    graph = onnx.load(str(target))
+    if any(node.op_type == "GridSample" for node in graph.graph.node):  # Mask2Former's deformable attention
+        from defectspectrum.seg.models.mask2former import onnx_grid_sample_float
+
+        onnx.save(onnx_grid_sample_float(graph), str(target))
 
 
 def _session(path: Path, threads: int | None = None) -> Any:
