@@ -209,3 +209,15 @@ def test_mask2former_exports_through_export_onnx_and_predicts_the_same_masks(tmp
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     torch_mask = TorchPredictor(model, PREPROCESS).predict(image)
     assert np.array_equal(OnnxPredictor(tmp_path / "m.onnx").predict(image), torch_mask)
+
+
+def test_pspnet_exports_at_a_fixed_size_its_pooling_divides(tmp_path: Path) -> None:
+    from defectspectrum.seg.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("pspnet-r18", 3).eval()
+    exported = export_onnx(model, tmp_path / "p.onnx", preprocess=PREPROCESS, labels=list(CLASSES), size=192)
+    assert exported.policy == "fixed" and exported.size == 192 and exported.max_abs_diff < 1e-4
+    image = np.random.default_rng(1).integers(0, 256, (200, 260, 3), dtype=np.uint8)  # tiled at 192 px
+    torch_mask = TorchPredictor(model, PREPROCESS, tile=192).predict(image)
+    assert np.array_equal(OnnxPredictor(tmp_path / "p.onnx").predict(image), torch_mask)

@@ -275,6 +275,8 @@ def predict_command(
 def export_command(
     run: Path = typer.Argument(..., readable=False, help="A run folder written by `seg train`."),
     onnx: Path = typer.Option(..., "--onnx", help="The .onnx file to write (its preprocessing goes beside it)."),
+    size: int | None = typer.Option(None, "--size", min=16, help="Example input side, and the input size of a "
+                                    "model that exports at a fixed size only (default: the training crop)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
 ) -> None:
     """Export the best weights to ONNX with a sidecar JSON of preprocessing and classes.
@@ -288,9 +290,9 @@ def export_command(
     loaded = load_run(require_folder(run, "the run folder"), device="cpu")
     crop = loaded.info.config.crop_size
     written = export_onnx(loaded.model, onnx, preprocess=loaded.info.preprocess, labels=loaded.info.labels,
-                          size=crop, tile=crop, overwrite=overwrite)
-    size = "any input size" if written.policy == "dynamic" else f"policy {written.policy}, size {written.size}"
-    say(f"opset {written.opset}, {size}; onnxruntime vs torch: max |logit difference| {written.max_abs_diff:.1e}")
+                          size=size or crop, tile=crop, overwrite=overwrite)
+    shape = "any input size" if written.policy == "dynamic" else f"policy {written.policy}, size {written.size}"
+    say(f"opset {written.opset}, {shape}; onnxruntime vs torch: max |logit difference| {written.max_abs_diff:.1e}")
     wrote(written.path)
     wrote(written.sidecar, ": preprocessing, classes, input size, checksum")
 

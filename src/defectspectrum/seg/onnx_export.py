@@ -196,7 +196,10 @@ def _torch_export(model: nn.Module, example: torch.Tensor, target: Path, opset: 
 
     axes = POLICIES[policy]
     dynamic_axes = {INPUT_NAME: axes, OUTPUT_NAME: axes} if axes else None
-    with warnings.catch_warnings(), _quiet_stdout(), torch.no_grad():
+    from defectspectrum.seg.models.common import static_export
+
+    fixed = static_export() if policy == "fixed" else contextlib.nullcontext()
+    with warnings.catch_warnings(), _quiet_stdout(), torch.no_grad(), fixed:
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(target), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
@@ -328,7 +331,7 @@ def export_onnx(model: nn.Module, path: Path, *, preprocess: Preprocess, labels:
             except InputError:
                 raise
             except Exception as exc:  # the exporter and onnxruntime raise many types; each is one reason
-                failures.append(f"{policy}: {_first_line(exc)}")
+                failures.append(f"{policy}: {_first_line(exc)[:90]}")
                 continue
             break
         else:

@@ -15,6 +15,9 @@ crop is a plain slice and tiled inference lines up.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,10 +48,25 @@ class InputSizeAdapter(nn.Module):
         return fit_logits(logits, (x.shape[-2], x.shape[-1]), (height, width))
 
 
+_STATIC_EXPORT = [False]
+
+
+@contextmanager
+def static_export() -> Iterator[None]:
+    """Within it, an export is traced at one fixed input size: the adapter then records plain
+    numbers, which ops such as adaptive pooling (PSPNet) need to be exportable at all."""
+    _STATIC_EXPORT[0] = True
+    try:
+        yield
+    finally:
+        _STATIC_EXPORT[0] = False
+
+
 def _tracing() -> bool:
-    """True while torch.jit.trace / torch.onnx.export (TorchScript) records: sizes are then traced
-    tensors, and a Python `if` on them would freeze the export to the example's size."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    """True while torch.jit.trace / torch.onnx.export (TorchScript) records an export for any input
+    size: sizes are then traced tensors, and a Python `if` on them would freeze the export to the
+    example's size."""
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()) and not _STATIC_EXPORT[0]
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
