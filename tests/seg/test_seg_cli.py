@@ -259,3 +259,14 @@ def test_grids_check_every_cell_before_training_any(trained, tmp_path):
     one_line_error(["seg", "aug-study", ds, "--synthetic", synthetic, "--ratios", "0,300", "--model",
                     register_tiny_model(), "--out", tmp_path / "aug", *small], "synthetic pairs")
     assert not (tmp_path / "aug" / "runs").exists()
+
+
+def test_no_good_trains_on_defective_images_only(trained, tmp_path):
+    ds, _ = trained
+    result = invoke("seg", "train", ds, "--model", register_tiny_model(), "--out", tmp_path / "r", "--no-good", *TRAIN)
+    assert result.exit_code == 0, result.output
+    info = read_run(tmp_path / "r")
+    folder = DSFolder.open(ds)
+    assert info.config.include_good is False
+    assert info.data["train_ids"] and not any(folder[i].is_good for i in info.data["train_ids"])
+    assert any(s.is_good for s in folder.samples(split="train"))  # there were good ones to leave out

@@ -98,6 +98,8 @@ def train_command(
     mixed_precision: str = typer.Option("no", "--mixed-precision", help="no, fp16 or bf16."),
     workers: int = typer.Option(2, "--workers", "-j", help="Data loader processes."),
     seed: int = typer.Option(0, "--seed", help="Seed of the weights, the data order and the augmentation."),
+    include_good: bool = typer.Option(True, "--good/--no-good",
+                                      help="Train on defect-free images too (--no-good: defective images only)."),
     vflip: bool = typer.Option(False, "--vflip", help="Also flip vertically (textures, not oriented objects)."),
     rotate90: bool = typer.Option(False, "--rotate90", help="Also rotate by multiples of 90 degrees."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -150,7 +152,8 @@ def train_command(
             dice_weight=dice_weight,
             class_weights="auto" if class_weights == "auto" else _float_list(class_weights, "--class-weights"),
             synthetic=synthetic, weights=str(weights.absolute()) if weights else None,
-            mixed_precision=mixed_precision, num_workers=workers, seed=seed, vflip=vflip, rotate90=rotate90)
+            mixed_precision=mixed_precision, num_workers=workers, seed=seed, vflip=vflip, rotate90=rotate90,
+            include_good=include_good)
     from defectspectrum.seg.models.registry import model_info
 
     model_info(config.model)  # an unknown name is an error before any data is read
