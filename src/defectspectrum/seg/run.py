@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -208,6 +209,14 @@ def read_run(run: Path) -> RunInfo:
     if not path.is_file():
         raise InputError(f"{path}: no run.json here; give the folder `seg train --out` wrote")
     return RunInfo.from_json(read_json(path), str(path))
+
+
+def read_history(run: Path) -> list[dict[str, Any]]:
+    """The records of RUN_DIR/history.jsonl, in order (none where the file is missing)."""
+    path = Path(run) / HISTORY
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def ids_digest(ids: Sequence[str]) -> str:

@@ -22,7 +22,7 @@ from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.errors import InputError
 from defectspectrum.io import read_json, write_json_atomic, write_text_atomic
 from defectspectrum.paths import safe_name
-from defectspectrum.seg.run import HISTORY, LAST, RUN_JSON, RunConfig, read_run
+from defectspectrum.seg.run import LAST, RUN_JSON, RunConfig, read_history, read_run
 
 SCOPES = ("object", "global")
 PICKS = ("last", "best")
@@ -44,20 +44,11 @@ class Cell:
 
 def final_scores(run_dir: Path, pick: str = "last") -> dict[str, Any]:
     """A finished run's val scores: those of its last validation (`last`) or its best (`best`)."""
-    info = read_run(run_dir)
     if pick == "best":
-        best = info.results.get("best") or {}
-        return {"mIoU": best.get("mIoU"), "aAcc": best.get("aAcc"), "mAcc": best.get("mAcc"), "step": best.get("step")}
-    last: dict[str, Any] = {}
-    history = run_dir / HISTORY
-    if history.is_file():
-        import json
-
-        for line in history.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            if "mIoU" in record:
-                last = record
-    return {"mIoU": last.get("mIoU"), "aAcc": last.get("aAcc"), "mAcc": last.get("mAcc"), "step": last.get("step")}
+        chosen = read_run(run_dir).results.get("best") or {}
+    else:
+        chosen = next((r for r in reversed(read_history(run_dir)) if "mIoU" in r), {})
+    return {key: chosen.get(key) for key in ("mIoU", "aAcc", "mAcc", "step")}
 
 
 def _finished(run_dir: Path, steps: int) -> bool:

@@ -39,7 +39,17 @@ from defectspectrum.seg.labels import IGNORE_INDEX, LabelSpace
 from defectspectrum.seg.metrics import SegScores, scores
 from defectspectrum.seg.models import create_model
 from defectspectrum.seg.preprocess import Preprocess
-from defectspectrum.seg.run import BEST, HISTORY, LAST, RUN_JSON, RunConfig, RunInfo, ids_digest, read_run
+from defectspectrum.seg.run import (
+    BEST,
+    HISTORY,
+    LAST,
+    RUN_JSON,
+    RunConfig,
+    RunInfo,
+    ids_digest,
+    read_history,
+    read_run,
+)
 from defectspectrum.seg.transforms import TrainTransform
 
 
@@ -183,8 +193,8 @@ def auto_class_weights(dataset: DSDataset, num_classes: int) -> torch.Tensor:
     """ENet-style weights 1 / ln(1.02 + frequency) from the training masks (absent classes get the
     largest weight), normalised to mean 1."""
     counts = np.zeros(num_classes, dtype=np.int64)
-    for index in range(len(dataset)):
-        labels = dataset.raw(index)[1]
+    for sample in dataset.samples:  # masks only: the images are not needed to count pixels
+        labels = dataset.labels.to_labels(dataset.folder.load_checked_mask(sample), sample.object)
         counts += np.bincount(labels[labels != IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
     frequency = counts / max(1, counts.sum())
     weights = 1.0 / np.log(1.02 + frequency)
@@ -293,11 +303,8 @@ def prepare_data(config: RunConfig) -> tuple[DSFolder, LabelSpace, tuple[DSDatas
 
 def _trim_history(out: Path, step: int) -> None:
     """Drop history lines past `step` (logged after the checkpoint a resumed run starts from)."""
-    path = out / HISTORY
-    if path.is_file():
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        write_text_atomic(path, "".join(f"{line}\n" for line in kept))
+    kept = [record for record in read_history(out) if record.get("step", 0) <= step]
+    write_text_atomic(out / HISTORY, "".join(json.dumps(record, allow_nan=False) + "\n" for record in kept))
 
 
 def _append_history(out: Path, record: dict[str, Any]) -> None:
