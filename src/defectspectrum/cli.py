@@ -13,19 +13,21 @@ import typer
 
 from defectspectrum.cli_support import out
 from defectspectrum.data.cli import data_app
+from defectspectrum.qc.cli import qc_app
 from defectspectrum.report.cli import report_command
 from defectspectrum.seg.cli import seg_app
 
 app = typer.Typer(
     name="defectspectrum",
     help="Industrial defect inspection data: convert, check, view, split, caption and export defect data sets; "
-         "train and benchmark segmentation models on them.",
+         "train and benchmark segmentation models on them; judge their masks with quality-control rules.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
 app.add_typer(seg_app, name="seg")
+app.add_typer(qc_app, name="qc")
 app.command("report")(report_command)
 
 
@@ -43,7 +45,7 @@ def _main(
                                  help="Print the version and exit."),
 ) -> None:
     """Industrial defect inspection data: convert, check, view, split, caption and export defect data sets;
-    train and benchmark segmentation models on them."""
+    train and benchmark segmentation models on them; judge their masks with quality-control rules."""
 
 
 def _exit_on_signal(signum: int, _frame: Any) -> None:

@@ -561,6 +561,14 @@ def read_json(path: Path) -> Any:
         raise InputError(f"{path}: invalid JSON (a number with too many digits); fix the file") from None
 
 
+def yaml_error(path: Path, exc: Exception) -> InputError:
+    """The InputError for a YAML syntax error in `path`, naming its line and column."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return InputError(f"{path}: invalid YAML{where}: {problem}; fix the file")
+
+
 def read_yaml(path: Path) -> Any:
     """Parse a YAML file, or raise InputError naming the file and line."""
     import yaml
@@ -573,7 +581,4 @@ def read_yaml(path: Path) -> Any:
     except ValueError:  # an integer too long to convert
         raise InputError(f"{path}: invalid YAML (a number with too many digits); fix the file") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"{path}: invalid YAML{where}: {problem}; fix the file") from exc
+        raise yaml_error(path, exc) from exc

@@ -86,3 +86,9 @@ def region_areas(mask: np.ndarray, index: int, connectivity: int = CONNECTIVITY)
     count, _, stats, _ = cv2.connectedComponentsWithStats((mask == index).astype(np.uint8),
                                                           connectivity=connectivity)
     return stats[1:count, cv2.CC_STAT_AREA].astype(np.int64)
+
+
+def areas_by_class(mask: np.ndarray, connectivity: int = CONNECTIVITY) -> dict[int, np.ndarray]:
+    """Every present non-zero class -> the pixel areas (int64) of its connected regions, largest first."""
+    mask = _check(mask, connectivity)
+    return {index: np.sort(region_areas(mask, index, connectivity))[::-1] for index in present_classes(mask)}
