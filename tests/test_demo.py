@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote
 
+import cv2
+import numpy as np
 import pytest
 
 from defectspectrum.data.dsfolder import DSFolder
@@ -37,7 +40,7 @@ def test_demo_writes_a_report_whose_images_exist(demo_run):
     assert match, printed
     report = Path(match.group(1))
     assert report.is_absolute() and report == (out / "report.html").resolve() and report.is_file()
-    assert len(re.findall(r"^\[\d/9\] ", printed, re.MULTILINE)) == 9
+    assert len(re.findall(r"^\[\d+/10\] ", printed, re.MULTILINE)) == 10
     html = report.read_text(encoding="utf-8")
     srcs = re.findall(r'<img src="([^"]+)"', html)
     assert len(srcs) >= 5  # stats plot, contact sheet and several overlays
@@ -48,7 +51,8 @@ def test_demo_writes_a_report_whose_images_exist(demo_run):
     assert any(src.startswith("report_files/") for src in srcs)  # the stats figure
     # the registered report sections, with the demo's own steps and files around them
     assert re.findall(r"<h2 [^>]*>(.*?)</h2>", html) == ["Overview", "Steps", "Validation", "Statistics", "Splits",
-                                                         "Overlays", "Segmentation", "Files"]
+                                                         "Overlays", "Segmentation", "Quality control",
+                                                         "Files"]
     assert ">Examples with captions</h3>" in html and "first-1 rule of the paper" in html
     assert "seg/confusion.png" in srcs and any(src.startswith("seg/compare/") for src in srcs)
 
@@ -102,10 +106,33 @@ def test_prepare_out_replaces_only_marked_folders(tmp_path):
 
 def test_demo_segmentation_step_predicts_the_val_split(demo_run):
     out, printed = demo_run
-    assert re.search(r"^\[8/9\] seg .* val mIoU \d+\.\d", printed, re.MULTILINE), printed
+    assert re.search(r"^\[8/10\] seg .* val mIoU \d+\.\d", printed, re.MULTILINE), printed
     truth = DSFolder.open(out / "ds")
     predicted = DSFolder.open(out / "seg" / "pred")
     assert validate(predicted).ok
     expected = sorted(s.id for s in truth.samples(object="metal", split="val"))
     assert sorted(s.id for s in predicted) == expected and expected
     assert predicted.objects["metal"] == truth.objects["metal"]
+
+
+def test_demo_quality_control_step_judges_the_predictions(demo_run):
+    out, printed = demo_run
+    assert re.search(r"^\[9/10\] qc +rules on metal val: recall (\d+\.\d%|n/a), FPR", printed, re.MULTILINE), printed
+    truth = DSFolder.open(out / "ds")
+    verdicts = json.loads((out / "qc" / "qc.json").read_text(encoding="utf-8"))
+    assert sorted(i["id"] for i in verdicts["images"]) == sorted(s.id for s in truth.samples(object="metal",
+                                                                                             split="val"))
+    counts = verdicts["counts"]
+    assert counts["tp"] + counts["fn"] + counts["fp"] + counts["tn"] == len(verdicts["images"])
+    # the true verdicts, recomputed from the masks: a hole, a scratch region over 400 px, spots over 200 px
+    # or stains over 3500 px in all make a part defective
+    classes = truth.classes("metal")
+    for image in verdicts["images"]:
+        mask = truth.load_mask(truth[image["id"]])
+        scratch = cv2.connectedComponentsWithStats((mask == classes.index("scratch")).astype(np.uint8),
+                                                   connectivity=8)[2][1:, cv2.CC_STAT_AREA]
+        defective = bool((mask == classes.index("hole")).any() or (scratch > 400).any()
+                         or (mask == classes.index("spot")).sum() > 200
+                         or (mask == classes.index("stain")).sum() > 3500)
+        assert (image["truth"]["verdict"] == "defective") == defective, image
+    assert (out / "qc" / "rules.yaml").is_file() and (out / "qc" / "qc.csv").is_file()

@@ -15,6 +15,7 @@ rules = load_config(Path("rules.yaml"), Rules)   # a Rules instance, or InputErr
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,25 +75,25 @@ def _nodes(path: Path, text: str) -> Any:
     finally:
         loader.dispose()
     seen: set[int] = set()
-    stack = [root] if root is not None else []
-    while stack:
-        node = stack.pop()
+    queue = deque([(root, root.start_mark.line + 1)] if root is not None else [])
+    while queue:
+        # in document order, so that an alias's second use is the one named; `line`: where the node is used
+        node, line = queue.popleft()
         if id(node) in seen:
-            raise InputError(f"{path}:{node.start_mark.line + 1}: aliases (*name) are not supported here; "
-                             "write the values out")
+            raise InputError(f"{path}:{line}: aliases (*name) are not supported here; write the values out")
         seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             keys: dict[str, int] = {}
             for key, value in node.value:
+                key_line = key.start_mark.line + 1
                 if isinstance(key, yaml.ScalarNode):
-                    line = key.start_mark.line + 1
                     if key.value in keys:
-                        raise InputError(f"{path}:{line}: key {key.value!r} appears twice (also line "
+                        raise InputError(f"{path}:{key_line}: key {key.value!r} appears twice (also line "
                                          f"{keys[key.value]}); keep one")
-                    keys[key.value] = line
-                stack.extend((key, value))
+                    keys[key.value] = key_line
+                queue.extend(((key, key_line), (value, key_line)))
         elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
+            queue.extend((item, line) for item in node.value)
     return root
 
 
@@ -144,6 +145,9 @@ def _message(path: Path, root: Any, exc: ValidationError) -> str:
     where = ".".join(str(part) for part in location) or "the file"
     line = line_of(root, location)
     message = error["msg"].removeprefix("Value error, ")
+    if not location and error["type"] in ("model_type", "dict_type"):
+        message = (f"the top level must be a mapping (`key: value` lines), not {type(error['input']).__name__}; "
+                   "see the documented example")
     more = len(exc.errors()) - 1
     tail = f" ({more} more problem{'s' if more > 1 else ''} after this one)" if more else ""
     return f"{path}{f':{line}' if line else ''}: {where}: {message}; fix the file{tail}"

@@ -3,7 +3,8 @@
 Steps: synthesise a source tree in the Defect Spectrum release layout (multi-class index masks),
 convert it into a DS folder, assign the paper's first-k splits, caption every sample, validate,
 compute statistics, draw overlays and a contact sheet, train a small segmentation model on one
-material and score and draw it on the val split (with the `seg` extra), and compose the report sections (as
+material and score and draw it on the val split (with the `seg` extra), judge its predicted masks
+against the truth with quality-control rules (`qc simulate`), and compose the report sections (as
 `defectspectrum report` does) with the demo's own steps and files into `<out>/report.html`. A
 previous `<out>` is replaced only if it holds the `.defectspectrum-demo` marker this demo writes;
 anything else is refused, never deleted.
@@ -56,6 +57,18 @@ def prepare_out(out: Path) -> None:
 
 SEG_MODEL = "deeplabv3plus-r18"
 SEG_OBJECT = "metal"
+QC_RULES = f"""\
+# Quality-control rules of the demo's procedural `{SEG_OBJECT}` parts (256 px images): a hole is never
+# acceptable; small scratches, a few spots and a light stain are. Limits are inclusive, in pixels.
+version: 1
+objects:
+  {SEG_OBJECT}:
+    forbidden: [hole]
+    limits:
+      scratch: {{max_area: 400}}
+      spot: {{max_total_area: 200}}
+      stain: {{max_total_area: 3500}}
+"""
 
 
 def seg_available() -> bool:
@@ -87,7 +100,7 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
     out = Path(out).absolute()
     prepare_out(out)
     timings: dict[str, float] = {}
-    steps = 9
+    steps = 10
     clock = [time.perf_counter()]
 
     def done(number: int, name: str, message: str) -> None:
@@ -139,10 +152,19 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
                else f"no {SEG_OBJECT} image in the val split; lower --k")
         done(8, "seg", f"skipped ({why})")
 
+    qc_result = None
+    if seg_result is not None and seg_result.predictions is not None:
+        qc_result = _qc_step(folder, seg_result.predictions, out / "qc")
+        counts = qc_result.simulation.counts()
+        done(9, "qc", f"rules on {SEG_OBJECT} val: recall {_percent(counts.recall)}, FPR {_percent(counts.fpr)} "
+                      f"({counts.fn} escapes, {counts.fp} false rejects) -> {_rel(out / 'qc', out)}")
+    else:
+        done(9, "qc", "skipped (it judges the seg step's predictions)")
+
     report_path = out / "report.html"
     _write_report(report_path, folder, report, stats_json, shown, timings,
-                  {"size": size, "per_type": per_type, "good": good, "seed": seed, "k": k}, seg_result)
-    done(9, "report", _rel(report_path, out))
+                  {"size": size, "per_type": per_type, "good": good, "seed": seed, "k": k}, seg_result, qc_result)
+    done(10, "report", _rel(report_path, out))
     return DemoResult(out=out, source=source, ds=folder.root, show=out / "show", report=report_path, timings=timings)
 
 
@@ -166,18 +188,50 @@ def _seg_step(folder: Any, out: Path, model: str, steps: int, seed: int) -> Any:
     return showcase_run(load_run(out / "run", device="cpu"), folder, out)
 
 
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}%"
+
+
+def _qc_step(folder: Any, predictions: Path, out: Path) -> Any:
+    """Judge the seg step's val predictions against the truth with the demo's rules (written to `out`)."""
+    from defectspectrum.data.dsfolder import DSFolder
+    from defectspectrum.io import write_json_atomic, write_text_atomic
+    from defectspectrum.qc.report_section import QCResult
+    from defectspectrum.qc.rules import load_rules
+    from defectspectrum.qc.simulate import measure_pairs, simulate
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "rules.yaml", QC_RULES)
+    rules = load_rules(out / "rules.yaml")
+    pred = DSFolder.open(predictions)
+    policies = rules.policies(folder.objects, str(folder.root), [SEG_OBJECT])
+    result = simulate(measure_pairs(folder, pred, "val", [SEG_OBJECT]), policies)
+    write_json_atomic(out / "qc.json", result.to_json())
+    result.write_csv(out / "qc.csv")
+    return QCResult(result, folder, pred, policies, out / "rules.yaml", "val")
+
+
 def _write_report(path: Path, folder: Any, validation: Any, stats: dict[str, Any], shown: Any,
-                  timings: dict[str, float], settings: dict[str, int], seg_result: Any = None) -> None:
+                  timings: dict[str, float], settings: dict[str, int], seg_result: Any = None,
+                  qc_result: Any = None) -> None:
     """The registered report sections on the demo's results, with the demo's steps and files around them."""
     from defectspectrum.report.sections import ReportContext, Section, build_report, get_sections
 
-    context = ReportContext(folder, html=path, validation=validation, stats=stats, overlays=shown,
-                            extra={"seg_eval": seg_result} if seg_result is not None else {})
+    extra: dict[str, Any] = {}
+    if seg_result is not None:
+        extra["seg_eval"] = seg_result
+    if qc_result is not None:
+        extra["qc"] = qc_result
+    context = ReportContext(folder, html=path, validation=validation, stats=stats, overlays=shown, extra=extra)
     overview, *rest = get_sections()
     if seg_result is not None:
         from defectspectrum.seg.report_section import SEG_SECTION
 
         rest.append(SEG_SECTION)  # after the data sections, as SECTION_ORDER has it
+    if qc_result is not None:
+        from defectspectrum.qc.report_section import QC_SECTION
+
+        rest.append(QC_SECTION)
     sections: list[Section] = [overview, DemoSteps(timings, settings), *rest, DemoFiles(path.parent, folder.root)]
     report, problems = build_report(
         context, sections, "defectspectrum demo",
@@ -216,6 +270,7 @@ class DemoSteps:
             ("stats", "images, regions and region areas per class", "stats.json"),
             ("show", "mask overlays and a contact sheet", "show/"),
             ("seg", "train a segmentation model on one material, score and predict its val split", "seg/"),
+            ("qc", "judge truth and prediction with quality-control rules: recall, FPR, misjudged images", "qc/"),
         ]
         rows: list[tuple[str, str, str | None, float]] = [
             (name, what, where, round(self.timings.get(name, 0.0), 2)) for name, what, where in steps]
@@ -241,6 +296,7 @@ class DemoFiles:
             (out / "stats.json", "the statistics above, as JSON"),
             (out / "show", "overlay PNGs (image | overlay) and contact_sheet.png"),
             (out / "seg", "the segmentation run (run.json, best.pt), predicted DS folder pred/, compare/ pictures"),
+            (out / "qc", "the QC rules (rules.yaml) and every image's verdicts (qc.json, qc.csv)"),
         ] if p.exists()], header=["path", "contents"])
 
 

@@ -36,14 +36,11 @@ def _object_option() -> Any:
 
 
 def _open(path: Path, what: str) -> Any:
-    from defectspectrum.data.cli import open_ds
+    """The DS folder at `path`; a file or a missing path is one clear error naming `what` was expected."""
+    from defectspectrum.cli_support import require_folder
+    from defectspectrum.data.dsfolder import DSFolder
 
-    try:
-        return open_ds(path)
-    except InputError as exc:
-        if "not found" in str(exc) and what != "the DS folder":
-            raise InputError(f"{path}: {what} not found; check the path") from None
-        raise
+    return DSFolder.open(require_folder(path, what))
 
 
 def _check_outputs(outputs: list[Path | None], *folders: Any) -> None:
