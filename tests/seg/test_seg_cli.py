@@ -64,6 +64,24 @@ def test_predict_writes_a_valid_ds_folder_with_the_same_ids(trained, tmp_path):
     one_line_error(["seg", "predict", run, ds, tmp_path / "pred"], "pred", "--overwrite")
 
 
+def test_predict_one_split_feeds_qc_simulate(trained, tmp_path):
+    ds, run = trained
+    result = invoke("seg", "predict", run, ds, tmp_path / "pred", "--split", "val", "--no-overlays")
+    assert result.exit_code == 0, result.output
+    truth, pred = DSFolder.open(ds), DSFolder.open(tmp_path / "pred")
+    assert sorted(s.id for s in pred) == sorted(s.id for s in truth.samples(split="val"))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("default: {other_classes: reject}\n", encoding="utf-8")
+    result = invoke("qc", "simulate", "-r", rules, "-t", ds, "-p", tmp_path / "pred", "--split", "val",
+                    "--json", tmp_path / "qc.json")
+    assert result.exit_code == 0, result.output
+    images = json.loads((tmp_path / "qc.json").read_text())["images"]
+    assert len(images) == len(pred)
+    for image in images:  # any predicted defect pixel rejects under these rules
+        assert (image["pred"]["verdict"] == "defective") == bool(pred.load_mask(pred[image["id"]]).any())
+    one_line_error(["seg", "predict", run, ds, tmp_path / "p2", "--split", "test"], "no samples", "in split 'test'")
+
+
 def test_predict_an_image_folder(trained, tmp_path):
     ds, run = trained
     images = tmp_path / "shots"

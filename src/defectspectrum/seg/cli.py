@@ -229,6 +229,7 @@ def predict_command(
     out: Path = typer.Argument(..., help="The DS folder of predicted masks to create."),
     object_name: str | None = typer.Option(None, "--object", help="A folder of images: the object they show; a DS "
                                            "folder: predict only this object (default: every trained one)."),
+    split: str | None = typer.Option(None, "--split", help="A DS folder: predict only this split (e.g. val)."),
     runtime: str = typer.Option("torch", "--runtime", help="torch or onnx (onnxruntime, CPU)."),
     tile: int | None = typer.Option(None, "--tile", min=16,
                                     help="Tile size for large images (default: the training crop)."),
@@ -239,7 +240,7 @@ def predict_command(
 
     Images larger than the training crop are predicted in overlapping tiles (a 10 px pit in 4000 px stays).
 
-    Example: defectspectrum seg predict runs/pill_b0 ds_mvtec pred_pill
+    Example: defectspectrum seg predict runs/pill_b0 ds_mvtec pred_pill --split val
 
     Example: defectspectrum seg predict runs/pill_b0 new_shots/ pred_shots --object pill
 
@@ -267,7 +268,7 @@ def predict_command(
         predictor, labels = loaded.predictor(-1 if tile is None else tile), loaded.info.labels
     else:
         raise InputError(f"--runtime {runtime!r}: choose torch or onnx")
-    folder = predict_to_ds(predictor, labels, source, out, object_name=object_name, overwrite=overwrite,
+    folder = predict_to_ds(predictor, labels, source, out, object_name=object_name, split=split, overwrite=overwrite,
                            overlays=overlays, info={"run": str(Path(run).absolute()), "runtime": runtime,
                                                     "tile": tile})
     wrote(out, f": {len(folder)} predicted masks")

@@ -60,12 +60,14 @@ class _Item:
 
 
 def predict_to_ds(predictor: Predictor, labels: LabelSpace, source: DSFolder | Path, out: Path, *,
-                  object_name: str | None = None, overwrite: bool = False, overlays: bool = True,
-                  info: Mapping[str, Any] | None = None, kept: list[str] | None = None) -> DSFolder:
+                  object_name: str | None = None, split: str | None = None, overwrite: bool = False,
+                  overlays: bool = True, info: Mapping[str, Any] | None = None,
+                  kept: list[str] | None = None) -> DSFolder:
     """Predict every sample of the DS folder (or every image of the folder) `source` into a new DS
     folder `out` (see the module docstring) and return it. `info` (e.g. the run, runtime and tile
     size) is stored with the label space under `prediction` in `out/dataset.json`; `kept` receives
-    the files of the user's own carried over from a replaced DS folder."""
+    the files of the user's own carried over from a replaced DS folder. `split` keeps only the
+    samples of that split of a DS folder (a folder of images has none: InputError)."""
     out = Path(out)
     if isinstance(source, DSFolder):
         folder: DSFolder | None = source
@@ -78,8 +80,10 @@ def predict_to_ds(predictor: Predictor, labels: LabelSpace, source: DSFolder | P
     require_apart(root, out, "choose another folder")
     if folder is not None:
         chosen = _ds_objects(folder, labels, object_name)
-        objects, items = {name: folder.objects[name] for name in chosen}, _ds_items(folder, labels, chosen)
+        objects, items = {name: folder.objects[name] for name in chosen}, _ds_items(folder, labels, chosen, split)
     else:
+        if split is not None:
+            raise InputError(f"{root}: a folder of images has no splits; leave out --split or give a DS folder")
         name = _object_for_images(labels, object_name, root)
         objects, items = {name: labels.objects[name]}, _image_items(root, name)
     meta = {"source": str(root.absolute()), "labels": labels.to_json(),
@@ -126,11 +130,15 @@ def _ds_objects(folder: DSFolder, labels: LabelSpace, object_name: str | None) -
     return chosen
 
 
-def _ds_items(folder: DSFolder, labels: LabelSpace, objects: list[str]) -> list[_Item]:
-    """The samples of `objects` in a DS folder to predict, after checking them against the label space."""
-    samples = [sample for sample in folder if sample.object in objects]
+def _ds_items(folder: DSFolder, labels: LabelSpace, objects: list[str], split: str | None = None) -> list[_Item]:
+    """The samples of `objects` (in `split`, if given) in a DS folder to predict, after checking them
+    against the label space."""
+    samples = [sample for sample in folder if sample.object in objects and (split is None or sample.split == split)]
     if not samples:
-        raise InputError(f"{folder.root}: the DS folder has no samples of {', '.join(objects)} to predict")
+        where = f" in split {split!r}" if split is not None else ""
+        splits = ", ".join(sorted({s.split or "none" for s in folder if s.object in objects}))
+        raise InputError(f"{folder.root}: the DS folder has no samples of {', '.join(objects)}{where} to predict; "
+                         f"its splits: {splits}")
     used = list(dict.fromkeys(sample.object for sample in samples))
     where = str(folder.root)
     problems = []
