@@ -26,12 +26,14 @@ def sweep_figure(points: Sequence[SweepPoint], label: str, chosen: Calibration |
     recall, fpr = _values(points, "recall"), _values(points, "fpr")
     fig = Figure(figsize=(9.5, 3.8), facecolor="white", layout="constrained")
     left, right = fig.subplots(1, 2)
-    left.plot(fpr, recall, marker="o", markersize=3, drawstyle="steps-post")
-    step = max(1, len(points) // 8)
-    for i in range(0, len(points), step):
-        if np.isfinite(fpr[i]) and np.isfinite(recall[i]):
-            left.annotate(f"{values[i]:g}", (fpr[i], recall[i]), textcoords="offset points", xytext=(4, -10),
-                          fontsize=7, color="0.35")
+    left.plot(fpr, recall, marker="o", markersize=3)
+    shown: list[tuple[float, float]] = []  # one label per distinct point (many values give the same rates)
+    for i in range(len(points)):
+        here = (float(fpr[i]), float(recall[i]))
+        if not all(np.isfinite(here)) or any(abs(here[0] - x) < 4 and abs(here[1] - y) < 4 for x, y in shown):
+            continue
+        shown.append(here)
+        left.annotate(f"{values[i]:g}", here, textcoords="offset points", xytext=(4, -10), fontsize=7, color="0.35")
     left.set_xlabel("FPR: benign rejected (%)")
     left.set_ylabel("recall: defective rejected (%)")
     left.set_xlim(-3, 103)
