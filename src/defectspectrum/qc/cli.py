@@ -79,11 +79,13 @@ def rules_command(
 ) -> None:
     """Check a rules file (and its class names against a DS folder) and print it in words.
 
-    A rules file names, per object, classes that are never acceptable (forbidden), limits for minor
-    classes (max_area per region, max_total_area, max_count; areas in px or "N mm2" with
-    pixel_size_mm), classes accepted at any size (accept), what happens to other classes
-    (other_classes: reject or accept) and a speck size below which regions are ignored
-    (min_region_area). Limits are inclusive: max_area 4799 rejects a region of 4800 px.
+    Per object: forbidden classes, limits for minor ones (max_area, max_total_area, max_count), accept.
+
+    Also other_classes (reject or accept) and min_region_area (smaller regions are specks, ignored).
+
+    Areas are px, or "N mm2" with pixel_size_mm. Limits are inclusive: max_area 4799 rejects 4800 px.
+
+    configs/qc/example_product.yaml documents every option.
 
     Example: defectspectrum qc rules configs/qc/pill.yaml ds_mvtec
     """
@@ -123,8 +125,9 @@ def simulate_command(
 ) -> None:
     """Judge every image from its true and its predicted mask; print recall, FPR and precision.
 
-    Defective is positive: recall = rejected defective / all defective, FPR = rejected benign / all
-    benign; a rate with nothing to divide by is n/a (null in JSON), never 0 or 100.
+    Defective is positive: recall = rejected defective / all defective, FPR = rejected benign / all benign.
+
+    A rate with nothing to divide by is n/a (null in JSON), never 0 or 100.
 
     Example: defectspectrum qc simulate --rules configs/qc/pill.yaml --truth ds_mvtec --pred pred_pill --split val
 
@@ -346,8 +349,9 @@ def calibrate_command(
 ) -> None:
     """Choose a limit that meets a target escape or false-reject rate on validation images.
 
-    The rates come with a confidence interval; where the images cannot decide (no defective ones for
-    an escape target, no benign ones for a false-reject target) it says so instead of choosing.
+    The rates come with a (Wilson) confidence interval.
+
+    With no defective validation image (for --max-escape) or no benign one (--max-false-reject) it refuses.
 
     Example: defectspectrum qc calibrate -r pill.yaml -t ds -p pred --limit max_area --class color --max-escape 5
     """
