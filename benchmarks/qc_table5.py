@@ -72,7 +72,6 @@ class Outcome:
     name: str
     counts: Counts
     miou: float | None = None
-    seconds: float | None = None
 
 
 # --------------------------------------------------------------------------- data
@@ -99,7 +98,7 @@ def coarsen(mask: np.ndarray, dilate: int, miss_below: float, miss_prob: float,
     missed = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] < miss_below and draws[k] < miss_prob]
     kept = (defect & ~np.isin(regions, missed)).astype(np.uint8)
     if dilate > 1:
-        kept = cv2.dilate(kept, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (dilate, dilate)))
+        kept = np.asarray(cv2.dilate(kept, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (dilate, dilate))), np.uint8)
     return np.where(kept > 0, dominant, 0).astype(np.uint8)
 
 
@@ -124,19 +123,26 @@ def val_subset(folder: DSFolder) -> DSFolder:
 # --------------------------------------------------------------------------- rules
 
 
-def rules_text(material: str, size: int) -> str:
-    """The rules YAML for `material` on `size` x `size` images."""
+def rules_data(material: str, size: int) -> dict[str, Any]:
+    """The generated rules for `material` on `size` x `size` images, as the YAML mapping."""
     classes, area = MATERIALS[material], size * size
     policy: dict[str, Any] = {"forbidden": [c for c in classes if c in FORBIDDEN],
                               "limits": {c: {LIMITS[c][0]: round(LIMITS[c][1] * area)} for c in classes if c in LIMITS},
                               "other_classes": "reject"}
-    return yaml.safe_dump({"version": 1, "min_region_area": max(1, round(SPECK * area)),
-                           "objects": {material: policy}}, sort_keys=False)
+    return {"version": 1, "min_region_area": max(1, round(SPECK * area)), "objects": {material: policy}}
+
+
+def rules_summary(data: dict[str, Any]) -> str:
+    """The generated rules in one line."""
+    (policy,) = data["objects"].values()
+    limits = [f"{name} {key} {value} px" for name, limit in policy["limits"].items() for key, value in limit.items()]
+    return (f"{', '.join(policy['forbidden']) or 'nothing'} forbidden; {'; '.join(limits)}; "
+            f"regions < {data['min_region_area']} px ignored")
 
 
 def write_rules(path: Path, material: str, size: int) -> Path:
     """Write the generated rules file for `material` to `path`."""
-    path.write_text(rules_text(material, size), encoding="utf-8")
+    path.write_text(yaml.safe_dump(rules_data(material, size), sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -211,14 +217,15 @@ def compare(original: Counts, refined: Counts) -> str:
             f"({'better' if fpr_win else 'not better'}).")
 
 
-def settings_text(args: argparse.Namespace, truth: DSFolder, rules_path: Path, seconds: float) -> str:
+def settings_text(args: argparse.Namespace, truth: DSFolder, seconds: float) -> str:
     """The settings of the run, for the lines under the table."""
     train, val = len(truth.samples(split="train")), len(truth.samples(split="val"))
+    rules = str(args.rules) if args.rules else rules_summary(rules_data(args.material, args.size))
     return (f"material {args.material} ({', '.join(MATERIALS[args.material])}), {len(truth)} images "
             f"({train} train, {val} val; {args.per_type} per defect folder, {args.good} good), {args.size} px, "
             f"seed {args.seed}\nmodel {args.model}, {args.steps} steps, batch {args.batch}, crop {args.crop}, "
             f"lr {args.lr:g}; original labels: dilate {args.dilate} px, regions < {args.miss_below:g} px missed with "
-            f"p = {args.miss_prob:g}\nrules: {rules_path.name}; total {seconds:.0f} s")
+            f"p = {args.miss_prob:g}\nrules: {rules}\ntotal {seconds:.0f} s")
 
 
 # --------------------------------------------------------------------------- main
@@ -246,6 +253,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     args = parser.parse_args(argv)
+    if min(args.per_type, args.steps, args.size) < 1 or args.good < 0 or not 0 <= args.miss_prob <= 1:
+        parser.error("--per-type, --steps and --size must be at least 1, --good at least 0, --miss-prob in 0..1")
     scale = args.size / 256
     if args.dilate is None:
         args.dilate = max(1, round(7 * scale))
@@ -286,18 +295,16 @@ def run(args: argparse.Namespace, work: Path) -> None:
     truth = timed("refined truth", lambda: make_refined(work / "refined", args))
     original = timed("original labels", lambda: make_original(truth, work / "original", args))
     rules_path = args.rules or write_rules(work / "rules.yaml", args.material, args.size)
-    outcomes = [Outcome("original labels themselves (no model)", judge(truth, original, rules_path))]
+    outcomes = [Outcome("original labels as masks (no model)", judge(truth, original, rules_path))]
     for key, name, data in (("original", "original (coarse) model", original),
                             ("refined", "Defect Spectrum (refined) model", truth)):
-        pred, seconds = timed(f"train + predict {name}", lambda data=data, key=key: train_and_predict(
-            data, truth, work / "runs" / key, args))
-        outcomes.append(Outcome(name, judge(truth, pred, rules_path), val_miou(truth, pred), seconds))
+        pred, seconds = train_and_predict(data, truth, work / "runs" / key, args)
+        print(f"train + predict {name}: {seconds:.0f} s", flush=True)
+        outcomes.append(Outcome(name, judge(truth, pred, rules_path), val_miou(truth, pred)))
     print()
     print(table(outcomes))
     print()
-    print(settings_text(args, truth, rules_path, time.perf_counter() - start))
-    if args.rules is None:
-        print("rules (px):", " ".join(rules_path.read_text(encoding="utf-8").split()))
+    print(settings_text(args, truth, time.perf_counter() - start))
     print(compare(outcomes[1].counts, outcomes[2].counts))
 
 

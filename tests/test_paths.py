@@ -71,3 +71,15 @@ def test_containment_of_a_symlinked_root(tmp_path: Path) -> None:
     (real / "o" / "a.png").write_bytes(b"x")
     os.symlink(real, tmp_path / "link")
     assert Containment(tmp_path / "link").inside(PurePosixPath("o/a.png"))
+
+
+def test_csv_cells_never_run_as_formulas(tmp_path):
+    import csv
+
+    from defectspectrum.io import csv_cell, write_csv_atomic
+
+    assert csv_cell("=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")"
+    assert csv_cell("@SUM(A1)") == "'@SUM(A1)" and csv_cell("+12") == "+12"  # a number stays a number
+    assert csv_cell("-3.5") == "-3.5" and csv_cell("-cmd") == "'-cmd" and csv_cell(7) == 7
+    write_csv_atomic(tmp_path / "t.csv", ["class", "n"], [["=1+1", 2], ["scratch", 3]])
+    assert list(csv.reader((tmp_path / "t.csv").open())) == [["class", "n"], ["'=1+1", "2"], ["scratch", "3"]]

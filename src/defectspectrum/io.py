@@ -26,7 +26,9 @@ Image reads (every reader, validate, show, stats and the exports go through `ope
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import itertools
 import json
 import os
@@ -36,7 +38,7 @@ import stat
 import struct
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -171,6 +173,36 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write `data` as indented JSON to `path` atomically."""
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """`value` safe for a spreadsheet: text that a spreadsheet would run as a formula (starting with
+    =, +, -, @, tab or CR, e.g. a class name from a hostile data set) gets a leading apostrophe;
+    numbers, and text that reads as a number, are kept as they are."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A CSV document (one header line, `\n` line ends) with every cell made safe by `csv_cell`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([csv_cell(cell) for cell in row] for row in rows)
+    return buffer.getvalue()
+
+
+def write_csv_atomic(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write `csv_text(header, rows)` to `path` atomically."""
+    write_text_atomic(path, csv_text(header, rows))
 
 
 def copy_file_atomic(src: Path, dst: Path) -> None:

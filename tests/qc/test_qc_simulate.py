@@ -48,8 +48,9 @@ def test_outcomes_and_rates(pair: tuple[DSFolder, DSFolder]) -> None:
     c = next(image for image in data["images"] if image["id"] == "plate/c")
     assert c["truth"] == {"verdict": "benign", "reasons": []}
     assert c["pred"]["reasons"][0]["rule"] == "max_area" and c["pred"]["reasons"][0]["measured"] == 16
-    rows = result.csv_text().splitlines()
-    assert rows[0].startswith("id,object,split,truth,pred,outcome") and len(rows) == 7
+    rows = result.csv_rows()
+    assert len(rows) == 6 and rows[2][:6] == ["plate/c", "plate", "", "benign", "defective", "FP"]
+    assert rows[2][7] == "spot: a region of 16 px > max_area 10 px"
 
 
 def test_the_prediction_must_hold_the_same_samples(tmp_path: Path, pair: tuple[DSFolder, DSFolder]) -> None:

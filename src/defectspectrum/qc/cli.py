@@ -182,10 +182,7 @@ def compare_command(
 
     Example: defectspectrum qc compare pred_coarse pred_refined --names original,refined -r rules.yaml -t ds --split val
     """
-    import csv
-    import io
-
-    from defectspectrum.io import write_json_atomic, write_text_atomic
+    from defectspectrum.io import write_csv_atomic, write_json_atomic
     from defectspectrum.paths import unique_name
     from defectspectrum.qc.rates import percent
     from defectspectrum.qc.simulate import measure_pairs, simulate
@@ -215,14 +212,9 @@ def compare_command(
                                                       for row in rows}})
         wrote(json_path)
     if csv_path is not None:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["name", "recall", "fpr", "precision", "tp", "fn", "fp", "tn"])
-        for row in rows:
-            c = row["counts"]
-            writer.writerow([row["name"], percent(row["recall"]), percent(row["fpr"]), percent(row["precision"]),
-                             c["tp"], c["fn"], c["fp"], c["tn"]])
-        write_text_atomic(csv_path, buffer.getvalue())
+        write_csv_atomic(csv_path, ["name", "recall", "fpr", "precision", "tp", "fn", "fp", "tn"], [
+            [row["name"], percent(row["recall"]), percent(row["fpr"]), percent(row["precision"]),
+             *(row["counts"][key] for key in ("tp", "fn", "fp", "tn"))] for row in rows])
         wrote(csv_path)
 
 
@@ -291,10 +283,7 @@ def sweep_command(
 
     Example: defectspectrum qc sweep -r rules.yaml -t ds -p pred --limit min_region_area --values 0:200:10
     """
-    import csv
-    import io
-
-    from defectspectrum.io import write_json_atomic, write_text_atomic
+    from defectspectrum.io import write_csv_atomic, write_json_atomic
     from defectspectrum.qc.plots import write_sweep_png
     from defectspectrum.qc.rates import percent
     from defectspectrum.qc.sweep import sweep
@@ -314,14 +303,9 @@ def sweep_command(
                                       "points": [point.to_json() for point in points]})
         wrote(json_path)
     if csv_path is not None:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["value", "recall", "fpr", "precision", "tp", "fn", "fp", "tn"])
-        for point in points:
-            c = point.counts
-            writer.writerow([f"{point.value:g}", percent(c.recall), percent(c.fpr), percent(c.precision),
-                             c.tp, c.fn, c.fp, c.tn])
-        write_text_atomic(csv_path, buffer.getvalue())
+        write_csv_atomic(csv_path, ["value", "recall", "fpr", "precision", "tp", "fn", "fp", "tn"], [
+            [f"{p.value:g}", percent(p.counts.recall), percent(p.counts.fpr), percent(p.counts.precision),
+             p.counts.tp, p.counts.fn, p.counts.fp, p.counts.tn] for p in points])
         wrote(csv_path)
     if plot is not None:
         wrote(write_sweep_png(plot, points, knob.label))
@@ -390,10 +374,7 @@ def judge_command(
 
     Example: defectspectrum qc judge pred_today --rules configs/qc/pill.yaml --csv verdicts.csv
     """
-    import csv
-    import io
-
-    from defectspectrum.io import write_json_atomic, write_text_atomic
+    from defectspectrum.io import write_csv_atomic, write_json_atomic
     from defectspectrum.qc.simulate import judge_folder
 
     folder = _open(pred, "the DS folder")
@@ -411,10 +392,7 @@ def judge_command(
             for sample, verdict in verdicts]})
         wrote(json_path)
     if csv_path is not None:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["id", "object", "split", "verdict", "reasons"])
-        for sample, verdict in verdicts:
-            writer.writerow([sample.id, sample.object, sample.split or "", verdict.label, verdict.text])
-        write_text_atomic(csv_path, buffer.getvalue())
+        write_csv_atomic(csv_path, ["id", "object", "split", "verdict", "reasons"], [
+            [sample.id, sample.object, sample.split or "", verdict.label, verdict.text]
+            for sample, verdict in verdicts])
         wrote(csv_path)

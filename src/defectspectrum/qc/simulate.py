@@ -14,8 +14,6 @@ writes them; anything else is an error listing what differs, before anything is 
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ import numpy as np
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.data.sample import Sample
 from defectspectrum.errors import InputError
-from defectspectrum.io import write_text_atomic
+from defectspectrum.io import write_csv_atomic
 from defectspectrum.progress import track
 from defectspectrum.qc.rates import Counts, outcome
 from defectspectrum.qc.rules import Policy
@@ -153,18 +151,15 @@ class Simulation:
                             "outcome": image.outcome, "truth": image.truth.to_json(), "pred": image.pred.to_json()}
                            for image in self.images]}
 
-    def csv_text(self) -> str:
-        """One row per image: id, object, split, truth, pred, outcome and both verdicts' reasons."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["id", "object", "split", "truth", "pred", "outcome", "truth_reasons", "pred_reasons"])
-        for image in self.images:
-            writer.writerow([image.sample.id, image.sample.object, image.sample.split or "", image.truth.label,
-                             image.pred.label, image.outcome, image.truth.text, image.pred.text])
-        return buffer.getvalue()
+    CSV_HEADER = ("id", "object", "split", "truth", "pred", "outcome", "truth_reasons", "pred_reasons")
+
+    def csv_rows(self) -> list[list[str]]:
+        """One row per image (`CSV_HEADER`): both verdicts, the outcome and both verdicts' reasons."""
+        return [[image.sample.id, image.sample.object, image.sample.split or "", image.truth.label, image.pred.label,
+                 image.outcome, image.truth.text, image.pred.text] for image in self.images]
 
     def write_csv(self, path: Path) -> None:
-        write_text_atomic(Path(path), self.csv_text())
+        write_csv_atomic(Path(path), self.CSV_HEADER, self.csv_rows())
 
 
 def simulate(measured: Sequence[Measured], policies: Mapping[str, Policy],

@@ -8,8 +8,6 @@ repeated; a grid that was interrupted continues with `resume=True`, keeping the 
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ import numpy as np
 
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.errors import InputError
-from defectspectrum.io import read_json, write_json_atomic, write_text_atomic
+from defectspectrum.io import csv_text, read_json, write_json_atomic, write_text_atomic
 from defectspectrum.paths import safe_name
 from defectspectrum.seg.run import LAST, RUN_JSON, RunConfig, read_history, read_run
 
@@ -138,14 +136,12 @@ class Table:
         return "\n".join(lines) + "\n"
 
     def csv(self) -> str:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow([self.row_title, "column", "mIoU_mean", "mIoU_std", "seeds"])
+        rows = []
         for row in self.rows:
             for column in [*self.columns, *(["mean"] if len(self.columns) > 1 else [])]:
                 mean, std, n = self.cells[(row, column)] if column != "mean" else self.row_means[row]
-                writer.writerow([row, column, "" if n == 0 else f"{mean:.4f}", "" if n == 0 else f"{std:.4f}", n])
-        return buffer.getvalue()
+                rows.append([row, column, "" if n == 0 else f"{mean:.4f}", "" if n == 0 else f"{std:.4f}", n])
+        return csv_text([self.row_title, "column", "mIoU_mean", "mIoU_std", "seeds"], rows)
 
     def to_json(self) -> dict[str, Any]:
         def entry(value: tuple[float, float, int]) -> dict[str, Any]:
