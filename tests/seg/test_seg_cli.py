@@ -288,3 +288,21 @@ def test_no_good_trains_on_defective_images_only(trained, tmp_path):
     assert info.config.include_good is False
     assert info.data["train_ids"] and not any(folder[i].is_good for i in info.data["train_ids"])
     assert any(s.is_good for s in folder.samples(split="train"))  # there were good ones to leave out
+
+
+def test_train_ctrl_c_stops_with_a_checkpoint_to_resume(trained, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import defectspectrum.seg.cli as seg_cli
+
+    ds, _ = trained
+    monkeypatch.setattr(seg_cli, "_on_event", lambda event: os.kill(os.getpid(), signal.SIGINT))
+    result = invoke("seg", "train", ds, "--model", register_tiny_model(), "--out", tmp_path / "run", *TRAIN)
+    assert result.exit_code == 130, result.output
+    assert "stopped at step 3 (Ctrl-C)" in " ".join(result.stdout.split()) and "--resume" in result.stdout
+    assert read_run(tmp_path / "run").results["last_step"] == 3
+    monkeypatch.undo()
+    result = invoke("seg", "train", "--out", tmp_path / "run", "--resume")
+    assert result.exit_code == 0, result.output
+    assert read_run(tmp_path / "run").results["last_step"] == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,15 @@ from seg_helpers import register_tiny_model, split_synth  # noqa: E402
 from defectspectrum.errors import InputError  # noqa: E402
 from defectspectrum.seg.labels import IGNORE_INDEX  # noqa: E402
 from defectspectrum.seg.run import RunConfig, read_run  # noqa: E402
-from defectspectrum.seg.train import StreamBatches, TrainStep, dice_loss, poly_schedule, train  # noqa: E402
+from defectspectrum.seg.train import (  # noqa: E402
+    StreamBatches,
+    TrainingStopped,
+    TrainStep,
+    dice_loss,
+    poly_schedule,
+    stop_requests,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +57,37 @@ def test_resume_is_exact(ds, tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "split" / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [3, 6]  # the line past the checkpoint is gone
     assert all("mIoU" in r for r in lines)
+
+
+def test_ctrl_c_checkpoints_the_current_step_and_resume_is_exact(ds, tmp_path):
+    config = tiny_config(ds, steps=14, val_every=7, num_workers=1)
+    straight = train(config, tmp_path / "straight")
+
+    def press_ctrl_c(event):  # the first progress event comes with the validation at step 7
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingStopped, match="stopped at step 8 .*--resume") as stopped:
+        train(config, tmp_path / "run", on_event=press_ctrl_c)
+    assert stopped.value.step == 8  # the step under way when Ctrl-C came is finished
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert read_run(tmp_path / "run").results["last_step"] == 8
+    resumed = train(config, tmp_path / "run", resume=True)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_a_second_ctrl_c_interrupts_at_once():
+    with stop_requests(True) as requested:
+        assert not requested()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert requested()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    with stop_requests(False) as never:  # several processes: Ctrl-C acts as usual
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        assert not never()
 
 
 def test_a_different_seed_trains_differently(ds, tmp_path):

@@ -123,7 +123,7 @@ def train_command(
     """
     require_seg_extra()
     from defectspectrum.seg.run import RunConfig, read_run
-    from defectspectrum.seg.train import train
+    from defectspectrum.seg.train import TrainingStopped, train
 
     previous = None
     if resume or from_run is not None:
@@ -157,7 +157,11 @@ def train_command(
     from defectspectrum.seg.models.registry import model_info
 
     model_info(config.model)  # an unknown name is an error before any data is read
-    info = train(config, out, resume=resume, on_event=_on_event).info
+    try:
+        info = train(config, out, resume=resume, on_event=_on_event).info
+    except TrainingStopped as stopped:
+        say(("stopped", "yellow"), f" {str(stopped).removeprefix('stopped ')}")
+        raise typer.Exit(130) from None
     if previous is not None and previous.data.get("train_digest") != info.data.get("train_digest"):
         say(("warning:", "yellow"), f" the training split differs from the one of {from_run} (the data or its "
             "splits changed); the scores are not comparable")

@@ -14,8 +14,11 @@ import json
 import math
 import os
 import platform
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from defectspectrum.data.dsfolder import DSFolder
-from defectspectrum.errors import InputError
+from defectspectrum.errors import DefectSpectrumError, InputError
 from defectspectrum.io import write_json_atomic, write_text_atomic
 from defectspectrum.progress import progress
 from defectspectrum.seg.checkpoint import load_checkpoint, save_checkpoint
@@ -312,6 +315,42 @@ def _append_history(out: Path, record: dict[str, Any]) -> None:
         handle.write(json.dumps(record, allow_nan=False) + "\n")
 
 
+class TrainingStopped(DefectSpectrumError):
+    """Ctrl-C during training: the run was checkpointed after its current step and can be resumed."""
+
+    def __init__(self, out: Path, step: int) -> None:
+        super().__init__(f"stopped at step {step} (Ctrl-C); its checkpoint is saved: continue with "
+                         f"`defectspectrum seg train --out {out} --resume`")
+        self.out, self.step = out, step
+
+
+@contextmanager
+def stop_requests(enabled: bool) -> Iterator[Callable[[], bool]]:
+    """Yields `requested()`: in one process on the main thread, the first Ctrl-C (SIGINT) only asks the
+    training loop to stop after its current step (so that it checkpoints); a second one interrupts at once.
+    Elsewhere (several processes, where ranks would stop at different steps) Ctrl-C acts as usual."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    requested: list[bool] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(requested)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ignore_interrupts(_worker: int) -> None:
+    """Data loader workers leave Ctrl-C to the main process, which stops them when it ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int | None = None,
           on_event: Callable[[TrainEvent], None] | None = None) -> TrainResult:
     """Train `config.model` on `config.data` into `out` (a new folder, or an existing run with
@@ -395,7 +434,7 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
     loader = DataLoader(_EpochItems(sources), batch_sampler=batches, num_workers=config.num_workers,
                         pin_memory=accelerator.device.type == "cuda",
                         generator=torch.Generator().manual_seed(config.seed),
-                        persistent_workers=False)
+                        worker_init_fn=_ignore_interrupts, persistent_workers=False)
 
     def checkpoint(step: int) -> None:
         if accelerator.is_main_process:
@@ -434,7 +473,8 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
     core.train()
     begun = time.perf_counter()
     running: list[float] = []
-    with progress(stop, f"train {config.model}", completed=start) as update:
+    with progress(stop, f"train {config.model}", completed=start) as update, \
+            stop_requests(accelerator.num_processes == 1) as stop_requested:
         for step, batch in enumerate(loader, start=start):
             images = batch["image"].to(accelerator.device, non_blocking=True)
             targets = batch["mask"].to(accelerator.device, non_blocking=True)
@@ -452,6 +492,12 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
             is_val = done % config.val_every == 0 or done == config.steps
             status = f"loss {np.mean(running[-20:]):.3f}" + (f"  best mIoU {best:.1f}" if best is not None else "")
             update(1, status)
+            if stop_requested() and done < stop:
+                info.results["last_step"] = done
+                info.results["train_seconds"] = round(info.results.get("train_seconds", 0.0)
+                                                      + time.perf_counter() - begun, 2)
+                checkpoint(done)
+                raise TrainingStopped(out, done)
             if not (is_val or done == stop or done % 10 == 0):
                 continue
             mean_loss = float(accelerator.reduce(torch.tensor(np.mean(running), device=accelerator.device),
