@@ -2,12 +2,13 @@
 #   make demo   end-to-end run on embedded generated data; prints where the HTML report is
 #   make test   lint (ruff), type check (mypy) and the test suite
 #   make bench  speed/memory benchmarks (print ratios against a baseline measured in the same run)
+#   make table5 the paper's Table 5 (QC with coarse vs refined labels) on procedural data, ~8 min
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench table5 clean
 
 install: $(STAMP)
 
@@ -30,6 +31,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_convert.py
 	$(PY) benchmarks/bench_seg.py
+
+table5: $(STAMP)
+	$(PY) benchmarks/qc_table5.py
 
 clean:
 	rm -rf $(VENV) demo_output build *.egg-info src/*.egg-info
