@@ -90,8 +90,8 @@ def diffusion_loss(model: Any, x0: torch.Tensor, scheduler: Any, config: Diffusi
     """One training loss on a batch of clean samples `x0`: a random timestep and noise per sample,
     MSE between the model's output and its target (x0 or the noise), plus `mask_ce_weight` x the
     cross-entropy of the predicted x0's mask channels (as logits) against the true classes."""
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    t = torch.randint(0, config.train_steps, (x0.shape[0],), generator=generator, device=x0.device)
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)  # drawn on the CPU: the
+    t = torch.randint(0, config.train_steps, (x0.shape[0],), generator=generator).to(x0.device)  # same on any device
     noisy = scheduler.add_noise(x0, noise, t)
     out = model(noisy, t).sample
     target = x0 if config.prediction == "x0" else noise

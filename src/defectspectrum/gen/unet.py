@@ -60,7 +60,7 @@ def norm_groups(preset: Preset) -> int:
     return max(g for g in range(1, preset.norm_groups + 1) if width % g == 0)
 
 
-def build_unet(preset: Preset, channels: int, sample_size: int | None = None) -> UNet2DModel:
+def build_unet(preset: Preset, channels: int, sample_size: int | None = None) -> nn.Module:
     """A fresh (randomly initialised) UNet for samples of `channels` channels (3 + classes)."""
     levels = len(preset.channel_mult)
     attention = set(preset.attention_levels)
@@ -74,6 +74,7 @@ def build_unet(preset: Preset, channels: int, sample_size: int | None = None) ->
         mid_block_type="UNetMidBlock2D" if preset.mid_block else None,
         add_attention=preset.mid_attention, attention_head_dim=heads, norm_num_groups=norm_groups(preset),
         dropout=preset.dropout)
+    module = cast(nn.Module, model)  # a UNet2DModel is a torch module; diffusers' types do not say so to mypy
     if preset.norm == "local":
-        _localise(cast(nn.Module, model))  # a torch module; diffusers' types do not say so to mypy
-    return model
+        _localise(module)
+    return module

@@ -1,0 +1,76 @@
+"""Generator training: the data policy, exact resume (model and EMA), and a loss that falls."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "seg"))
+
+from seg_helpers import split_synth  # noqa: E402
+
+from defectspectrum.errors import InputError  # noqa: E402
+from defectspectrum.gen.train import FewShotPairs, GenConfig, train_generator  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory) -> Path:
+    return split_synth(tmp_path_factory.mktemp("gen") / "ds", size=40, per_type=3, k=2).root
+
+
+def tiny(ds: Path, **changes) -> GenConfig:
+    settings = {"data": str(ds), "object": "metal", "preset": "small", "width": 8, "layers": 1, "size": 32,
+                "steps": 6, "batch_size": 2, "lr": 1e-3, "checkpoint_every": 3, "ema_decay": 0.9}
+    settings.update(changes)
+    return GenConfig(**settings)
+
+
+def test_batches_follow_the_data_policy(ds: Path) -> None:
+    config = tiny(ds, size=24, hflip=True, rotate90=True)
+    data = FewShotPairs.load(config)
+    assert data.classes == ("background", "scratch", "spot", "hole", "stain")
+    assert all(min(mask.shape) == 24 and image.shape[:2] == mask.shape for image, mask in data.pairs)
+    assert all(not i.endswith(("good_000", "good_001")) for i in data.ids)  # defective images only by default
+    batch = data.batch(config, 5)
+    assert batch.shape == (2, 3 + 5, 24, 24)
+    assert torch.equal(batch, data.batch(config, 5)) and not torch.equal(batch, data.batch(config, 6))
+    halves = [data.batch(config, 5, rank, 2) for rank in (0, 1)]  # two processes share one global batch
+    assert halves[0].shape == (2, 8, 24, 24) and not torch.equal(halves[0], halves[1])
+
+
+def test_resume_is_exact_for_model_and_ema(ds: Path, tmp_path: Path) -> None:
+    config = tiny(ds)
+    straight = train_generator(config, tmp_path / "straight")
+    train_generator(config, tmp_path / "split", stop_after=3)
+    resumed = train_generator(config, tmp_path / "split", resume=True)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    for x, y in zip(straight.ema.shadow_params, resumed.ema.shadow_params):
+        assert torch.equal(x, y)
+    assert not torch.equal(straight.ema.shadow_params[0], next(straight.model.parameters()).detach())
+    with pytest.raises(InputError, match="--resume takes the run's own settings"):
+        train_generator(tiny(ds, lr=5e-4), tmp_path / "split", resume=True)
+    with pytest.raises(InputError, match="not an empty folder"):
+        train_generator(config, tmp_path / "split")
+
+
+def test_the_loss_falls(ds: Path, tmp_path: Path) -> None:
+    result = train_generator(tiny(ds, steps=60, lr=2e-3, checkpoint_every=60), tmp_path / "run")
+    first, last = np.mean(result.losses[:10]), np.mean(result.losses[-10:])
+    assert last < 0.8 * first, (first, last)
+
+
+def test_config_mistakes_are_one_line(ds: Path) -> None:
+    with pytest.raises(InputError, match="--size 30: a multiple of 4"):
+        tiny(ds, size=30)
+    with pytest.raises(InputError, match="unknown object 'pill'; objects: metal"):
+        FewShotPairs.load(tiny(ds, object="pill"))
+    with pytest.raises(InputError, match="no defective samples in split 'test'"):
+        FewShotPairs.load(tiny(ds, split="test"))
