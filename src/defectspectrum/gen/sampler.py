@@ -21,13 +21,14 @@ from defectspectrum.errors import InputError
 
 
 def two_stage_sample(large: Any, small: Any, scheduler: Any, shape: tuple[int, ...], switch: int,
-                     generator: torch.Generator | None = None, steps: int | None = None,
+                     generator: torch.Generator | list[torch.Generator] | None = None, steps: int | None = None,
                      device: str | torch.device = "cpu",
                      on_step: Callable[[int, str], None] | None = None) -> torch.Tensor:
     """Sample a batch of `shape` (N, 3 + C, H, W): start from Gaussian noise (drawn as diffusers'
     pipelines draw it), then for each of the scheduler's timesteps t (`steps` of them, default every
     training step) let `large` (t >= switch) or `small` (t < switch) predict and step the scheduler.
     Either model may be None where its stage is empty (switch 0: large only; switch > T: small only).
+    `generator` may be a list, one per sample: each sample then depends on its own generator only.
     `on_step(t, "large" | "small")` is called before each model call."""
     from diffusers.utils.torch_utils import randn_tensor
 

@@ -1,0 +1,206 @@
+"""Sampling trained generators into a DS folder of synthetic image-mask pairs.
+
+```python
+large, small = load_generator(Path("runs/pill_large")), load_generator(Path("runs/pill_small"))
+folder = write_samples(large, small, switch=50, num=100, out=Path("gen_pill"), seed=0)
+```
+
+Sample i starts from its own generator, seeded by (seed, i), so it is the same whatever batch or
+process draws it, and `regenerate` draws it again. Masks are the argmax over the mask channels;
+regions under `min_area` px are removed (to background); a sample left without any defect is
+dropped unless `keep_empty`. Each sample is marked `synthetic`, captioned by the data layer's
+captioner, and its `source` holds the two runs, the switch step, the sampler and the seed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from defectspectrum.data.captions import template_caption
+from defectspectrum.data.classes import ClassMap
+from defectspectrum.data.dsfolder import DSFolder, staged_ds_folder
+from defectspectrum.errors import InputError
+from defectspectrum.gen.diffusion import DiffusionConfig, decode_pair, make_scheduler
+from defectspectrum.gen.presets import Preset
+from defectspectrum.gen.sampler import two_stage_sample
+from defectspectrum.gen.train import GEN_JSON, LAST
+from defectspectrum.gen.unet import build_unet
+from defectspectrum.progress import track
+from defectspectrum.seg.checkpoint import load_checkpoint
+
+
+@dataclass
+class LoadedGenerator:
+    """A trained generator: its model (EMA weights unless asked otherwise) and what it was trained on."""
+
+    run: Path
+    model: Any
+    object: str
+    classes: tuple[str, ...]
+    size: int
+    diffusion: DiffusionConfig
+    weights: str
+
+    @property
+    def channels(self) -> int:
+        return 3 + len(self.classes)
+
+
+def load_generator(run: Path, weights: str = "ema", device: str | torch.device = "cpu") -> LoadedGenerator:
+    """The run in `run` (written by `gen train`) with its `ema` (default) or `raw` weights."""
+    run = Path(run)
+    if weights not in ("ema", "raw"):
+        raise InputError(f"--weights {weights!r}: choose ema or raw")
+    info_path = run / GEN_JSON
+    if not info_path.is_file():
+        raise InputError(f"{run}: no {GEN_JSON}; give a run folder written by `defectspectrum gen train`")
+    from defectspectrum.io import read_json
+
+    info = read_json(info_path)
+    try:
+        config, classes = info["config"], tuple(info["classes"])
+        preset = Preset.model_validate(info["preset"])
+        diffusion = DiffusionConfig(config["schedule"], config["prediction"], mask_ce_weight=config["mask_ce_weight"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{info_path}: not a generator run file ({exc}); train again") from None
+    model = build_unet(preset, 3 + len(classes), config["size"])
+    state = load_checkpoint(run / LAST, ["model", "ema"], "train the generator again")
+    model.load_state_dict(state["model"])
+    if weights == "ema":
+        shadow = state["ema"].get("shadow_params") if isinstance(state["ema"], dict) else None
+        params = list(model.parameters())
+        if not isinstance(shadow, list) or len(shadow) != len(params):
+            raise InputError(f"{run / LAST}: its EMA weights do not fit the model; use --weights raw or train again")
+        with torch.no_grad():
+            for param, value in zip(params, shadow):
+                param.copy_(value)
+    model.to(device).eval()
+    return LoadedGenerator(run, model, config["object"], classes, int(config["size"]), diffusion, weights)
+
+
+def _check_pair(large: LoadedGenerator | None, small: LoadedGenerator | None) -> LoadedGenerator:
+    given = [g for g in (large, small) if g is not None]
+    if not given:
+        raise InputError("give a large and/or a small generator run")
+    first = given[0]
+    for other in given[1:]:
+        if (other.classes, other.size, other.object) != (first.classes, first.size, first.object):
+            raise InputError(f"{other.run} and {first.run} were trained on different objects, classes or sizes; "
+                             "pair runs of the same object")
+        if other.diffusion.schedule != first.diffusion.schedule or \
+                other.diffusion.prediction != first.diffusion.prediction:
+            raise InputError(f"{other.run} and {first.run} use different schedules or predictions; pair runs "
+                             "trained with the same diffusion settings")
+    return first
+
+
+def remove_specks(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """`mask` with every 8-connected region of a class smaller than `min_area` px set to background."""
+    if min_area <= 1:
+        return mask
+    out = mask.copy()
+    for index in np.unique(mask):
+        if index == 0:
+            continue
+        count, labels, stats, _ = cv2.connectedComponentsWithStats((mask == index).astype(np.uint8), connectivity=8)
+        small = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] < min_area]
+        if small:
+            out[np.isin(labels, small)] = 0
+    return out
+
+
+def sample_generator(seed: int, index: int) -> torch.Generator:
+    """The generator of sample `index`: the same in any batch, process or later call."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, index]).generate_state(1)[0]))
+
+
+def draw(large: LoadedGenerator | None, small: LoadedGenerator | None, switch: int, indices: list[int], seed: int,
+         sampler: str = "ddpm", steps: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Samples `indices` (one batch) as (image, raw argmax mask) pairs."""
+    first = _check_pair(large, small)
+    scheduler = make_scheduler(first.diffusion, sampler)
+    generators = [sample_generator(seed, i) for i in indices]
+    x = two_stage_sample(large.model if large else None, small.model if small else None, scheduler,
+                         (len(indices), first.channels, first.size, first.size), switch, generator=generators,
+                         steps=steps, device=next(first.model.parameters()).device)
+    return [decode_pair(sample) for sample in x.float()]
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """One drawn sample and what became of it."""
+
+    index: int
+    image: np.ndarray
+    mask: np.ndarray
+    kept: bool
+    reason: str = ""
+
+
+def generate(large: LoadedGenerator | None, small: LoadedGenerator | None, switch: int, num: int, *, seed: int = 0,
+             sampler: str = "ddpm", steps: int | None = None, batch: int = 4, min_area: int = 0,
+             keep_empty: bool = False, rank: int = 0, world: int = 1) -> Iterator[Drawn]:
+    """Draw samples 0..num-1 (this process's share: index % world == rank) in batches."""
+    if num < 1 or batch < 1:
+        raise InputError(f"--num {num} / --batch {batch}: use at least 1")
+    mine = [i for i in range(num) if i % world == rank]
+    chunks = [mine[k:k + batch] for k in range(0, len(mine), batch)]
+    for chunk in track(chunks, "gen sample"):
+        for index, (image, raw) in zip(chunk, draw(large, small, switch, chunk, seed, sampler, steps)):
+            mask = remove_specks(raw, min_area)
+            kept = keep_empty or bool(mask.any())
+            yield Drawn(index, image, mask, kept, "" if kept else "no defect left after speck removal")
+
+
+def sample_name(index: int) -> str:
+    return f"gen_{index:06d}"
+
+
+def write_samples(large: LoadedGenerator | None, small: LoadedGenerator | None, switch: int, num: int, out: Path, *,
+                  seed: int = 0, sampler: str = "ddpm", steps: int | None = None, batch: int = 4, min_area: int = 0,
+                  keep_empty: bool = False, overwrite: bool = False) -> tuple[DSFolder, list[Drawn]]:
+    """Draw `num` samples into a new DS folder `out` (appears complete or not at all); returns it and
+    the dropped samples (with why)."""
+    first = _check_pair(large, small)
+    classes = ClassMap(first.classes)
+    recipe = {"large": str(large.run.absolute()) if large else None,
+              "small": str(small.run.absolute()) if small else None,
+              "weights": first.weights, "switch": switch, "sampler": sampler, "steps": steps, "seed": seed}
+    dropped: list[Drawn] = []
+    with staged_ds_folder(Path(out), overwrite=overwrite) as staging:
+        folder = DSFolder.create(staging, Path(out).name, {first.object: classes})
+        for drawn in generate(large, small, switch, num, seed=seed, sampler=sampler, steps=steps, batch=batch,
+                              min_area=min_area, keep_empty=keep_empty):
+            if not drawn.kept:
+                dropped.append(drawn)
+                continue
+            folder.add_sample(first.object, sample_name(drawn.index), drawn.image, drawn.mask, synthetic=True,
+                              caption=template_caption(first.object, classes, drawn.mask),
+                              source=json.dumps({"generator": recipe, "index": drawn.index}, sort_keys=True))
+        folder.meta["generator"] = {**recipe, "num": num, "min_area": min_area, "keep_empty": keep_empty,
+                                    "dropped": [{"index": d.index, "reason": d.reason} for d in dropped]}
+        folder.save()
+    folder.root = Path(out)
+    return folder, dropped
+
+
+def regenerate(source: str, weights_root: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one written sample again from its `source` field: (image, raw argmax mask)."""
+    try:
+        recipe = json.loads(source)
+        generator, index = recipe["generator"], int(recipe["index"])
+    except (ValueError, KeyError, TypeError):
+        raise InputError("this sample's source is not a generator recipe (not written by gen sample)") from None
+    large = load_generator(Path(generator["large"]), generator["weights"]) if generator["large"] else None
+    small = load_generator(Path(generator["small"]), generator["weights"]) if generator["small"] else None
+    ((image, mask),) = draw(large, small, int(generator["switch"]), [index], int(generator["seed"]),
+                            generator["sampler"], generator["steps"])
+    return image, mask
