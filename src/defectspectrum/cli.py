@@ -13,6 +13,7 @@ import typer
 
 from defectspectrum.cli_support import out
 from defectspectrum.data.cli import data_app
+from defectspectrum.gen.cli import gen_app
 from defectspectrum.qc.cli import qc_app
 from defectspectrum.report.cli import report_command
 from defectspectrum.seg.cli import seg_app
@@ -28,6 +29,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(seg_app, name="seg")
 app.add_typer(qc_app, name="qc")
+app.add_typer(gen_app, name="gen")
 app.command("report")(report_command)
 
 

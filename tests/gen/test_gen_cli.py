@@ -1,0 +1,43 @@
+"""`defectspectrum gen ...` end to end on a tiny pair of generators."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "seg"))
+
+from seg_helpers import split_synth  # noqa: E402
+
+from cli_helpers import invoke, one_line_error  # noqa: E402
+from defectspectrum.data.dsfolder import DSFolder  # noqa: E402
+
+TINY = ["--width", "8", "--layers", "1", "--size", "16", "--steps", "3", "--batch-size", "2",
+        "--checkpoint-every", "3"]
+
+
+def test_train_sample_and_resume(tmp_path: Path) -> None:
+    ds = split_synth(tmp_path / "ds", size=40, per_type=3, k=2).root
+    for preset in ("medium", "small"):
+        result = invoke("gen", "train", ds, "--object", "metal", "--preset", preset, "--out", tmp_path / preset, *TINY)
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / preset / "checkpoints" / "last.pt").is_file()
+    result = invoke("gen", "sample", tmp_path / "gen", "--large", tmp_path / "medium", "--small", tmp_path / "small",
+                    "--switch", "5", "--num", "3", "--steps", "10", "--keep-empty")
+    assert result.exit_code == 0, result.output
+    assert "3 synthetic pairs" in result.stdout and len(DSFolder.open(tmp_path / "gen")) == 3
+    one_line_error(["gen", "sample", tmp_path / "gen", "--large", tmp_path / "medium", "--num", "1"], "--overwrite")
+    one_line_error(["gen", "sample", tmp_path / "g2", "--large", tmp_path / "medium", "--switch", "5", "--num", "1"],
+                   "needs the small model")
+    one_line_error(["gen", "train", ds, "--object", "metal", "--out", tmp_path / "small", *TINY], "not an empty folder")
+    result = invoke("gen", "train", ds, "--object", "metal", "--preset", "small", "--out", tmp_path / "small",
+                    *TINY, "--resume")
+    assert result.exit_code == 0, result.output
+    one_line_error(["gen", "train", ds, "--object", "pill", "--out", tmp_path / "x", *TINY], "unknown object 'pill'")
+    one_line_error(["gen", "train", ds, "--object", "metal", "--preset", "huge", "--out", tmp_path / "y", *TINY],
+                   "choose large, medium, small")
