@@ -188,3 +188,31 @@ def test_large_only_sampling_equals_diffusers_ddpm_pipeline() -> None:
     theirs = pipe(batch_size=2, generator=torch.Generator().manual_seed(7), num_inference_steps=20,
                   output_type="np").images
     assert np.allclose((ours / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy(), theirs, atol=1e-5)
+
+
+def test_inpainting_keeps_the_known_area_exactly() -> None:
+    torch.manual_seed(0)
+    unet = build_unet(tiny("small"), channels=5, sample_size=16).eval()
+    known = torch.rand(2, 5, 16, 16) * 2 - 1
+    keep = torch.ones(2, 1, 16, 16, dtype=torch.bool)
+    keep[:, :, 4:10, 5:12] = False  # the hole to generate
+    inputs: list = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t):
+            inputs.append((int(t), x.clone()))
+            return unet(x, t)
+
+    config = DiffusionConfig(train_steps=20)
+    out = two_stage_sample(Spy(), None, make_scheduler(config), (2, 5, 16, 16), switch=0,
+                           generator=torch.Generator().manual_seed(1), known=known, keep=keep.expand(2, 5, 16, 16))
+    kept = keep.expand(2, 5, 16, 16)
+    assert torch.equal(out[kept], known[kept])
+    assert not torch.allclose(out[~kept], known[~kept], atol=1e-2)
+    # before the last step the model saw the known area forward-noised to t = 0: sqrt(a) known + sqrt(1 - a) noise
+    last_t, last_input = inputs[-1]
+    alpha = make_scheduler(config).alphas_cumprod[0]
+    residual = (last_input[kept] - alpha.sqrt() * known[kept]) / (1 - alpha).sqrt()
+    assert last_t == 0 and abs(float(residual.std()) - 1.0) < 0.1 and abs(float(residual.mean())) < 0.1
+    with pytest.raises(InputError, match="needs both"):
+        two_stage_sample(unet, None, make_scheduler(config), (1, 5, 16, 16), switch=0, known=known[:1])

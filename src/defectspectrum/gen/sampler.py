@@ -23,7 +23,8 @@ from defectspectrum.errors import InputError
 def two_stage_sample(large: Any, small: Any, scheduler: Any, shape: tuple[int, ...], switch: int,
                      generator: torch.Generator | list[torch.Generator] | None = None, steps: int | None = None,
                      device: str | torch.device = "cpu",
-                     on_step: Callable[[int, str], None] | None = None) -> torch.Tensor:
+                     on_step: Callable[[int, str], None] | None = None, known: torch.Tensor | None = None,
+                     keep: torch.Tensor | None = None) -> torch.Tensor:
     """Sample a batch of `shape` (N, 3 + C, H, W): start from Gaussian noise (drawn as diffusers'
     pipelines draw it), then for each of the scheduler's timesteps t (`steps` of them, default every
     training step) let `large` (t >= switch) or `small` (t < switch) predict and step the scheduler.
@@ -42,12 +43,22 @@ def two_stage_sample(large: Any, small: Any, scheduler: Any, shape: tuple[int, .
     if missing:
         raise InputError(f"switch step {switch} needs the {missing[0]} model; give it, or a switch step that "
                          "leaves its stage empty")
+    if (known is None) != (keep is None):
+        raise InputError("inpainting needs both the known samples and where to keep them")
     x = randn_tensor(shape, generator=generator, device=torch.device(device))
+    timesteps = list(scheduler.timesteps)
     with torch.no_grad():
-        for t in scheduler.timesteps:
+        for i, t in enumerate(timesteps):
             name = "large" if int(t) >= switch else "small"
             if on_step is not None:
                 on_step(int(t), name)
             out = stages[name](x, t).sample
             x = scheduler.step(out, t, x, generator=generator).prev_sample
+            if known is not None and keep is not None:
+                if i + 1 < len(timesteps):
+                    noise = randn_tensor(shape, generator=generator, device=torch.device(device))
+                    level = timesteps[i + 1].reshape(1).repeat(shape[0]).to(known.device)
+                    x = torch.where(keep, scheduler.add_noise(known, noise, level), x)
+                else:
+                    x = torch.where(keep, known, x)
     return x
