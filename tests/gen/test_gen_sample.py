@@ -104,3 +104,27 @@ def test_mismatched_runs_and_bad_folders(runs, tmp_path: Path) -> None:
         draw(load_generator(large_run), load_generator(other), 5, [0], 0, steps=2)
     with pytest.raises(InputError, match="no gen.json"):
         load_generator(tmp_path)
+
+
+def test_two_processes_write_one_folder_of_unique_samples(runs, tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed beside this Python")
+    _, large_run, small_run = runs
+    script = Path(__file__).with_name("shard_sample.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script), str(large_run),
+                           str(small_run), str(tmp_path / "sharded")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sharded = DSFolder.open(tmp_path / "sharded")
+    assert [s.name for s in sharded] == [f"gen_{i:06d}" for i in range(5)]
+    assert not list(tmp_path.glob(".*shards"))  # the shard folder is gone
+    single, _ = write_samples(load_generator(large_run), load_generator(small_run), switch=5, num=5,
+                              out=tmp_path / "single", seed=2, steps=8, batch=2, keep_empty=True)
+    for a, b in zip(sharded, single):  # the same samples as one process draws
+        assert np.abs(sharded.load_image(a).astype(int) - single.load_image(b).astype(int)).max() <= 1

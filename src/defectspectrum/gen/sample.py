@@ -14,7 +14,9 @@ captioner, and its `source` holds the two runs, the switch step, the sampler and
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +28,14 @@ import torch
 
 from defectspectrum.data.captions import template_caption
 from defectspectrum.data.classes import ClassMap
-from defectspectrum.data.dsfolder import DSFolder, staged_ds_folder
+from defectspectrum.data.dsfolder import DSFolder, check_output_folder, staged_ds_folder
 from defectspectrum.errors import InputError
 from defectspectrum.gen.diffusion import DiffusionConfig, decode_pair, make_scheduler
 from defectspectrum.gen.presets import Preset
 from defectspectrum.gen.sampler import two_stage_sample
 from defectspectrum.gen.train import GEN_JSON, LAST
 from defectspectrum.gen.unet import build_unet
+from defectspectrum.paths import output_path
 from defectspectrum.progress import track
 from defectspectrum.seg.checkpoint import load_checkpoint
 
@@ -168,27 +171,69 @@ def write_samples(large: LoadedGenerator | None, small: LoadedGenerator | None, 
                   seed: int = 0, sampler: str = "ddpm", steps: int | None = None, batch: int = 4, min_area: int = 0,
                   keep_empty: bool = False, overwrite: bool = False) -> tuple[DSFolder, list[Drawn]]:
     """Draw `num` samples into a new DS folder `out` (appears complete or not at all); returns it and
-    the dropped samples (with why)."""
+    the dropped samples (with why). Under `torchrun` / `accelerate launch` every process draws its
+    share (sample i on process i % world) into a shard folder beside `out`, and the first process
+    writes the DS folder from all shards: one folder, no name clashes."""
+    from accelerate import PartialState
+
+    from defectspectrum.seg.train import cpu_launch
+
     first = _check_pair(large, small)
-    classes = ClassMap(first.classes)
+    state = PartialState(cpu=cpu_launch())
+    rank, world = state.process_index, state.num_processes
     recipe = {"large": str(large.run.absolute()) if large else None,
               "small": str(small.run.absolute()) if small else None,
               "weights": first.weights, "switch": switch, "sampler": sampler, "steps": steps, "seed": seed}
-    dropped: list[Drawn] = []
-    with staged_ds_folder(Path(out), overwrite=overwrite) as staging:
-        folder = DSFolder.create(staging, Path(out).name, {first.object: classes})
-        for drawn in generate(large, small, switch, num, seed=seed, sampler=sampler, steps=steps, batch=batch,
-                              min_area=min_area, keep_empty=keep_empty):
-            if not drawn.kept:
-                dropped.append(drawn)
-                continue
-            folder.add_sample(first.object, sample_name(drawn.index), drawn.image, drawn.mask, synthetic=True,
-                              caption=template_caption(first.object, classes, drawn.mask),
-                              source=json.dumps({"generator": recipe, "index": drawn.index}, sort_keys=True))
+    draw_share = functools.partial(generate, large, small, switch, num, seed=seed, sampler=sampler, steps=steps,
+                                   batch=batch, min_area=min_area, keep_empty=keep_empty)
+    if world == 1:
+        check_output_folder(Path(out), overwrite)  # refuse before drawing anything
+        drawn = list(draw_share())
+        return _write_folder(first, drawn, recipe, num, Path(out), overwrite, min_area, keep_empty)
+    shards = Path(out).parent / f".{Path(out).name}.gen-shards"
+    if state.is_main_process:
+        check_output_folder(Path(out), overwrite)  # refuse before any process draws
+        shutil.rmtree(shards, ignore_errors=True)
+    state.wait_for_everyone()
+    mine = output_path(shards, f"rank{rank}")
+    mine.mkdir(parents=True, exist_ok=True)
+    for item in draw_share(rank=rank, world=world):
+        np.savez(mine / f"{item.index:06d}.npz", image=item.image, mask=item.mask, kept=item.kept, reason=item.reason)
+    state.wait_for_everyone()
+    try:
+        if state.is_main_process:
+            drawn = []
+            for path in sorted(shards.glob("rank*/*.npz"), key=lambda p: p.name):
+                with np.load(path) as data:
+                    drawn.append(Drawn(int(path.stem), data["image"], data["mask"], bool(data["kept"]),
+                                       str(data["reason"])))
+            result = _write_folder(first, drawn, recipe, num, Path(out), overwrite, min_area, keep_empty)
+    finally:
+        state.wait_for_everyone()
+        if state.is_main_process:
+            shutil.rmtree(shards, ignore_errors=True)
+    if not state.is_main_process:
+        folder = DSFolder.open(Path(out))
+        return folder, [Drawn(d["index"], np.zeros(0), np.zeros(0), False, d["reason"])
+                        for d in folder.meta.get("generator", {}).get("dropped", [])]
+    return result
+
+
+def _write_folder(first: LoadedGenerator, drawn: list[Drawn], recipe: dict[str, Any], num: int, out: Path,
+                  overwrite: bool, min_area: int, keep_empty: bool) -> tuple[DSFolder, list[Drawn]]:
+    classes = ClassMap(first.classes)
+    dropped = [d for d in drawn if not d.kept]
+    with staged_ds_folder(out, overwrite=overwrite) as staging:
+        folder = DSFolder.create(staging, out.name, {first.object: classes})
+        for item in sorted(drawn, key=lambda d: d.index):
+            if item.kept:
+                folder.add_sample(first.object, sample_name(item.index), item.image, item.mask, synthetic=True,
+                                  caption=template_caption(first.object, classes, item.mask),
+                                  source=json.dumps({"generator": recipe, "index": item.index}, sort_keys=True))
         folder.meta["generator"] = {**recipe, "num": num, "min_area": min_area, "keep_empty": keep_empty,
                                     "dropped": [{"index": d.index, "reason": d.reason} for d in dropped]}
         folder.save()
-    folder.root = Path(out)
+    folder.root = out
     return folder, dropped
 
 

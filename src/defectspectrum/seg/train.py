@@ -235,11 +235,16 @@ def _check_out(out: Path, resume: bool) -> None:
         raise InputError(f"{out}: exists and is not an empty folder; choose a new --out")
 
 
+def cpu_launch() -> bool:
+    """True for a multi-process launch (torchrun, accelerate launch) without GPUs: Accelerate then needs
+    `cpu=True` to treat it as CPU data parallel (gloo) instead of as many single processes."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def make_accelerator(mixed_precision: str = "no") -> Accelerator:
     """Accelerate's view of this process: one GPU, many (torchrun / accelerate launch) or the CPU.
     Accelerate treats a multi-process launch without GPUs as CPU data parallel (gloo) only when told
     `cpu=True`, so that is passed exactly then."""
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if mixed_precision == "fp16" and not torch.cuda.is_available():
         raise InputError("--mixed-precision fp16 needs a GPU; on the CPU use bf16 or no")
     from accelerate.state import AcceleratorState
@@ -248,7 +253,7 @@ def make_accelerator(mixed_precision: str = "no") -> Accelerator:
     # notebook) with another precision needs it cleared (the process group, if any, is kept).
     if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != mixed_precision:
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, cpu=launched and not torch.cuda.is_available())
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu_launch())
 
 
 def sync_buffers(model: nn.Module, accelerator: Accelerator) -> None:
