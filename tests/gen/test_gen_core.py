@@ -38,7 +38,7 @@ def test_presets_follow_the_paper() -> None:
     assert (large.downsamplings, medium.downsamplings, small.downsamplings) == (5, 3, 2)
     assert large.attention_levels and large.mid_attention
     assert not small.attention_levels and not small.mid_attention and not medium.attention_levels
-    assert large.channels == (128, 128, 256, 256, 512, 512) and small.channels == (192, 384, 768)
+    assert large.channels == (128, 128, 256, 256, 512, 512) and small.channels == (128, 128, 256)
 
 
 def test_preset_files_are_checked(tmp_path: Path) -> None:
@@ -60,11 +60,17 @@ def test_unets_keep_channels_and_any_size(name: str) -> None:
     assert out.shape == (2, 7, 64, 96)
 
 
-def test_receptive_fields_grow_small_medium_large() -> None:
-    torch.manual_seed(0)
-    radii = [effective_receptive_field(build_unet(tiny(name), 6), 6, size=128).radius
-             for name in ("small", "medium", "large")]
+@pytest.mark.parametrize("seed", [0, 1])
+def test_receptive_fields_grow_small_medium_large(seed: int) -> None:
+    # small and medium truly local (with GroupNorm every model's statistics span the image, which blurs
+    # the difference: see the next test); large as it is, with attention
+    torch.manual_seed(seed)
+    fields = [effective_receptive_field(build_unet(preset, 6), 6, size=128)
+              for preset in (tiny("small", "local"), tiny("medium", "local"), tiny("large"))]
+    radii = [field.radius for field in fields]
     assert radii[0] < radii[1] < radii[2], radii
+    assert fields[0].extent < fields[1].extent or not fields[0].covers_image
+    assert fields[2].covers_image
 
 
 def test_groupnorm_sees_the_whole_image_and_local_norm_does_not() -> None:
