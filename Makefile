@@ -31,6 +31,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_convert.py
 	$(PY) benchmarks/bench_seg.py
+	$(PY) benchmarks/bench_gen.py
 
 table5: $(STAMP)
 	$(PY) benchmarks/qc_table5.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -31,6 +32,11 @@ def test_train_sample_and_resume(tmp_path: Path) -> None:
                     "--switch", "5", "--num", "3", "--steps", "10", "--keep-empty")
     assert result.exit_code == 0, result.output
     assert "3 synthetic pairs" in result.stdout and len(DSFolder.open(tmp_path / "gen")) == 3
+    result = invoke("gen", "eval", tmp_path / "gen", "--train", ds, "--json", tmp_path / "eval.json")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert data["samples"] == 3 and 0 <= data["memorisation"]["near_copies"] <= 1 and "masks" in data
+    one_line_error(["gen", "eval", tmp_path / "gen", "--train", ds, "--json", ds / "samples.jsonl"], "data set")
     one_line_error(["gen", "sample", tmp_path / "gen", "--large", tmp_path / "medium", "--num", "1"], "--overwrite")
     one_line_error(["gen", "sample", tmp_path / "g2", "--large", tmp_path / "medium", "--switch", "5", "--num", "1"],
                    "needs the small model")

@@ -134,3 +134,57 @@ def sample_command(
     if dropped:
         say(f"dropped {len(dropped)} of {num}: {dropped[0].reason} (--keep-empty keeps them)")
     wrote(out, f": {len(folder)} synthetic pairs")
+
+
+@gen_app.command("eval")
+@friendly
+def eval_command(
+    generated: Path = typer.Argument(..., readable=False, help="A DS folder of generated pairs (gen sample)."),
+    train: Path = typer.Option(..., "--train", readable=False, help="The DS folder the generator learnt from."),
+    split: str = typer.Option("train", "--split", help="The training split of --train."),
+    copy_fraction: float = typer.Option(0.5, "--copy-fraction", help="Near-copy: closer to a training image than "
+                                        "this share of the usual distance between training images."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the measures as JSON."),
+) -> None:
+    """Memorisation, diversity and mask sanity of generated pairs, weight-free and offline.
+
+    Example: defectspectrum gen eval gen_pill --train ds_mvtec --json gen_eval.json
+    """
+    from defectspectrum.data.dsfolder import DSFolder, index_files
+    from defectspectrum.gen.metrics import evaluate
+    from defectspectrum.io import write_json_atomic
+    from defectspectrum.staging import check_report_path
+
+    made, source = DSFolder.open(require_folder(generated)), DSFolder.open(require_folder(train))
+    if json_path is not None:
+        for folder in (made, source):
+            check_report_path(json_path, folder.root, index_files(folder.root))
+    objects = sorted({sample.object for sample in made})
+    if len(objects) != 1:
+        raise InputError(f"{generated}: holds {len(objects)} objects; evaluate the pairs of one object at a time")
+    name = objects[0]
+    if source.classes(name) != made.classes(name):
+        raise InputError(f"{train}: the class map of {name!r} differs from the generated one; give the data set the "
+                         "generator learnt from")
+    reference = [s for s in source.samples(object=name, split=split) if not s.is_good]
+    if len(reference) < 2:
+        raise InputError(f"{train}: fewer than two defective {name!r} samples in split {split!r}; pick --split")
+    result = evaluate([(made.load_image(s), made.load_mask(s)) for s in made],
+                      [(source.load_image(s), source.load_mask(s)) for s in reference], made.classes(name),
+                      copy_fraction)
+    data = result.to_json()
+    memo = data["memorisation"]
+    say(f"{result.samples} samples against {result.train} training pairs of {name}")
+    say(f"memorisation: nearest training image at {memo['nearest_median']:.3f} (median; training images are "
+        f"{memo['train_scale']:.3f} apart), near-copies {100 * memo['near_copies']:.1f}%")
+    diversity = "n/a (no two samples share a nearest training image)" if data["diversity"] is None \
+        else f"{data['diversity']:.3f}"
+    say(f"diversity (IC protocol, coarse-appearance distance): {diversity}")
+    masks = data["masks"]
+    say(f"empty masks: {100 * masks['generated']['empty']:.1f}% (training {100 * masks['train']['empty']:.1f}%)")
+    for cls, values in masks["generated"]["classes"].items():
+        theirs = masks["train"]["classes"][cls]
+        say(f"  {cls:20} in {100 * values['share']:5.1f}% of masks (training {100 * theirs['share']:5.1f}%)")
+    if json_path is not None:
+        write_json_atomic(json_path, {"generated": str(generated), "train": str(train), "object": name, **data})
+        wrote(json_path)
