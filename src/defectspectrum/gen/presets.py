@@ -18,7 +18,7 @@ from defectspectrum.config_file import StrictModel, config_error, load_config
 from defectspectrum.errors import InputError
 
 PRESET_NAMES = ("large", "medium", "small")
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "gen"  # a source checkout's configs/gen
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "gen"  # shipped in the package (configs/ in the repo)
 
 Positive = Annotated[int, Field(ge=1, strict=True)]
 
