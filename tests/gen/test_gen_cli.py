@@ -41,9 +41,36 @@ def test_train_sample_and_resume(tmp_path: Path) -> None:
     one_line_error(["gen", "sample", tmp_path / "g2", "--large", tmp_path / "medium", "--switch", "5", "--num", "1"],
                    "needs the small model")
     one_line_error(["gen", "train", ds, "--object", "metal", "--out", tmp_path / "small", *TINY], "not an empty folder")
-    result = invoke("gen", "train", ds, "--object", "metal", "--preset", "small", "--out", tmp_path / "small",
-                    *TINY, "--resume")
+    one_line_error(["gen", "train", ds, "--object", "metal", "--out", tmp_path / "small", "--resume"],
+                   "--resume takes every setting", "--object")
+    result = invoke("gen", "train", "--out", tmp_path / "small", "--resume")
     assert result.exit_code == 0, result.output
+    one_line_error(["gen", "train", "--out", tmp_path / "nothing", "--resume"], "no gen.json")
+    one_line_error(["gen", "train", "--out", tmp_path / "z"], "give the DS folder and --object")
     one_line_error(["gen", "train", ds, "--object", "pill", "--out", tmp_path / "x", *TINY], "unknown object 'pill'")
     one_line_error(["gen", "train", ds, "--object", "metal", "--preset", "huge", "--out", tmp_path / "y", *TINY],
                    "choose large, medium, small")
+
+
+def test_train_ctrl_c_stops_with_a_checkpoint_to_resume(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from defectspectrum.gen.train import GenConfig, train_generator
+    from defectspectrum.seg.train import TrainingStopped
+
+    ds = split_synth(tmp_path / "ds", size=40, per_type=3, k=2).root
+    config = GenConfig(data=str(ds), object="metal", width=8, layers=1, size=16, steps=8, batch_size=2,
+                       checkpoint_every=100)
+    straight = train_generator(config, tmp_path / "straight")
+
+    def press_ctrl_c(step: int, loss: float) -> None:
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingStopped, match="stopped at step 3 .*gen train --out .* --resume"):
+        train_generator(config, tmp_path / "run", on_step=press_ctrl_c)
+    resumed = train_generator(config, tmp_path / "run", resume=True)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

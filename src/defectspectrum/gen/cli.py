@@ -56,8 +56,9 @@ def presets_command(
 @gen_app.command("train")
 @friendly
 def train_command(
-    ds: Path = typer.Argument(..., readable=False, help="The DS folder (with a train split)."),
-    object_name: str = typer.Option(..., "--object", help="The object to learn (one generator per object)."),
+    ctx: typer.Context,
+    ds: Path | None = typer.Argument(None, readable=False, help="The DS folder (with a train split)."),
+    object_name: str | None = typer.Option(None, "--object", help="The object to learn (one generator per object)."),
     out: Path = typer.Option(..., "--out", "-o", help="The run folder to create (or continue with --resume)."),
     preset: str = typer.Option("small", "--preset", help="large, medium, small, or a preset YAML file."),
     width: int | None = typer.Option(None, "--width", help="Base channels instead of the preset's."),
@@ -76,7 +77,8 @@ def train_command(
     mixed_precision: str = typer.Option("no", "--mixed-precision", help="no, fp16 or bf16."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Save a checkpoint every N steps."),
     seed: int = typer.Option(0, "--seed", help="Seed of the weights, the batches and the noise."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint (every "
+                                "setting comes from its gen.json)."),
 ) -> None:
     """Train one generator UNet on the train split of one object (the paper: 5 images per defect type).
 
@@ -85,16 +87,33 @@ def train_command(
     Example: defectspectrum gen train ds_mvtec --object pill --preset large --size 256 --out gen/pill_large
 
     Example: defectspectrum gen train ds_mvtec --object pill --preset small --size 256 --out gen/pill_small
+
+    Example: defectspectrum gen train --out gen/pill_small --resume
     """
     require_gen_extra()
-    from defectspectrum.gen.train import GenConfig, train_generator
+    from defectspectrum.gen.train import GenConfig, read_config, train_generator
+    from defectspectrum.seg.train import TrainingStopped
 
-    config = GenConfig(data=str(require_folder(ds).absolute()), object=object_name, preset=preset, width=width,
-                       layers=layers, size=size, steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
-                       grad_accum=grad_accum, vflip=vflip, rotate90=rotate90, schedule=schedule,
-                       prediction=prediction, mask_ce_weight=mask_ce, mixed_precision=mixed_precision,
-                       checkpoint_every=checkpoint_every, seed=seed)
-    result = train_generator(config, out, resume=resume)
+    if resume:
+        from defectspectrum.seg.cli import _given_options
+
+        ignored = _given_options(ctx, {"out", "resume"})
+        if ignored:
+            raise InputError(f"--resume takes every setting from {out}/gen.json; drop {', '.join(ignored)}")
+        config = read_config(out)
+    elif ds is None or object_name is None:
+        raise InputError("give the DS folder and --object (or --out RUN --resume)")
+    else:
+        config = GenConfig(data=str(require_folder(ds).absolute()), object=object_name, preset=preset, width=width,
+                           layers=layers, size=size, steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
+                           grad_accum=grad_accum, vflip=vflip, rotate90=rotate90, schedule=schedule,
+                           prediction=prediction, mask_ce_weight=mask_ce, mixed_precision=mixed_precision,
+                           checkpoint_every=checkpoint_every, seed=seed)
+    try:
+        result = train_generator(config, out, resume=resume)
+    except TrainingStopped as stopped:
+        say(("stopped", "yellow"), f" {str(stopped).removeprefix('stopped ')}")
+        raise typer.Exit(130) from None
     if result.losses:
         say(f"loss {sum(result.losses[:20]) / len(result.losses[:20]):.4f} (first steps) -> "
             f"{sum(result.losses[-20:]) / len(result.losses[-20:]):.4f} (last)")

@@ -9,7 +9,8 @@ few training pairs are decoded once and kept in memory.
 Everything random at step k (which pairs, their crops and flips, the noise and timesteps) is drawn
 from generators seeded by (seed, k), so a run resumed from its checkpoint at step N takes exactly
 the steps it would have taken: N + resume + N gives the same weights as 2N. Each process of a
-multi-process launch takes its share of every batch.
+multi-process launch takes its share of every batch. Ctrl-C (one process) finishes the step under
+way, checkpoints it and raises `TrainingStopped`; a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from defectspectrum.gen.unet import build_unet
 from defectspectrum.io import write_json_atomic
 from defectspectrum.progress import progress
 from defectspectrum.seg.checkpoint import load_checkpoint, save_checkpoint
-from defectspectrum.seg.train import make_accelerator
+from defectspectrum.seg.train import TrainingStopped, make_accelerator, stop_requests
 
 GEN_JSON, LAST = "gen.json", "checkpoints/last.pt"
 FORMAT = "defectspectrum-gen-run"
@@ -144,6 +145,20 @@ class FewShotPairs:
         return torch.stack(items)
 
 
+def read_config(out: Path) -> GenConfig:
+    """The settings of the run in `out` (its gen.json), for --resume."""
+    from defectspectrum.io import read_json
+
+    path = Path(out) / GEN_JSON
+    if not path.is_file():
+        raise InputError(f"{out}: no {GEN_JSON}; give a run folder written by `defectspectrum gen train`")
+    saved = read_json(path)
+    try:
+        return GenConfig(**saved["config"])
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a generator run file ({exc}); start a new run") from None
+
+
 @dataclass
 class GenTrainResult:
     """What a run produced: its folder, the final model, its EMA weights and the last mean loss."""
@@ -199,7 +214,8 @@ def train_generator(config: GenConfig, out: Path, *, resume: bool = False, stop_
 
     losses: list[float] = []
     model.train()
-    with progress(stop, f"gen train {config.preset}", completed=start) as update:
+    with progress(stop, f"gen train {config.preset}", completed=start) as update, \
+            stop_requests(accelerator.num_processes == 1) as stop_requested:
         for step in range(start, stop):
             for micro in range(config.grad_accum):
                 x0 = data.batch(config, step * config.grad_accum + micro, accelerator.process_index,
@@ -220,4 +236,7 @@ def train_generator(config: GenConfig, out: Path, *, resume: bool = False, stop_
                 on_step(step + 1, losses[-1])
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == stop:
                 checkpoint(step + 1)
+            elif stop_requested():  # Ctrl-C: the step under way is done; save it and stop
+                checkpoint(step + 1)
+                raise TrainingStopped(out, step + 1, "gen train")
     return GenTrainResult(out, accelerator.unwrap_model(model), ema, losses)

@@ -323,9 +323,9 @@ def _append_history(out: Path, record: dict[str, Any]) -> None:
 class TrainingStopped(DefectSpectrumError):
     """Ctrl-C during training: the run was checkpointed after its current step and can be resumed."""
 
-    def __init__(self, out: Path, step: int) -> None:
+    def __init__(self, out: Path, step: int, command: str = "seg train") -> None:
         super().__init__(f"stopped at step {step} (Ctrl-C); its checkpoint is saved: continue with "
-                         f"`defectspectrum seg train --out {out} --resume`")
+                         f"`defectspectrum {command} --out {out} --resume`")
         self.out, self.step = out, step
 
 
