@@ -162,13 +162,10 @@ class Simulation:
         write_csv_atomic(Path(path), self.CSV_HEADER, self.csv_rows())
 
 
-def simulate(measured: Sequence[Measured], policies: Mapping[str, Policy],
-             pred_policies: Mapping[str, Policy] | None = None) -> Simulation:
-    """Judge truth and prediction of every image; `pred_policies` (default `policies`) judge the
-    prediction, so that one limit can be varied on the model's side while the truth stays fixed."""
-    judged = pred_policies or policies
+def simulate(measured: Sequence[Measured], policies: Mapping[str, Policy]) -> Simulation:
+    """Judge truth and prediction of every image by the same `policies`."""
     return Simulation([JudgedImage(item.sample, judge(item.truth, policies[item.sample.object]),
-                                   judge(item.pred, judged[item.sample.object])) for item in measured])
+                                   judge(item.pred, policies[item.sample.object])) for item in measured])
 
 
 def judge_folder(folder: DSFolder, policies: Mapping[str, Policy], split: str | None = None,

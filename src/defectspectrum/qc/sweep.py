@@ -23,7 +23,8 @@ import numpy as np
 from defectspectrum.errors import InputError
 from defectspectrum.qc.rates import Counts, percent, wilson_interval
 from defectspectrum.qc.rules import LIMIT_NAMES, PixelLimits, Policy
-from defectspectrum.qc.simulate import Measured, simulate
+from defectspectrum.qc.simulate import Measured
+from defectspectrum.qc.verdict import judge
 
 MAX_AUTO_VALUES = 200  # values an automatic sweep tries at most (quantiles of the measured ones beyond that)
 
@@ -128,8 +129,15 @@ def sweep(measured: Sequence[Measured], policies: Mapping[str, Policy], knob: Kn
     for value in chosen:
         if value < 0:
             raise InputError(f"{knob.limit} value {value:g}: limits are at least 0")
-    return [SweepPoint(value, simulate(measured, policies, knob.apply(policies, value)).counts())
-            for value in chosen]
+    truth = [judge(item.truth, policies[item.sample.object]).defective for item in measured]  # fixed: judged once
+    points = []
+    for value in chosen:
+        changed = knob.apply(policies, value)
+        counts = Counts()
+        for item, defective in zip(measured, truth):
+            counts.add(defective, judge(item.pred, changed[item.sample.object]).defective)
+        points.append(SweepPoint(value, counts))
+    return points
 
 
 @dataclass(frozen=True)
