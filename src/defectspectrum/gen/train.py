@@ -15,7 +15,6 @@ way, checkpoints it and raises `TrainingStopped`; a second Ctrl-C stops at once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -177,9 +176,8 @@ def train_generator(config: GenConfig, out: Path, *, resume: bool = False, stop_
 
     out = Path(out)
     if resume:
-        saved = json.loads((out / GEN_JSON).read_text(encoding="utf-8")) if (out / GEN_JSON).is_file() else None
-        if saved is None or saved.get("config") != config.to_json():
-            raise InputError(f"{out}: --resume takes the run's own settings; they differ or {GEN_JSON} is missing")
+        if read_config(out) != config:
+            raise InputError(f"{out}: --resume takes the run's own settings; the given ones differ")
     elif out.exists() and any(out.iterdir()):
         raise InputError(f"{out}: exists and is not an empty folder; choose a new --out (or --resume)")
     accelerator = make_accelerator(config.mixed_precision)
