@@ -223,6 +223,33 @@ def require_folder(path: Path, what: str = "the DS folder") -> Path:
     raise InputError(f"{path}: folder not found; check the path")
 
 
+def check_report_outputs(outputs: list[Path | None], *ds_roots: Path) -> None:
+    """Refuse (before any work) report outputs given twice, or that are a folder or one of the files of the
+    DS folders at `ds_roots` (their index, images and masks, also via a link); None entries are skipped."""
+    from defectspectrum.data.dsfolder import index_files
+    from defectspectrum.staging import check_report_path
+
+    given = [path for path in outputs if path is not None]
+    resolved = [path.resolve() for path in given]
+    if len(set(resolved)) < len(resolved):
+        raise InputError(f"{given[0]}: the same file is given for two outputs; name each output differently")
+    for root in ds_roots:
+        owned = index_files(root)
+        for path in given:
+            check_report_path(path, root, owned)
+
+
+def options_given(ctx: typer.Context, allowed: set[str]) -> list[str]:
+    """The options typed on the command line other than `allowed` (as --flags), e.g. to refuse them
+    beside --resume."""
+    given = []
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)
+        if name not in allowed and source is not None and source.name == "COMMANDLINE":
+            given.append(f"--{name.replace('_', '-')}")
+    return given
+
+
 def parse_csv(value: str | None) -> list[str] | None:
     """`a, b,c` as ["a", "b", "c"]; None for no value."""
     return [part.strip() for part in value.split(",") if part.strip()] if value else None

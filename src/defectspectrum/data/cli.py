@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from defectspectrum.cli_support import (
+    check_report_outputs,
     friendly,
     max_pixels_option,
     out,
@@ -31,12 +32,13 @@ if TYPE_CHECKING:
 data_app = typer.Typer(help="Bring defect data sets into the DS folder format and work on them.", no_args_is_help=True)
 
 
-def open_ds(path: Path, lenient: bool = False) -> DSFolder:
-    """The DS folder at `path`; a file or a missing path is one clear error before anything is read.
-    `lenient`: bad index lines are listed in `folder.problems` instead of refused (see `DSFolder.open`)."""
+def open_ds(path: Path, lenient: bool = False, what: str = "the DS folder") -> DSFolder:
+    """The DS folder at `path`; a file or a missing path is one clear error (naming `what` was expected)
+    before anything is read. `lenient`: bad index lines are listed in `folder.problems` instead of
+    refused (see `DSFolder.open`)."""
     from defectspectrum.data.dsfolder import DSFolder
 
-    return DSFolder.open(require_folder(path, "the DS folder"), lenient=lenient)
+    return DSFolder.open(require_folder(path, what), lenient=lenient)
 
 
 # -- data convert / formats -------------------------------------------------------------------------------
@@ -169,22 +171,13 @@ def stats_command(
     from defectspectrum.io import pixel_limit, write_json_atomic
 
     folder = open_ds(ds)
-    _check_report_path(json_out, folder.root)
+    check_report_outputs([json_out], folder.root)
     with pixel_limit(max_pixels):
         stats = compute_stats(folder)
     out.print(stats_table(stats))
     if json_out:
         write_json_atomic(json_out, stats.to_json())
         wrote(json_out)
-
-
-def _check_report_path(path: Path | None, ds_root: Path) -> None:
-    """Refuse a --json path that is a folder or one of the DS folder's own files (before any work)."""
-    if path is not None:
-        from defectspectrum.data.dsfolder import index_files
-        from defectspectrum.staging import check_report_path
-
-        check_report_path(path, ds_root, index_files(ds_root))
 
 
 @data_app.command("validate")
@@ -204,7 +197,7 @@ def validate_command(
     from defectspectrum.io import write_json_atomic
 
     folder = open_ds(ds, lenient=True)  # bad index lines are reported, not fatal
-    _check_report_path(json_out, folder.root)
+    check_report_outputs([json_out], folder.root)
     report = validate(folder, hash_distance=hash_distance, max_pixels=max_pixels)
     out.print(validation_table(report))
     if json_out:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from defectspectrum.cli_support import friendly, require_folder, say, wrote
+from defectspectrum.cli_support import check_report_outputs, friendly, options_given, require_folder, say, wrote
 from defectspectrum.errors import InputError
 
 gen_app = typer.Typer(help="Defect-Gen: two-stage few-shot diffusion that generates defect image + mask pairs.",
@@ -95,9 +95,7 @@ def train_command(
     from defectspectrum.seg.train import TrainingStopped
 
     if resume:
-        from defectspectrum.seg.cli import _given_options
-
-        ignored = _given_options(ctx, {"out", "resume"})
+        ignored = options_given(ctx, {"out", "resume"})
         if ignored:
             raise InputError(f"--resume takes every setting from {out}/gen.json; drop {', '.join(ignored)}")
         config = read_config(out)
@@ -169,15 +167,12 @@ def eval_command(
 
     Example: defectspectrum gen eval gen_pill --train ds_mvtec --json gen_eval.json
     """
-    from defectspectrum.data.dsfolder import DSFolder, index_files
+    from defectspectrum.data.cli import open_ds
     from defectspectrum.gen.metrics import evaluate
     from defectspectrum.io import write_json_atomic
-    from defectspectrum.staging import check_report_path
 
-    made, source = DSFolder.open(require_folder(generated)), DSFolder.open(require_folder(train))
-    if json_path is not None:
-        for folder in (made, source):
-            check_report_path(json_path, folder.root, index_files(folder.root))
+    made, source = open_ds(generated), open_ds(train)
+    check_report_outputs([json_path], made.root, source.root)
     objects = sorted({sample.object for sample in made})
     if len(objects) != 1:
         raise InputError(f"{generated}: holds {len(objects)} objects; evaluate the pairs of one object at a time")

@@ -12,7 +12,8 @@ from typing import Any
 
 import typer
 
-from defectspectrum.cli_support import friendly, parse_csv, say, wrote
+from defectspectrum.cli_support import check_report_outputs, friendly, parse_csv, say, wrote
+from defectspectrum.data.cli import open_ds
 from defectspectrum.errors import InputError
 
 qc_app = typer.Typer(help="Quality-control simulation: factory rules turn defect masks into accept/reject verdicts.",
@@ -27,6 +28,14 @@ def _rules_option() -> Any:
     return typer.Option(..., "--rules", "-r", readable=False, help=RULES_HELP)
 
 
+def _truth_option(help: str = "The DS folder with ground-truth masks.") -> Any:
+    return typer.Option(..., "--truth", "-t", readable=False, help=help)
+
+
+def _pred_option(help: str = "The DS folder of predicted masks (as `seg predict` writes it).") -> Any:
+    return typer.Option(..., "--pred", "-p", readable=False, help=help)
+
+
 def _split_option() -> Any:
     return typer.Option(None, "--split", help="Only this split (e.g. val; default every sample).")
 
@@ -35,33 +44,16 @@ def _object_option() -> Any:
     return typer.Option(None, "--object", help="Only these objects, comma-separated.")
 
 
-def _open(path: Path, what: str) -> Any:
-    """The DS folder at `path`; a file or a missing path is one clear error naming `what` was expected."""
-    from defectspectrum.cli_support import require_folder
-    from defectspectrum.data.dsfolder import DSFolder
-
-    return DSFolder.open(require_folder(path, what))
+def _open_pair(truth: Path, pred: Path) -> tuple[Any, Any]:
+    """The truth and the prediction DS folders (a missing one is one line naming which)."""
+    return open_ds(truth, what="the truth DS folder"), open_ds(pred, what="the prediction DS folder")
 
 
-def _check_outputs(outputs: list[Path | None], *folders: Any) -> None:
-    """Refuse an output that is a folder or a file of one of the data sets (before any work)."""
-    from defectspectrum.data.dsfolder import index_files
-    from defectspectrum.staging import check_report_path
-
-    given = [path for path in outputs if path is not None]
-    resolved = [path.resolve() for path in given]
-    if len(set(resolved)) < len(resolved):
-        raise InputError(f"{given[0]}: the same file is given for two outputs; name each output differently")
-    for path in given:
-        for folder in folders:
-            check_report_path(path, folder.root, index_files(folder.root))
-
-
-def _load(rules_path: Path, truth: Any, objects: list[str] | None) -> tuple[Any, dict[str, Any]]:
+def _policies(rules_path: Path, folder: Any, objects: list[str] | None) -> dict[str, Any]:
+    """The rules file's policies for `objects` (None: all) of `folder`, every name checked against it."""
     from defectspectrum.qc.rules import load_rules
 
-    rules = load_rules(rules_path)
-    return rules, rules.policies(truth.objects, str(truth.root), objects)
+    return load_rules(rules_path).policies(folder.objects, str(folder.root), objects)
 
 
 def _say_rates(name: str, counts: Any) -> None:
@@ -100,7 +92,7 @@ def rules_command(
             say(f"other objects: other classes {rules.default.other_classes}")
         say(f"{rules_path}: valid; pass a DS folder to check its class names")
         return
-    folder = _open(ds, "the DS folder")
+    folder = open_ds(ds, what="the DS folder")
     covered = None if rules.default is not None else [name for name in folder.objects if name in rules.objects]
     policies = rules.policies(folder.objects, str(folder.root), covered)
     for name, policy in policies.items():
@@ -114,9 +106,8 @@ def rules_command(
 @friendly
 def simulate_command(
     rules_path: Path = _rules_option(),
-    truth: Path = typer.Option(..., "--truth", "-t", readable=False, help="The DS folder with ground-truth masks."),
-    pred: Path = typer.Option(..., "--pred", "-p", readable=False,
-                              help="The DS folder of predicted masks (as `seg predict` writes it)."),
+    truth: Path = _truth_option(),
+    pred: Path = _pred_option(),
     split: str | None = _split_option(),
     objects: str | None = _object_option(),
     json_path: Path | None = typer.Option(None, "--json", help="Write rates, counts and every verdict as JSON."),
@@ -136,10 +127,10 @@ def simulate_command(
     from defectspectrum.io import write_json_atomic
     from defectspectrum.qc.simulate import measure_pairs, simulate
 
-    truth_folder, pred_folder = _open(truth, "the truth DS folder"), _open(pred, "the prediction DS folder")
+    truth_folder, pred_folder = _open_pair(truth, pred)
     chosen = parse_csv(objects)
-    _check_outputs([json_path, csv_path, report], truth_folder, pred_folder)
-    _, policies = _load(rules_path, truth_folder, chosen)
+    check_report_outputs([json_path, csv_path, report], truth_folder.root, pred_folder.root)
+    policies = _policies(rules_path, truth_folder, chosen)
     measured = measure_pairs(truth_folder, pred_folder, split, chosen)
     result = simulate(measured, policies)
     for name in result.objects:
@@ -170,7 +161,7 @@ def simulate_command(
 def compare_command(
     preds: list[Path] = typer.Argument(..., readable=False, help="Two or more DS folders of predicted masks."),
     rules_path: Path = _rules_option(),
-    truth: Path = typer.Option(..., "--truth", "-t", readable=False, help="The DS folder with ground-truth masks."),
+    truth: Path = _truth_option(),
     names: str | None = typer.Option(None, "--names", help="A name per prediction, comma-separated (default: "
                                      "the folder names)."),
     split: str | None = _split_option(),
@@ -184,7 +175,7 @@ def compare_command(
     """
     from defectspectrum.io import write_csv_atomic, write_json_atomic
     from defectspectrum.paths import unique_name
-    from defectspectrum.qc.rates import percent
+    from defectspectrum.qc.rates import RATE_COLUMNS
     from defectspectrum.qc.simulate import measure_pairs, simulate
 
     labels = parse_csv(names) or []
@@ -195,26 +186,22 @@ def compare_command(
         for path in preds:
             labels.append(unique_name(Path(path).absolute().name or "pred", taken))
             taken.add(labels[-1])
-    truth_folder = _open(truth, "the truth DS folder")
-    folders = [_open(path, "the prediction DS folder") for path in preds]
-    _check_outputs([json_path, csv_path], truth_folder, *folders)
+    truth_folder = open_ds(truth, what="the truth DS folder")
+    folders = [open_ds(path, what="the prediction DS folder") for path in preds]
+    check_report_outputs([json_path, csv_path], truth_folder.root, *(folder.root for folder in folders))
     chosen = parse_csv(objects)
-    _, policies = _load(rules_path, truth_folder, chosen)
+    policies = _policies(rules_path, truth_folder, chosen)
     measured = [measure_pairs(truth_folder, folder, split, chosen) for folder in folders]  # all checked first
-    rows = []
-    for label, items in zip(labels, measured):
-        counts = simulate(items, policies).counts()
+    table = {label: simulate(items, policies).counts() for label, items in zip(labels, measured)}
+    for label, counts in table.items():
         _say_rates(label, counts)
-        rows.append({"name": label, **counts.rates_json()})
     if json_path is not None:
         write_json_atomic(json_path, {"rules": str(rules_path), "truth": str(truth), "split": split,
-                                      "predictions": {row["name"]: {k: v for k, v in row.items() if k != "name"}
-                                                      for row in rows}})
+                                      "predictions": {label: counts.rates_json() for label, counts in table.items()}})
         wrote(json_path)
     if csv_path is not None:
-        write_csv_atomic(csv_path, ["name", "recall", "fpr", "precision", "tp", "fn", "fp", "tn"], [
-            [row["name"], percent(row["recall"]), percent(row["fpr"]), percent(row["precision"]),
-             *(row["counts"][key] for key in ("tp", "fn", "fp", "tn"))] for row in rows])
+        write_csv_atomic(csv_path, ["name", *RATE_COLUMNS],
+                         [[label, *counts.cells()] for label, counts in table.items()])
         wrote(csv_path)
 
 
@@ -250,9 +237,9 @@ def _sweep_setup(rules_path: Path, truth: Path, pred: Path, limit: str, class_na
 
     chosen = parse_csv(objects)
     knob = Knob(limit, class_name, tuple(chosen) if chosen else None)
-    truth_folder, pred_folder = _open(truth, "the truth DS folder"), _open(pred, "the prediction DS folder")
-    _check_outputs(outputs, truth_folder, pred_folder)
-    _, policies = _load(rules_path, truth_folder, chosen)
+    truth_folder, pred_folder = _open_pair(truth, pred)
+    check_report_outputs(outputs, truth_folder.root, pred_folder.root)
+    policies = _policies(rules_path, truth_folder, chosen)
     knob.targets(policies)  # an unknown class is an error before the masks are read
     return knob, policies, measure_pairs(truth_folder, pred_folder, split, chosen)
 
@@ -264,8 +251,8 @@ LIMIT_HELP = "The limit to vary: max_area, max_total_area, max_count or min_regi
 @friendly
 def sweep_command(
     rules_path: Path = _rules_option(),
-    truth: Path = typer.Option(..., "--truth", "-t", readable=False, help="The DS folder with ground-truth masks."),
-    pred: Path = typer.Option(..., "--pred", "-p", readable=False, help="The DS folder of predicted masks."),
+    truth: Path = _truth_option(),
+    pred: Path = _pred_option(),
     limit: str = typer.Option(..., "--limit", help=LIMIT_HELP),
     class_name: str | None = typer.Option(None, "--class", help="The class whose limit varies (none: the objects' "
                                           "min_region_area)."),
@@ -285,7 +272,7 @@ def sweep_command(
     """
     from defectspectrum.io import write_csv_atomic, write_json_atomic
     from defectspectrum.qc.plots import write_sweep_png
-    from defectspectrum.qc.rates import percent
+    from defectspectrum.qc.rates import RATE_COLUMNS, percent
     from defectspectrum.qc.sweep import sweep
 
     tried = parse_values(values)
@@ -303,9 +290,7 @@ def sweep_command(
                                       "points": [point.to_json() for point in points]})
         wrote(json_path)
     if csv_path is not None:
-        write_csv_atomic(csv_path, ["value", "recall", "fpr", "precision", "tp", "fn", "fp", "tn"], [
-            [f"{p.value:g}", percent(p.counts.recall), percent(p.counts.fpr), percent(p.counts.precision),
-             p.counts.tp, p.counts.fn, p.counts.fp, p.counts.tn] for p in points])
+        write_csv_atomic(csv_path, ["value", *RATE_COLUMNS], [[f"{p.value:g}", *p.counts.cells()] for p in points])
         wrote(csv_path)
     if plot is not None:
         wrote(write_sweep_png(plot, points, knob.label))
@@ -315,8 +300,8 @@ def sweep_command(
 @friendly
 def calibrate_command(
     rules_path: Path = _rules_option(),
-    truth: Path = typer.Option(..., "--truth", "-t", readable=False, help="The validation DS folder (ground truth)."),
-    pred: Path = typer.Option(..., "--pred", "-p", readable=False, help="The model's predicted masks of it."),
+    truth: Path = _truth_option("The validation DS folder (ground truth)."),
+    pred: Path = _pred_option("The model's predicted masks of it."),
     limit: str = typer.Option(..., "--limit", help=LIMIT_HELP),
     class_name: str | None = typer.Option(None, "--class", help="The class whose limit is set (none: the objects' "
                                           "min_region_area)."),
@@ -377,10 +362,10 @@ def judge_command(
     from defectspectrum.io import write_csv_atomic, write_json_atomic
     from defectspectrum.qc.simulate import judge_folder
 
-    folder = _open(pred, "the DS folder")
-    _check_outputs([json_path, csv_path], folder)
+    folder = open_ds(pred, what="the DS folder")
+    check_report_outputs([json_path, csv_path], folder.root)
     chosen = parse_csv(objects)
-    _, policies = _load(rules_path, folder, chosen)
+    policies = _policies(rules_path, folder, chosen)
     verdicts = judge_folder(folder, policies, split, chosen)
     for name in sorted({sample.object for sample, _ in verdicts}):
         mine = [verdict for sample, verdict in verdicts if sample.object == name]

@@ -13,6 +13,7 @@ from statistics import NormalDist
 from typing import Any
 
 OUTCOMES = ("TP", "FN", "FP", "TN")
+RATE_COLUMNS = ("recall", "fpr", "precision", "tp", "fn", "fp", "tn")  # the CSV columns of `Counts.cells`
 
 
 def rate(numerator: int, denominator: int) -> float | None:
@@ -65,6 +66,10 @@ class Counts:
     @property
     def escape_rate(self) -> float | None:
         return rate(self.fn, self.defective)
+
+    def cells(self) -> list[Any]:
+        """The `RATE_COLUMNS` of a table row: the rates as `percent` text, then the counts."""
+        return [percent(self.recall), percent(self.fpr), percent(self.precision), self.tp, self.fn, self.fp, self.tn]
 
     def rates_json(self) -> dict[str, Any]:
         return {"recall": self.recall, "fpr": self.fpr, "precision": self.precision,

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from defectspectrum.cli_support import friendly, parse_csv, require_folder, say, wrote
+from defectspectrum.cli_support import friendly, options_given, parse_csv, require_folder, say, wrote
 from defectspectrum.errors import InputError
 
 seg_app = typer.Typer(help="Segmentation benchmark: the paper's eight models, mmseg-exact mIoU, tiled prediction.",
@@ -60,16 +60,6 @@ def models_command() -> None:
     for name in model_names():
         info = model_info(name)
         say(f"{name:20} {info.paper:22} {info.summary}")
-
-
-def _given_options(ctx: typer.Context, allowed: set[str]) -> list[str]:
-    """The options typed on the command line other than `allowed` (as --flags)."""
-    given = []
-    for name in ctx.params:
-        source = ctx.get_parameter_source(name)
-        if name not in allowed and source is not None and source.name == "COMMANDLINE":
-            given.append(f"--{name.replace('_', '-')}")
-    return given
 
 
 @seg_app.command("train")
@@ -128,7 +118,7 @@ def train_command(
     previous = None
     if resume or from_run is not None:
         flag, allowed = ("--resume", {"out", "resume"}) if resume else ("--from-run", {"out", "from_run", "ds"})
-        ignored = _given_options(ctx, allowed)
+        ignored = options_given(ctx, allowed)
         if ignored:
             raise InputError(f"{flag} takes every setting from run.json; drop {', '.join(ignored)} "
                              "(or start a new run with the settings you want)")
