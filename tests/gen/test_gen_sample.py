@@ -128,3 +128,16 @@ def test_two_processes_write_one_folder_of_unique_samples(runs, tmp_path: Path) 
                               out=tmp_path / "single", seed=2, steps=8, batch=2, keep_empty=True)
     for a, b in zip(sharded, single):  # the same samples as one process draws
         assert np.abs(sharded.load_image(a).astype(int) - single.load_image(b).astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"steps": -5}, "--steps -5: use 1 to 1000"), ({"steps": 100_000}, "--steps 100000"),
+    ({"num": 0}, "--num 0"), ({"batch": 5000}, "batches of 1 to 1024"), ({"min_area": -3}, "--min-area -3"),
+    ({"switch": 5000}, "switch step 5000")])
+def test_absurd_sampling_settings_are_refused_and_nothing_is_written(runs, tmp_path: Path, changes, message) -> None:
+    _, large_run, small_run = runs
+    settings = {"switch": 10, "num": 2, "steps": 5, "batch": 2, "min_area": 0, **changes}
+    switch, num = settings.pop("switch"), settings.pop("num")
+    with pytest.raises(InputError, match=message):
+        write_samples(load_generator(large_run), load_generator(small_run), switch, num, tmp_path / "gen", **settings)
+    assert not (tmp_path / "gen").exists()

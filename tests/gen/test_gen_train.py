@@ -70,6 +70,10 @@ def test_the_loss_falls(ds: Path, tmp_path: Path) -> None:
 def test_config_mistakes_are_one_line(ds: Path) -> None:
     with pytest.raises(InputError, match="--size 30: a multiple of 4"):
         tiny(ds, size=30)
+    with pytest.raises(InputError, match="--batch-size 100000: use 1 to 1024"):
+        tiny(ds, batch_size=100_000)
+    with pytest.raises(InputError, match="--steps 999999999999: use 1 to 100000000"):
+        tiny(ds, steps=999_999_999_999)
     with pytest.raises(InputError, match="unknown object 'pill'; objects: metal"):
         FewShotPairs.load(tiny(ds, object="pill"))
     with pytest.raises(InputError, match="no defective samples in split 'test'"):

@@ -39,6 +39,8 @@ from defectspectrum.paths import output_path
 from defectspectrum.progress import track
 from defectspectrum.seg.checkpoint import load_checkpoint
 
+MAX_SAMPLES, MAX_BATCH = 1_000_000, 1024  # --num and --batch bounds: beyond them a typo, not a plan
+
 
 @dataclass
 class LoadedGenerator:
@@ -152,8 +154,11 @@ def generate(large: LoadedGenerator | None, small: LoadedGenerator | None, switc
              sampler: str = "ddpm", steps: int | None = None, batch: int = 4, min_area: int = 0,
              keep_empty: bool = False, rank: int = 0, world: int = 1) -> Iterator[Drawn]:
     """Draw samples 0..num-1 (this process's share: index % world == rank) in batches."""
-    if num < 1 or batch < 1:
-        raise InputError(f"--num {num} / --batch {batch}: use at least 1")
+    if not 1 <= num <= MAX_SAMPLES or not 1 <= batch <= MAX_BATCH:
+        raise InputError(f"--num {num} / --batch {batch}: use 1 to {MAX_SAMPLES} samples in batches of 1 to "
+                         f"{MAX_BATCH}")
+    if min_area < 0:
+        raise InputError(f"--min-area {min_area}: use 0 or more pixels")
     mine = [i for i in range(num) if i % world == rank]
     chunks = [mine[k:k + batch] for k in range(0, len(mine), batch)]
     for chunk in track(chunks, "gen sample"):

@@ -36,6 +36,8 @@ def two_stage_sample(large: Any, small: Any, scheduler: Any, shape: tuple[int, .
     total = scheduler.config.num_train_timesteps
     if not 0 <= switch <= total:
         raise InputError(f"switch step {switch}: use 0 (large model only) to {total} (small model only)")
+    if steps is not None and not 1 <= steps <= total:
+        raise InputError(f"--steps {steps}: use 1 to {total} sampling steps (the training steps)")
     scheduler.set_timesteps(steps or total, device=device)
     stages = {"large": large, "small": small}
     needed = {("large" if int(t) >= switch else "small") for t in scheduler.timesteps}

@@ -71,8 +71,8 @@ class GenConfig:
         object.__setattr__(self, "diffusion", DiffusionConfig(self.schedule, self.prediction,  # type: ignore[arg-type]
                                                               mask_ce_weight=self.mask_ce_weight))
         checks = [(16 <= self.size <= 1024 and self.size % 4 == 0, f"--size {self.size}: a multiple of 4, 16 to 1024"),
-                  (self.steps >= 1, f"--steps {self.steps}: use at least 1"),
-                  (self.batch_size >= 1, f"--batch-size {self.batch_size}: use at least 1"),
+                  (1 <= self.steps <= 10**8, f"--steps {self.steps}: use 1 to 100000000"),
+                  (1 <= self.batch_size <= 1024, f"--batch-size {self.batch_size}: use 1 to 1024"),
                   (self.grad_accum >= 1, f"--grad-accum {self.grad_accum}: use at least 1"),
                   (0 <= self.ema_decay < 1, f"--ema-decay {self.ema_decay}: use 0 to below 1"),
                   (self.lr > 0, f"--lr {self.lr}: must be positive"),
