@@ -100,7 +100,7 @@ def bench_training(args: argparse.Namespace, channels: int) -> None:
         accelerator = make_accelerator()
         scheduler = make_scheduler(config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        ema = EMAModel(model.parameters(), decay=0.9999)
+        ema = EMAModel(model.parameters(), decay=0.9999, foreach=True)
         model, optimizer = accelerator.prepare(model, optimizer)
         times = []
         for step in range(steps):

@@ -239,15 +239,21 @@ def check_report_outputs(outputs: list[Path | None], *ds_roots: Path) -> None:
             check_report_path(path, root, owned)
 
 
-def options_given(ctx: typer.Context, allowed: set[str]) -> list[str]:
-    """The options typed on the command line other than `allowed` (as --flags), e.g. to refuse them
-    beside --resume."""
+def typed_options(ctx: typer.Context, names: set[str] | None = None) -> list[str]:
+    """The options (of `names`, parameter names; default all) typed on the command line, as their flags."""
+    flags = {param.name: param.opts[0] for param in ctx.command.params if param.opts}
     given = []
     for name in ctx.params:
         source = ctx.get_parameter_source(name)
-        if name not in allowed and source is not None and source.name == "COMMANDLINE":
-            given.append(f"--{name.replace('_', '-')}")
+        if (names is None or name in names) and source is not None and source.name == "COMMANDLINE":
+            given.append(flags.get(name) or f"--{name.replace('_', '-')}")
     return given
+
+
+def options_given(ctx: typer.Context, allowed: set[str]) -> list[str]:
+    """The options typed on the command line other than `allowed` (as --flags), e.g. to refuse them
+    beside --resume."""
+    return typed_options(ctx, set(ctx.params) - allowed)
 
 
 def parse_csv(value: str | None) -> list[str] | None:

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import typer
 
-from defectspectrum.cli_support import check_report_outputs, friendly, options_given, require_folder, say, wrote
+from defectspectrum.cli_support import (
+    check_report_outputs,
+    friendly,
+    options_given,
+    require_folder,
+    say,
+    typed_options,
+    wrote,
+)
 from defectspectrum.errors import InputError
 
 gen_app = typer.Typer(help="Defect-Gen: two-stage few-shot diffusion that generates defect image + mask pairs.",
@@ -121,6 +129,7 @@ def train_command(
 @gen_app.command("sample")
 @friendly
 def sample_command(
+    ctx: typer.Context,
     out: Path = typer.Argument(..., help="The DS folder of synthetic pairs to create."),
     large: Path | None = typer.Option(None, "--large", readable=False, help="The large generator's run folder."),
     small: Path | None = typer.Option(None, "--small", readable=False, help="The small generator's run folder."),
@@ -134,20 +143,60 @@ def sample_command(
     keep_empty: bool = typer.Option(False, "--keep-empty", help="Keep samples left without a defect."),
     weights: str = typer.Option("ema", "--weights", help="ema (default) or raw."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it is a DS folder."),
+    onto: Path | None = typer.Option(None, "--onto", readable=False, help="A folder of defect-free images to "
+                                     "generate defects into (pixels away from the defect stay untouched)."),
+    masks: Path | None = typer.Option(None, "--masks", readable=False, help="With --onto: where each defect goes, "
+                                      "a mask per good image (same name): class indices, or binary with --class."),
+    class_name: str | None = typer.Option(None, "--class", help="With --onto: the defect class to place (random "
+                                          "placement: shapes from the training masks; default any class)."),
+    blend: int | None = typer.Option(None, "--blend", help="With --onto: px around the defect blended into the "
+                                     "source (default two model pixels)."),
 ) -> None:
     """Draw image + mask pairs along ONE trajectory: large model for t >= u, small model after.
 
     Each sample is marked synthetic, captioned, and its source holds the runs and seed that regenerate it.
 
+    With --onto, defects are generated into your good images where --masks says, or at random (one per image).
+
     Example: defectspectrum gen sample gen_pill --large gen/pill_large --small gen/pill_small --switch 50 --num 100
+
+    Example: defectspectrum gen sample onto_pill --large gen/pill_large --small gen/pill_small --onto good/ --masks at/
     """
     require_gen_extra()
-    from defectspectrum.gen.sample import load_generator, write_samples
+    from defectspectrum.gen.onto import MaskPlacements, RandomPlacements
+    from defectspectrum.gen.sample import check_pair, load_generator, write_samples
 
     runs = [load_generator(require_folder(path, "a gen train run folder"), weights) if path else None
             for path in (large, small)]
+    placements: MaskPlacements | RandomPlacements | None = None
+    if onto is None:
+        stray = typed_options(ctx, {"masks", "class_name", "blend"})
+        if stray:
+            raise InputError(f"{', '.join(stray)} only apply with --onto GOOD_DIR")
+    else:
+        from defectspectrum.data.classes import ClassMap
+        from defectspectrum.io import list_images
+
+        stray = typed_options(ctx, {"min_area", "keep_empty"})
+        if stray:
+            raise InputError(f"{', '.join(stray)} do not apply with --onto: the defect's mask is given")
+        first = check_pair(runs[0], runs[1])
+        if masks is not None:
+            placements = MaskPlacements(require_folder(onto, "a folder of good images"),
+                                        require_folder(masks, "a folder of masks"), ClassMap(first.classes),
+                                        class_name)
+            count = len(placements)
+        else:
+            goods = list_images(require_folder(onto, "a folder of good images"))
+            count = len(goods)
+            if not typed_options(ctx, {"num"}):
+                num = count
+            placements = RandomPlacements(goods, first, class_name, num, seed)
+        if not typed_options(ctx, {"num"}):
+            num = count
     folder, dropped = write_samples(runs[0], runs[1], switch, num, out, seed=seed, sampler=sampler, steps=steps,
-                                    batch=batch, min_area=min_area, keep_empty=keep_empty, overwrite=overwrite)
+                                    batch=batch, min_area=min_area, keep_empty=keep_empty, overwrite=overwrite,
+                                    placements=placements, blend=blend)
     if dropped:
         say(f"dropped {len(dropped)} of {num}: {dropped[0].reason} (--keep-empty keeps them)")
     wrote(out, f": {len(folder)} synthetic pairs")

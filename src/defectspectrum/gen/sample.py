@@ -18,9 +18,9 @@ import functools
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -39,6 +39,9 @@ from defectspectrum.paths import output_path
 from defectspectrum.progress import track
 from defectspectrum.seg.checkpoint import load_checkpoint
 
+if TYPE_CHECKING:
+    from defectspectrum.gen.onto import Placements
+
 MAX_SAMPLES, MAX_BATCH = 1_000_000, 1024  # --num and --batch bounds: beyond them a typo, not a plan
 
 
@@ -53,6 +56,8 @@ class LoadedGenerator:
     size: int
     diffusion: DiffusionConfig
     weights: str
+    config: dict[str, Any]  # the run's training settings (gen.json)
+    short_side: int | None = None  # the training images' short side before scaling, where recorded
 
     @property
     def channels(self) -> int:
@@ -88,10 +93,12 @@ def load_generator(run: Path, weights: str = "ema", device: str | torch.device =
             for param, value in zip(params, shadow):
                 param.copy_(value)
     model.to(device).eval()
-    return LoadedGenerator(run, model, config["object"], classes, int(config["size"]), diffusion, weights)
+    side = info.get("train_short_side")
+    return LoadedGenerator(run, model, config["object"], classes, int(config["size"]), diffusion, weights, config,
+                           side if isinstance(side, int) and side > 0 else None)
 
 
-def _check_pair(large: LoadedGenerator | None, small: LoadedGenerator | None) -> LoadedGenerator:
+def check_pair(large: LoadedGenerator | None, small: LoadedGenerator | None) -> LoadedGenerator:
     given = [g for g in (large, small) if g is not None]
     if not given:
         raise InputError("give a large and/or a small generator run")
@@ -130,7 +137,7 @@ def sample_generator(seed: int, index: int) -> torch.Generator:
 def draw(large: LoadedGenerator | None, small: LoadedGenerator | None, switch: int, indices: list[int], seed: int,
          sampler: str = "ddpm", steps: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Samples `indices` (one batch) as (image, raw argmax mask) pairs."""
-    first = _check_pair(large, small)
+    first = check_pair(large, small)
     scheduler = make_scheduler(first.diffusion, sampler)
     generators = [sample_generator(seed, i) for i in indices]
     x = two_stage_sample(large.model if large else None, small.model if small else None, scheduler,
@@ -148,6 +155,7 @@ class Drawn:
     mask: np.ndarray
     kept: bool
     reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # more of its recipe (where it was generated onto)
 
 
 def generate(large: LoadedGenerator | None, small: LoadedGenerator | None, switch: int, num: int, *, seed: int = 0,
@@ -174,23 +182,32 @@ def sample_name(index: int) -> str:
 
 def write_samples(large: LoadedGenerator | None, small: LoadedGenerator | None, switch: int, num: int, out: Path, *,
                   seed: int = 0, sampler: str = "ddpm", steps: int | None = None, batch: int = 4, min_area: int = 0,
-                  keep_empty: bool = False, overwrite: bool = False) -> tuple[DSFolder, list[Drawn]]:
+                  keep_empty: bool = False, overwrite: bool = False, placements: Placements | None = None,
+                  blend: int | None = None) -> tuple[DSFolder, list[Drawn]]:
     """Draw `num` samples into a new DS folder `out` (appears complete or not at all); returns it and
     the dropped samples (with why). Under `torchrun` / `accelerate launch` every process draws its
     share (sample i on process i % world) into a shard folder beside `out`, and the first process
-    writes the DS folder from all shards: one folder, no name clashes."""
+    writes the DS folder from all shards: one folder, no name clashes. With `placements` each sample is
+    generated onto a good image instead (`onto.generate_onto`)."""
     from accelerate import PartialState
 
     from defectspectrum.seg.train import cpu_launch
 
-    first = _check_pair(large, small)
+    first = check_pair(large, small)
     state = PartialState(cpu=cpu_launch())
     rank, world = state.process_index, state.num_processes
     recipe = {"large": str(large.run.absolute()) if large else None,
               "small": str(small.run.absolute()) if small else None,
               "weights": first.weights, "switch": switch, "sampler": sampler, "steps": steps, "seed": seed}
-    draw_share = functools.partial(generate, large, small, switch, num, seed=seed, sampler=sampler, steps=steps,
-                                   batch=batch, min_area=min_area, keep_empty=keep_empty)
+    if placements is None:
+        draw_share = functools.partial(generate, large, small, switch, num, seed=seed, sampler=sampler, steps=steps,
+                                       batch=batch, min_area=min_area, keep_empty=keep_empty)
+    else:
+        from defectspectrum.gen.onto import generate_onto
+
+        draw_share = functools.partial(generate_onto, large, small, switch, placements, num, seed=seed,
+                                       sampler=sampler, steps=steps, batch=batch, blend=blend)
+        recipe["onto"] = True
     if world == 1:
         check_output_folder(Path(out), overwrite)  # refuse before drawing anything
         drawn = list(draw_share())
@@ -203,7 +220,8 @@ def write_samples(large: LoadedGenerator | None, small: LoadedGenerator | None, 
     mine = output_path(shards, f"rank{rank}")
     mine.mkdir(parents=True, exist_ok=True)
     for item in draw_share(rank=rank, world=world):
-        np.savez(mine / f"{item.index:06d}.npz", image=item.image, mask=item.mask, kept=item.kept, reason=item.reason)
+        np.savez(mine / f"{item.index:06d}.npz", image=item.image, mask=item.mask, kept=item.kept, reason=item.reason,
+                 extra=json.dumps(item.extra))
     state.wait_for_everyone()
     try:
         if state.is_main_process:
@@ -211,7 +229,7 @@ def write_samples(large: LoadedGenerator | None, small: LoadedGenerator | None, 
             for path in sorted(shards.glob("rank*/*.npz"), key=lambda p: p.name):
                 with np.load(path) as data:
                     drawn.append(Drawn(int(path.stem), data["image"], data["mask"], bool(data["kept"]),
-                                       str(data["reason"])))
+                                       str(data["reason"]), json.loads(str(data["extra"]))))
             result = _write_folder(first, drawn, recipe, num, Path(out), overwrite, min_area, keep_empty)
     finally:
         state.wait_for_everyone()
@@ -234,7 +252,8 @@ def _write_folder(first: LoadedGenerator, drawn: list[Drawn], recipe: dict[str, 
             if item.kept:
                 folder.add_sample(first.object, sample_name(item.index), item.image, item.mask, synthetic=True,
                                   caption=template_caption(first.object, classes, item.mask),
-                                  source=json.dumps({"generator": recipe, "index": item.index}, sort_keys=True))
+                                  source=json.dumps({"generator": recipe, "index": item.index, **item.extra},
+                                                  sort_keys=True))
         folder.meta["generator"] = {**recipe, "num": num, "min_area": min_area, "keep_empty": keep_empty,
                                     "dropped": [{"index": d.index, "reason": d.reason} for d in dropped]}
         folder.save()

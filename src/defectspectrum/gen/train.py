@@ -106,6 +106,7 @@ class FewShotPairs:
     pairs: list[tuple[np.ndarray, np.ndarray]]
     classes: tuple[str, ...]
     ids: list[str]
+    short_side: int  # the training images' median short side before scaling (their pixel scale)
 
     @classmethod
     def load(cls, config: GenConfig) -> FewShotPairs:
@@ -117,8 +118,12 @@ class FewShotPairs:
             which = "" if config.include_good else "defective "
             raise InputError(f"{config.data}: object {config.object!r} has no {which}samples in split "
                              f"{config.split!r}; split the data first (data split) or pick another --split")
-        pairs = [_scale_short_side(folder.load_image(s), folder.load_checked_mask(s), config.size) for s in samples]
-        return cls(pairs, classes.names, [s.id for s in samples])
+        pairs, sides = [], []
+        for sample in samples:
+            mask = folder.load_checked_mask(sample)
+            sides.append(min(mask.shape))
+            pairs.append(_scale_short_side(folder.load_image(sample), mask, config.size))
+        return cls(pairs, classes.names, [s.id for s in samples], int(np.median(sides)))
 
     def batch(self, config: GenConfig, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
         """This process's share of step `step`'s batch, a pure function of (seed, step)."""
@@ -185,7 +190,7 @@ def train_generator(config: GenConfig, out: Path, *, resume: bool = False, stop_
     preset = config.unet_preset()
     torch.manual_seed(config.seed)
     model = build_unet(preset, 3 + len(data.classes), config.size)
-    ema = EMAModel(model.parameters(), decay=config.ema_decay)
+    ema = EMAModel(model.parameters(), decay=config.ema_decay, foreach=True)  # one fused update, not a loop
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = make_scheduler(config.diffusion)
     start = 0
@@ -202,6 +207,7 @@ def train_generator(config: GenConfig, out: Path, *, resume: bool = False, stop_
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / GEN_JSON, {"format": FORMAT, "version": 1, "config": config.to_json(),
                                            "classes": list(data.classes), "train_ids": data.ids,
+                                           "train_short_side": data.short_side,
                                            "preset": preset.model_dump(mode="json"), "channels": 3 + len(data.classes)})
 
     def checkpoint(step: int) -> None:
