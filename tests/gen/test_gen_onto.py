@@ -99,7 +99,7 @@ def test_paste_changes_nothing_where_the_weight_is_zero() -> None:
 
 
 def test_defects_go_where_the_masks_say_and_the_rest_is_untouched(setup, tmp_path: Path) -> None:
-    ds, run, root = setup
+    _, run, root = setup
     generator = load_generator(run)
     placements = MaskPlacements(root / "good", root / "where", ClassMap(generator.classes))
     folder, dropped = write_samples(generator, generator, 0, len(placements), tmp_path / "onto", steps=6, batch=2,
@@ -114,13 +114,13 @@ def test_defects_go_where_the_masks_say_and_the_rest_is_untouched(setup, tmp_pat
         away = far_from(given, 2)
         assert np.array_equal(image[away], source[away])  # every pixel away from the defect is the source's
         assert (image[given > 0] != source[given > 0]).any()  # the defect itself was generated
-        top, left, side = recipe["window"]
+        side = recipe["window"][2]
         assert side == 40 and recipe["blend"] == 2  # the training images' short side: their pixel scale
         assert sample.synthetic and sample.caption and recipe["generator"]["onto"] is True
 
 
 def test_random_placement_takes_the_wanted_class_from_the_training_masks(setup, tmp_path: Path) -> None:
-    ds, run, root = setup
+    _, run, root = setup
     generator = load_generator(run)
     goods = sorted((root / "good").glob("*.png"))
     wanted = generator.classes[2]
@@ -150,7 +150,7 @@ def test_random_placement_takes_the_wanted_class_from_the_training_masks(setup, 
     ("empty", "holds no defect"),
 ])
 def test_mask_mistakes_are_named(setup, tmp_path: Path, change: str, message: str) -> None:
-    ds, run, root = setup
+    _, run, root = setup
     masks = tmp_path / "masks"
     masks.mkdir()
     for path in (root / "where").glob("*.png"):
@@ -172,7 +172,7 @@ def test_mask_mistakes_are_named(setup, tmp_path: Path, change: str, message: st
 
 
 def test_a_binary_mask_with_a_class_places_that_class(setup, tmp_path: Path) -> None:
-    ds, run, root = setup
+    _, run, root = setup
     masks = tmp_path / "masks"
     masks.mkdir()
     for path in (root / "where").glob("*.png"):
@@ -183,7 +183,7 @@ def test_a_binary_mask_with_a_class_places_that_class(setup, tmp_path: Path) -> 
 
 
 def test_cli_onto(setup, tmp_path: Path) -> None:
-    ds, run, root = setup
+    _, run, root = setup
     result = invoke("gen", "sample", tmp_path / "out", "--large", run, "--small", run, "--switch", "0",
                     "--steps", "4", "--onto", root / "good", "--masks", root / "where")
     assert result.exit_code == 0, result.output

@@ -151,6 +151,14 @@ def sample_command(
                                           "placement: shapes from the training masks; default any class)."),
     blend: int | None = typer.Option(None, "--blend", help="With --onto: px around the defect blended into the "
                                      "source (default two model pixels)."),
+    filter_pairs: bool = typer.Option(False, "--filter", help="Drop pairs whose mask lies mostly off the object "
+                                      "or (with --seg-model) that a segmentation model does not see."),
+    seg_model: Path | None = typer.Option(None, "--seg-model", readable=False, help="With --filter: a `seg train` "
+                                          "run trained on the real pairs of this object."),
+    min_agreement: float = typer.Option(0.3, "--min-agreement", help="With --seg-model: least IoU of its "
+                                        "prediction with the generated mask."),
+    min_on_object: float = typer.Option(0.5, "--min-on-object", help="With --filter: least share of the mask on "
+                                        "the object's foreground."),
 ) -> None:
     """Draw image + mask pairs along ONE trajectory: large model for t >= u, small model after.
 
@@ -161,6 +169,8 @@ def sample_command(
     Example: defectspectrum gen sample gen_pill --large gen/pill_large --small gen/pill_small --switch 50 --num 100
 
     Example: defectspectrum gen sample onto_pill --large gen/pill_large --small gen/pill_small --onto good/ --masks at/
+
+    Example: defectspectrum gen sample gen_pill --large gen/l --small gen/s --num 200 --filter --seg-model runs/pill_b0
     """
     require_gen_extra()
     from defectspectrum.gen.onto import MaskPlacements, RandomPlacements
@@ -194,11 +204,30 @@ def sample_command(
             placements = RandomPlacements(goods, first, class_name, num, seed)
         if not typed_options(ctx, {"num"}):
             num = count
+    sample_filter = None
+    if filter_pairs:
+        from defectspectrum.data.classes import ClassMap
+        from defectspectrum.gen.filters import SampleFilter, segmenter
+
+        if not (0 <= min_agreement <= 1 and 0 <= min_on_object <= 1):
+            raise InputError(f"--min-agreement {min_agreement} / --min-on-object {min_on_object}: use 0 to 1")
+        first = check_pair(runs[0], runs[1])
+        segment = segmenter(require_folder(seg_model, "a seg train run folder"), first.object,
+                            ClassMap(first.classes)) if seg_model else None
+        sample_filter = SampleFilter(min_on_object, min_agreement, segment)
+    else:
+        stray = typed_options(ctx, {"seg_model", "min_agreement", "min_on_object"})
+        if stray:
+            raise InputError(f"{', '.join(stray)} only apply with --filter")
     folder, dropped = write_samples(runs[0], runs[1], switch, num, out, seed=seed, sampler=sampler, steps=steps,
                                     batch=batch, min_area=min_area, keep_empty=keep_empty, overwrite=overwrite,
-                                    placements=placements, blend=blend)
+                                    placements=placements, blend=blend, sample_filter=sample_filter)
     if dropped:
-        say(f"dropped {len(dropped)} of {num}: {dropped[0].reason} (--keep-empty keeps them)")
+        from collections import Counter
+
+        reasons = Counter(d.reason.split(" (")[0] for d in dropped)
+        say(f"dropped {len(dropped)} of {num}: " + "; ".join(f"{n} {why}" for why, n in reasons.most_common()) +
+            f" (each with its reason in {out}/dataset.json)")
     wrote(out, f": {len(folder)} synthetic pairs")
 
 
@@ -211,10 +240,16 @@ def eval_command(
     copy_fraction: float = typer.Option(0.5, "--copy-fraction", help="Near-copy: closer to a training image than "
                                         "this share of the usual distance between training images."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the measures as JSON."),
+    seg_model: Path | None = typer.Option(None, "--seg-model", readable=False, help="A `seg train` run trained on "
+                                          "the real pairs: how well it sees each generated mask's defect."),
 ) -> None:
     """Memorisation, diversity and mask sanity of generated pairs, weight-free and offline.
 
+    With --seg-model also mask-defect agreement: the model's prediction on each generated image against its mask.
+
     Example: defectspectrum gen eval gen_pill --train ds_mvtec --json gen_eval.json
+
+    Example: defectspectrum gen eval gen_pill --train ds_mvtec --seg-model runs/pill_b0
     """
     from defectspectrum.data.cli import open_ds
     from defectspectrum.gen.metrics import evaluate
@@ -232,10 +267,17 @@ def eval_command(
     reference = [s for s in source.samples(object=name, split=split) if not s.is_good]
     if len(reference) < 2:
         raise InputError(f"{train}: fewer than two defective {name!r} samples in split {split!r}; pick --split")
-    result = evaluate([(made.load_image(s), made.load_mask(s)) for s in made],
-                      [(source.load_image(s), source.load_mask(s)) for s in reference], made.classes(name),
+    if seg_model is not None:
+        require_gen_extra()
+    pairs = [(made.load_image(s), made.load_mask(s)) for s in made]
+    result = evaluate(pairs, [(source.load_image(s), source.load_mask(s)) for s in reference], made.classes(name),
                       copy_fraction)
     data = result.to_json()
+    from defectspectrum.gen.filters import consistency, segmenter
+
+    segment = segmenter(require_folder(seg_model, "a seg train run folder"), name, made.classes(name)) \
+        if seg_model is not None else None
+    data["consistency"] = consistency(pairs, segment)
     memo = data["memorisation"]
     say(f"{result.samples} samples against {result.train} training pairs of {name}")
     say(f"memorisation: nearest training image at {memo['nearest_median']:.3f} (median; training images are "
@@ -248,6 +290,14 @@ def eval_command(
     for cls, values in masks["generated"]["classes"].items():
         theirs = masks["train"]["classes"][cls]
         say(f"  {cls:20} in {100 * values['share']:5.1f}% of masks (training {100 * theirs['share']:5.1f}%)")
+    checks = data["consistency"]
+    if checks["off_object_share"] is not None:
+        say(f"masks mostly off the object: {100 * checks['off_object_share']:.1f}%")
+    agreement = checks.get("agreement")
+    if agreement:
+        say(f"agreement with {seg_model}: defect IoU {agreement['mean']:.3f} mean, {agreement['median']:.3f} median "
+            f"(same class {agreement['class_mean']:.3f}); {100 * agreement['under_min']:.1f}% under "
+            f"{agreement['min_agreement']}")
     if json_path is not None:
         write_json_atomic(json_path, {"generated": str(generated), "train": str(train), "object": name, **data})
         wrote(json_path)

@@ -14,7 +14,7 @@ captioner, and its `source` holds the two runs, the switch step, the sampler and
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import json
 import shutil
 from collections.abc import Iterator
@@ -40,6 +40,7 @@ from defectspectrum.progress import track
 from defectspectrum.seg.checkpoint import load_checkpoint
 
 if TYPE_CHECKING:
+    from defectspectrum.gen.filters import SampleFilter
     from defectspectrum.gen.onto import Placements
 
 MAX_SAMPLES, MAX_BATCH = 1_000_000, 1024  # --num and --batch bounds: beyond them a typo, not a plan
@@ -176,6 +177,18 @@ def generate(large: LoadedGenerator | None, small: LoadedGenerator | None, switc
             yield Drawn(index, image, mask, kept, "" if kept else "no defect left after speck removal")
 
 
+def filtered(items: Iterator[Drawn], sample_filter: SampleFilter | None) -> Iterator[Drawn]:
+    """`items` with the filter's measures in each kept pair's recipe, and pairs it rejects dropped."""
+    for item in items:
+        if sample_filter is None or not item.kept:
+            yield item
+            continue
+        measures = sample_filter.measure(item.image, item.mask)
+        reason = sample_filter.reason(measures)
+        found = {name: round(value, 4) for name, value in measures.items() if value is not None}
+        yield dataclasses.replace(item, kept=not reason, reason=reason, extra={**item.extra, **found})
+
+
 def sample_name(index: int) -> str:
     return f"gen_{index:06d}"
 
@@ -183,12 +196,13 @@ def sample_name(index: int) -> str:
 def write_samples(large: LoadedGenerator | None, small: LoadedGenerator | None, switch: int, num: int, out: Path, *,
                   seed: int = 0, sampler: str = "ddpm", steps: int | None = None, batch: int = 4, min_area: int = 0,
                   keep_empty: bool = False, overwrite: bool = False, placements: Placements | None = None,
-                  blend: int | None = None) -> tuple[DSFolder, list[Drawn]]:
+                  blend: int | None = None, sample_filter: SampleFilter | None = None) -> tuple[DSFolder, list[Drawn]]:
     """Draw `num` samples into a new DS folder `out` (appears complete or not at all); returns it and
     the dropped samples (with why). Under `torchrun` / `accelerate launch` every process draws its
     share (sample i on process i % world) into a shard folder beside `out`, and the first process
     writes the DS folder from all shards: one folder, no name clashes. With `placements` each sample is
-    generated onto a good image instead (`onto.generate_onto`)."""
+    generated onto a good image instead (`onto.generate_onto`); with `sample_filter` pairs whose mask
+    does not match their defect are dropped, with why."""
     from accelerate import PartialState
 
     from defectspectrum.seg.train import cpu_launch
@@ -199,15 +213,20 @@ def write_samples(large: LoadedGenerator | None, small: LoadedGenerator | None, 
     recipe = {"large": str(large.run.absolute()) if large else None,
               "small": str(small.run.absolute()) if small else None,
               "weights": first.weights, "switch": switch, "sampler": sampler, "steps": steps, "seed": seed}
-    if placements is None:
-        draw_share = functools.partial(generate, large, small, switch, num, seed=seed, sampler=sampler, steps=steps,
-                                       batch=batch, min_area=min_area, keep_empty=keep_empty)
-    else:
-        from defectspectrum.gen.onto import generate_onto
-
-        draw_share = functools.partial(generate_onto, large, small, switch, placements, num, seed=seed,
-                                       sampler=sampler, steps=steps, batch=batch, blend=blend)
+    if placements is not None:
         recipe["onto"] = True
+
+    def draw_share(rank: int = 0, world: int = 1) -> Iterator[Drawn]:
+        if placements is None:
+            drawn = generate(large, small, switch, num, seed=seed, sampler=sampler, steps=steps, batch=batch,
+                             min_area=min_area, keep_empty=keep_empty, rank=rank, world=world)
+        else:
+            from defectspectrum.gen.onto import generate_onto
+
+            drawn = generate_onto(large, small, switch, placements, num, seed=seed, sampler=sampler, steps=steps,
+                                  batch=batch, blend=blend, rank=rank, world=world)
+        return filtered(drawn, sample_filter)
+
     if world == 1:
         check_output_folder(Path(out), overwrite)  # refuse before drawing anything
         drawn = list(draw_share())
