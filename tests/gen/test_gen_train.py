@@ -61,6 +61,23 @@ def test_resume_is_exact_for_model_and_ema(ds: Path, tmp_path: Path) -> None:
         train_generator(config, tmp_path / "split")
 
 
+def test_previews_show_ema_samples_and_leave_training_unchanged(ds: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    plain = train_generator(tiny(ds, steps=4), tmp_path / "plain")
+    watched = train_generator(tiny(ds, steps=4, preview_every=2), tmp_path / "watched")
+    for key, value in plain.model.state_dict().items():
+        assert torch.equal(value, watched.model.state_dict()[key]), key  # the model's own weights are put back
+    for x, y in zip(plain.ema.shadow_params, watched.ema.shadow_params):
+        assert torch.equal(x, y)
+    previews = sorted((tmp_path / "watched" / "previews").glob("*.png"))
+    assert [p.name for p in previews] == ["step_0000002.png", "step_0000004.png"]
+    sheet = np.asarray(Image.open(previews[0]))
+    assert sheet.shape[0] == 2 * 128 + 4 and sheet.shape[1] == 4 * 128 + 3 * 4  # 4 columns: image over overlay
+    assert not np.array_equal(sheet, np.asarray(Image.open(previews[1])))  # the EMA weights moved between them
+    assert not (tmp_path / "plain" / "previews").exists()
+
+
 def test_the_loss_falls(ds: Path, tmp_path: Path) -> None:
     result = train_generator(tiny(ds, steps=60, lr=2e-3, checkpoint_every=60), tmp_path / "run")
     first, last = np.mean(result.losses[:10]), np.mean(result.losses[-10:])

@@ -84,6 +84,8 @@ def train_command(
     mask_ce: float = typer.Option(0.0, "--mask-ce", help="Weight of the cross-entropy on the mask channels."),
     mixed_precision: str = typer.Option("no", "--mixed-precision", help="no, fp16 or bf16."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Save a checkpoint every N steps."),
+    preview_every: int = typer.Option(500, "--preview-every", help="Draw 4 pairs with the EMA weights into "
+                                      "previews/ every N steps (0: never)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the weights, the batches and the noise."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint (every "
                                 "setting comes from its gen.json)."),
@@ -114,7 +116,7 @@ def train_command(
                            layers=layers, size=size, steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
                            grad_accum=grad_accum, vflip=vflip, rotate90=rotate90, schedule=schedule,
                            prediction=prediction, mask_ce_weight=mask_ce, mixed_precision=mixed_precision,
-                           checkpoint_every=checkpoint_every, seed=seed)
+                           checkpoint_every=checkpoint_every, preview_every=preview_every, seed=seed)
     try:
         result = train_generator(config, out, resume=resume)
     except TrainingStopped as stopped:

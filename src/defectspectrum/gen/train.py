@@ -26,7 +26,7 @@ import torch
 
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.errors import InputError
-from defectspectrum.gen.diffusion import DiffusionConfig, diffusion_loss, encode_pair, make_scheduler
+from defectspectrum.gen.diffusion import DiffusionConfig, decode_pair, diffusion_loss, encode_pair, make_scheduler
 from defectspectrum.gen.presets import Preset, load_preset
 from defectspectrum.gen.unet import build_unet
 from defectspectrum.io import write_json_atomic
@@ -34,7 +34,8 @@ from defectspectrum.progress import progress
 from defectspectrum.seg.checkpoint import load_checkpoint, save_checkpoint
 from defectspectrum.seg.train import TrainingStopped, make_accelerator, stop_requests
 
-GEN_JSON, LAST = "gen.json", "checkpoints/last.pt"
+GEN_JSON, LAST, PREVIEWS = "gen.json", "checkpoints/last.pt", "previews"
+PREVIEW_SAMPLES, PREVIEW_STEPS = 4, 25  # pairs per preview, DDIM steps
 FORMAT = "defectspectrum-gen-run"
 
 
@@ -64,6 +65,7 @@ class GenConfig:
     mask_ce_weight: float = 0.0
     mixed_precision: str = "no"
     checkpoint_every: int = 500
+    preview_every: int = 0  # draw PREVIEW_SAMPLES pairs with the EMA weights every N steps (0: never)
     seed: int = 0
     diffusion: DiffusionConfig = field(init=False)
 
@@ -76,7 +78,8 @@ class GenConfig:
                   (self.grad_accum >= 1, f"--grad-accum {self.grad_accum}: use at least 1"),
                   (0 <= self.ema_decay < 1, f"--ema-decay {self.ema_decay}: use 0 to below 1"),
                   (self.lr > 0, f"--lr {self.lr}: must be positive"),
-                  (self.checkpoint_every >= 1, f"--checkpoint-every {self.checkpoint_every}: use at least 1")]
+                  (self.checkpoint_every >= 1, f"--checkpoint-every {self.checkpoint_every}: use at least 1"),
+                  (self.preview_every >= 0, f"--preview-every {self.preview_every}: use 0 (never) or more")]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
@@ -163,6 +166,30 @@ def read_config(out: Path) -> GenConfig:
         raise InputError(f"{path}: not a generator run file ({exc}); start a new run") from None
 
 
+def write_preview(model: Any, ema: Any, config: GenConfig, num_classes: int, out: Path, step: int) -> Path:
+    """`previews/step_NNNNNNN.png`: PREVIEW_SAMPLES pairs drawn with the EMA weights (the model's own
+    weights are put back after), from the same noise at every step, so previews show progress."""
+    from defectspectrum.gen.gallery import pairs_sheet
+    from defectspectrum.gen.sampler import two_stage_sample
+    from defectspectrum.io import save_png_atomic
+
+    parameters = list(model.parameters())
+    ema.store(parameters)
+    ema.copy_to(parameters)
+    model.eval()
+    try:
+        generators = [torch.Generator().manual_seed(config.seed * 1000 + k) for k in range(PREVIEW_SAMPLES)]
+        x = two_stage_sample(model, None, make_scheduler(config.diffusion, "ddim"),
+                             (PREVIEW_SAMPLES, 3 + num_classes, config.size, config.size), 0, generator=generators,
+                             steps=PREVIEW_STEPS, device=parameters[0].device)
+    finally:
+        ema.restore(parameters)
+    path = out / PREVIEWS / f"step_{step:07d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_png_atomic(pairs_sheet([decode_pair(sample) for sample in x.float()], num_classes), path)
+    return path
+
+
 @dataclass
 class GenTrainResult:
     """What a run produced: its folder, the final model, its EMA weights and the last mean loss."""
@@ -216,6 +243,11 @@ def train_generator(config: GenConfig, out: Path, *, resume: bool = False, stop_
                                          "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "step": step})
         accelerator.wait_for_everyone()
 
+    def preview(step: int) -> None:
+        if accelerator.is_main_process:
+            write_preview(accelerator.unwrap_model(model), ema, config, len(data.classes), out, step)
+        model.train()
+
     losses: list[float] = []
     model.train()
     with progress(stop, f"gen train {config.preset}", completed=start) as update, \
@@ -238,6 +270,8 @@ def train_generator(config: GenConfig, out: Path, *, resume: bool = False, stop_
             update(1, f"loss {np.mean(losses[-20:]):.4f}")
             if on_step is not None and accelerator.is_main_process:
                 on_step(step + 1, losses[-1])
+            if config.preview_every and (step + 1) % config.preview_every == 0:
+                preview(step + 1)
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == stop:
                 checkpoint(step + 1)
             elif stop_requested():  # Ctrl-C: the step under way is done; save it and stop
