@@ -36,6 +36,12 @@ def test_train_sample_and_resume(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "eval.json").read_text())
     assert data["samples"] == 3 and 0 <= data["memorisation"]["near_copies"] <= 1 and "masks" in data
+    result = invoke("gen", "eval", tmp_path / "gen", "--train", ds, "--report", tmp_path / "gen.html")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "gen.html").read_text()
+    assert "Defect-Gen" in page and "near-copies %" in page
+    assert all(f"gen_{i:06d} (left) beside its nearest training pair" in page for i in range(3))
+    assert len(list((tmp_path / "gen_files" / "gen").glob("gen_*.png"))) == 3
     one_line_error(["gen", "eval", tmp_path / "gen", "--train", ds, "--json", ds / "samples.jsonl"], "data set")
     one_line_error(["gen", "sample", tmp_path / "gen", "--large", tmp_path / "medium", "--num", "1"], "--overwrite")
     one_line_error(["gen", "sample", tmp_path / "g2", "--large", tmp_path / "medium", "--switch", "5", "--num", "1"],

@@ -244,6 +244,8 @@ def eval_command(
     json_path: Path | None = typer.Option(None, "--json", help="Write the measures as JSON."),
     seg_model: Path | None = typer.Option(None, "--seg-model", readable=False, help="A `seg train` run trained on "
                                           "the real pairs: how well it sees each generated mask's defect."),
+    report: Path | None = typer.Option(None, "--report", help="Write an HTML report: the measures and each pair "
+                                       "beside its nearest training pair."),
 ) -> None:
     """Memorisation, diversity and mask sanity of generated pairs, weight-free and offline.
 
@@ -251,35 +253,23 @@ def eval_command(
 
     Example: defectspectrum gen eval gen_pill --train ds_mvtec --json gen_eval.json
 
-    Example: defectspectrum gen eval gen_pill --train ds_mvtec --seg-model runs/pill_b0
+    Example: defectspectrum gen eval gen_pill --train ds_mvtec --seg-model runs/pill_b0 --report gen_pill.html
     """
     from defectspectrum.data.cli import open_ds
-    from defectspectrum.gen.metrics import evaluate
+    from defectspectrum.gen.evaluation import evaluate_folders, generated_object
     from defectspectrum.io import write_json_atomic
 
     made, source = open_ds(generated), open_ds(train)
-    check_report_outputs([json_path], made.root, source.root)
-    objects = sorted({sample.object for sample in made})
-    if len(objects) != 1:
-        raise InputError(f"{generated}: holds {len(objects)} objects; evaluate the pairs of one object at a time")
-    name = objects[0]
-    if source.classes(name) != made.classes(name):
-        raise InputError(f"{train}: the class map of {name!r} differs from the generated one; give the data set the "
-                         "generator learnt from")
-    reference = [s for s in source.samples(object=name, split=split) if not s.is_good]
-    if len(reference) < 2:
-        raise InputError(f"{train}: fewer than two defective {name!r} samples in split {split!r}; pick --split")
+    check_report_outputs([json_path, report], made.root, source.root)
+    segment = None
     if seg_model is not None:
         require_gen_extra()
-    pairs = [(made.load_image(s), made.load_mask(s)) for s in made]
-    result = evaluate(pairs, [(source.load_image(s), source.load_mask(s)) for s in reference], made.classes(name),
-                      copy_fraction)
-    data = result.to_json()
-    from defectspectrum.gen.filters import consistency, segmenter
+        from defectspectrum.gen.filters import segmenter
 
-    segment = segmenter(require_folder(seg_model, "a seg train run folder"), name, made.classes(name)) \
-        if seg_model is not None else None
-    data["consistency"] = consistency(pairs, segment)
+        name = generated_object(made)
+        segment = segmenter(require_folder(seg_model, "a seg train run folder"), name, made.classes(name))
+    evaluation = evaluate_folders(made, source, split, copy_fraction, segment)
+    result, data, name = evaluation.metrics, evaluation.measures, evaluation.object
     memo = data["memorisation"]
     say(f"{result.samples} samples against {result.train} training pairs of {name}")
     say(f"memorisation: nearest training image at {memo['nearest_median']:.3f} (median; training images are "
@@ -301,5 +291,13 @@ def eval_command(
             f"(same class {agreement['class_mean']:.3f}); {100 * agreement['under_min']:.1f}% under "
             f"{agreement['min_agreement']}")
     if json_path is not None:
-        write_json_atomic(json_path, {"generated": str(generated), "train": str(train), "object": name, **data})
+        write_json_atomic(json_path, evaluation.to_json())
         wrote(json_path)
+    if report is not None:
+        from defectspectrum.gen.report_section import GEN_SECTION
+        from defectspectrum.report.sections import ReportContext, build_report
+
+        context = ReportContext(made, html=report, extra={"gen": evaluation})
+        page, _ = build_report(context, [GEN_SECTION], "Generated pairs", subtitle=f"{generated} against {train}")
+        page.write(report)
+        wrote(report)
