@@ -16,6 +16,7 @@ from defectspectrum.gen.filters import (
     consistency,
     defect_iou,
     foreground,
+    on_object_applies,
     share_on_object,
 )
 
@@ -62,6 +63,21 @@ def test_masks_off_the_object_are_named() -> None:
     seeing_nothing = SampleFilter(segment=lambda image: np.zeros(image.shape[:2], np.uint8))
     measures = seeing_nothing.measure(image, on)
     assert measures["agreement"] == 0 and "does not see the mask's defect (IoU 0.00" in seeing_nothing.reason(measures)
+
+
+def test_the_on_object_check_is_tried_on_the_real_masks_first() -> None:
+    image = disk_image()
+    on, off = np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8)
+    on[28:36, 28:36] = 1
+    off[1:6, 1:6] = 1
+    assert on_object_applies([(image, on)] * 9)
+    assert not on_object_applies([(image, on)] * 8 + [(image, off)] * 2)  # 80% of the real masks on it: too few
+    assert not on_object_applies([])
+    summary = consistency([(image, off)], None, train_pairs=[(image, off)] * 3)
+    assert summary["on_object_check"] is False and summary["off_object_share"] is None
+    assert consistency([(image, off)], None, train_pairs=[(image, on)] * 3)["off_object_share"] == 1.0
+    unchecked = SampleFilter(check_on_object=False)
+    assert unchecked.reason(unchecked.measure(image, off)) == ""
 
 
 def test_consistency_summary() -> None:

@@ -26,9 +26,16 @@ gen_app = typer.Typer(help="Defect-Gen: two-stage few-shot diffusion that genera
                       no_args_is_help=True)
 
 
-def require_gen_extra() -> None:
-    """One clear line when the `gen` extra is not installed."""
-    missing = [name for name in ("torch", "diffusers", "accelerate") if importlib.util.find_spec(name) is None]
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def require_gen_extra(more: tuple[str, ...] = ()) -> None:
+    """One clear line when the `gen` extra (or the `more` modules it brings) is not installed."""
+    needed = ("torch", "diffusers", "accelerate", *more)
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         raise InputError(f"Defect-Gen needs {', '.join(missing)}; install it with `pip install 'defectspectrum[gen]'`")
 
@@ -209,14 +216,19 @@ def sample_command(
     sample_filter = None
     if filter_pairs:
         from defectspectrum.data.classes import ClassMap
-        from defectspectrum.gen.filters import SampleFilter, segmenter
+        from defectspectrum.gen.filters import SampleFilter, on_object_applies, segmenter
 
         if not (0 <= min_agreement <= 1 and 0 <= min_on_object <= 1):
             raise InputError(f"--min-agreement {min_agreement} / --min-on-object {min_on_object}: use 0 to 1")
         first = check_pair(runs[0], runs[1])
         segment = segmenter(require_folder(seg_model, "a seg train run folder"), first.object,
                             ClassMap(first.classes)) if seg_model else None
-        sample_filter = SampleFilter(min_on_object, min_agreement, segment)
+        data, samples = first.training_samples("--filter")
+        check_on_object = on_object_applies([(data.load_image(s), data.load_mask(s)) for s in samples], min_on_object)
+        if not check_on_object:
+            say(f"--filter: the real {first.object} masks themselves do not lie on the estimated foreground (a "
+                "texture?); masks are not checked for lying on the object")
+        sample_filter = SampleFilter(min_on_object, min_agreement, segment, check_on_object)
     else:
         stray = typed_options(ctx, {"seg_model", "min_agreement", "min_on_object"})
         if stray:
@@ -246,14 +258,23 @@ def eval_command(
                                           "the real pairs: how well it sees each generated mask's defect."),
     report: Path | None = typer.Option(None, "--report", help="Write an HTML report: the measures and each pair "
                                        "beside its nearest training pair."),
+    inception_weights: Path | None = typer.Option(None, "--inception-weights", readable=False, help="Also FID and "
+                                                  "KID, with this local file (torch-fidelity's "
+                                                  "weights-inception-2015-12-05-6726825d.pth)."),
+    lpips_weights: Path | None = typer.Option(None, "--lpips-weights", readable=False, help="Also IC-LPIPS, with "
+                                              "this local AlexNet file (torchvision's alexnet-owt-7be5be79.pth)."),
 ) -> None:
     """Memorisation, diversity and mask sanity of generated pairs, weight-free and offline.
 
     With --seg-model also mask-defect agreement: the model's prediction on each generated image against its mask.
 
+    FID/KID and IC-LPIPS need weight files you download yourself once; nothing is fetched at run time.
+
     Example: defectspectrum gen eval gen_pill --train ds_mvtec --json gen_eval.json
 
     Example: defectspectrum gen eval gen_pill --train ds_mvtec --seg-model runs/pill_b0 --report gen_pill.html
+
+    Example: defectspectrum gen eval gen_pill --train ds_mvtec --inception-weights ~/weights/inception.pth
     """
     from defectspectrum.data.cli import open_ds
     from defectspectrum.gen.evaluation import evaluate_folders, generated_object
@@ -262,13 +283,22 @@ def eval_command(
     made, source = open_ds(generated), open_ds(train)
     check_report_outputs([json_path, report], made.root, source.root)
     segment = None
-    if seg_model is not None:
+    if seg_model is not None or inception_weights is not None or lpips_weights is not None:
         require_gen_extra()
+    for path in (inception_weights, lpips_weights):
+        if path is not None and not path.is_file():
+            raise InputError(f"{path}: no such weights file; give the local file (nothing is downloaded)")
+    if seg_model is not None:
         from defectspectrum.gen.filters import segmenter
 
         name = generated_object(made)
         segment = segmenter(require_folder(seg_model, "a seg train run folder"), name, made.classes(name))
-    evaluation = evaluate_folders(made, source, split, copy_fraction, segment)
+    learned = inception_weights is not None or lpips_weights is not None
+    if learned:
+        require_gen_extra(("torchmetrics", "torch_fidelity"))
+    device = "cuda" if learned and _cuda() else "cpu"
+    evaluation = evaluate_folders(made, source, split, copy_fraction, segment, inception_weights=inception_weights,
+                                  lpips_weights=lpips_weights, device=device)
     result, data, name = evaluation.metrics, evaluation.measures, evaluation.object
     memo = data["memorisation"]
     say(f"{result.samples} samples against {result.train} training pairs of {name}")
@@ -285,11 +315,20 @@ def eval_command(
     checks = data["consistency"]
     if checks["off_object_share"] is not None:
         say(f"masks mostly off the object: {100 * checks['off_object_share']:.1f}%")
+    elif not checks["on_object_check"]:
+        say("masks on the object: not checked (the real masks do not lie on the estimated foreground: a texture?)")
     agreement = checks.get("agreement")
     if agreement:
         say(f"agreement with {seg_model}: defect IoU {agreement['mean']:.3f} mean, {agreement['median']:.3f} median "
             f"(same class {agreement['class_mean']:.3f}); {100 * agreement['under_min']:.1f}% under "
             f"{agreement['min_agreement']}")
+    learned = data.get("learned", {})
+    if "fid" in learned:
+        say(f"FID {learned['fid']:.2f}, KID {learned['kid']:.4f} ± {learned['kid_std']:.4f} (subsets of "
+            f"{learned['kid_subset_size']}; few-shot sets make both noisy)")
+    if "ic_lpips" in learned:
+        say("IC-LPIPS " + ("n/a (no two samples share a nearest training image)" if learned["ic_lpips"] is None
+                           else f"{learned['ic_lpips']:.3f}"))
     if json_path is not None:
         write_json_atomic(json_path, evaluation.to_json())
         wrote(json_path)

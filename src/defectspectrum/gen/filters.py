@@ -6,7 +6,9 @@
   the same class.
 - **On the object**: the share of the mask's defect pixels on the object's foreground. The
   foreground is what differs from the image's border colour (holes filled); where the border is not
-  one colour (a texture fills the image) everything is foreground.
+  one colour (a texture fills the image) everything is foreground. The estimate is first tried on
+  the real training pairs (`on_object_applies`): where their own masks do not lie on it (a uniform
+  texture, an object the estimate misses), the check is off rather than wrong.
 
 `SampleFilter` turns both into a reason to drop a sample, or none.
 """
@@ -73,6 +75,13 @@ def share_on_object(image: np.ndarray, mask: np.ndarray) -> float | None:
     return None if total == 0 else int(np.count_nonzero(defect & foreground(image))) / total
 
 
+def on_object_applies(train_pairs: Sequence[tuple[np.ndarray, np.ndarray]], min_on_object: float = 0.5) -> bool:
+    """Whether the foreground estimate fits this object: at least 90% of the real training masks lie
+    on it (`min_on_object` of their pixels)."""
+    shares = [v for v in (share_on_object(image, mask) for image, mask in train_pairs) if v is not None]
+    return bool(shares) and float(np.mean([v >= min_on_object for v in shares])) >= 0.9
+
+
 @dataclass(frozen=True)
 class SampleFilter:
     """Reasons to drop a generated pair: its mask mostly off the object, or (with `segment`, a
@@ -81,9 +90,10 @@ class SampleFilter:
     min_on_object: float = 0.5
     min_agreement: float = 0.3
     segment: Callable[[np.ndarray], np.ndarray] | None = None
+    check_on_object: bool = True  # off where `on_object_applies` says the estimate does not fit the object
 
     def measure(self, image: np.ndarray, mask: np.ndarray) -> dict[str, float | None]:
-        measures = {"on_object": share_on_object(image, mask)}
+        measures = {"on_object": share_on_object(image, mask) if self.check_on_object else None}
         if self.segment is not None:
             measures["agreement"] = defect_iou(self.segment(image), mask)
         return measures
@@ -114,12 +124,17 @@ def segmenter(run: Path, object_name: str, classes: ClassMap) -> Callable[[np.nd
 
 
 def consistency(pairs: Sequence[tuple[np.ndarray, np.ndarray]], segment: Callable[[np.ndarray], np.ndarray] | None,
-                min_on_object: float = 0.5, min_agreement: float = 0.3) -> dict[str, Any]:
+                min_on_object: float = 0.5, min_agreement: float = 0.3,
+                train_pairs: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
     """How well generated masks match their images, over a set of (image, mask) pairs: the share of
-    masks mostly off the object and, with `segment`, the agreement of a segmentation model (mean and
-    median defect IoU, mean class-aware IoU, share under `min_agreement`). Empty masks are left out."""
-    on_object = [v for v in (share_on_object(image, mask) for image, mask in pairs) if v is not None]
-    result: dict[str, Any] = {"on_object_mean": float(np.mean(on_object)) if on_object else None,
+    masks mostly off the object (where `train_pairs`, if given, show the estimate fits the object)
+    and, with `segment`, the agreement of a segmentation model (mean and median defect IoU, mean
+    class-aware IoU, share under `min_agreement`). Empty masks are left out."""
+    applies = train_pairs is None or on_object_applies(train_pairs, min_on_object)
+    on_object = [v for v in (share_on_object(image, mask) for image, mask in pairs) if v is not None] \
+        if applies else []
+    result: dict[str, Any] = {"on_object_check": applies,
+                              "on_object_mean": float(np.mean(on_object)) if on_object else None,
                               "off_object_share": float(np.mean([v < min_on_object for v in on_object]))
                               if on_object else None}
     if segment is not None:

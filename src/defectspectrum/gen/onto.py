@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from defectspectrum.data.classes import ClassMap
-from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.errors import InputError
 from defectspectrum.gen.diffusion import encode_pair, make_scheduler
 from defectspectrum.gen.sample import Drawn, LoadedGenerator, check_pair, sample_generator
@@ -229,17 +228,9 @@ class _Region:
 
 
 def _training_regions(generator: LoadedGenerator, wanted: int | None) -> list[_Region]:
-    config = generator.config
-    try:
-        folder = DSFolder.open(Path(config["data"]))
-    except InputError as exc:
-        raise InputError(f"random placement takes defect shapes from the generator's training data, which cannot "
-                         f"be read ({exc}); give --masks instead") from None
-    ids = set(generator.config.get("train_ids") or [])
+    folder, samples = generator.training_samples("random placement (without --masks)")
     regions = []
-    for sample in folder.samples(object=generator.object, split=config.get("split", "train")):
-        if sample.is_good or (ids and sample.id not in ids):
-            continue
+    for sample in samples:
         mask = folder.load_checked_mask(sample)
         for index in ([wanted] if wanted is not None else sorted(set(np.unique(mask).tolist()) - {0})):
             count, labels, stats, centroids = cv2.connectedComponentsWithStats((mask == index).astype(np.uint8),

@@ -29,6 +29,7 @@ import torch
 from defectspectrum.data.captions import template_caption
 from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.dsfolder import DSFolder, check_output_folder, staged_ds_folder
+from defectspectrum.data.sample import Sample
 from defectspectrum.errors import InputError
 from defectspectrum.gen.diffusion import DiffusionConfig, decode_pair, make_scheduler
 from defectspectrum.gen.presets import Preset
@@ -59,10 +60,24 @@ class LoadedGenerator:
     weights: str
     config: dict[str, Any]  # the run's training settings (gen.json)
     short_side: int | None = None  # the training images' short side before scaling, where recorded
+    train_ids: tuple[str, ...] = ()
 
     @property
     def channels(self) -> int:
         return 3 + len(self.classes)
+
+    def training_samples(self, needed_for: str) -> tuple[DSFolder, list[Sample]]:
+        """The DS folder the generator learnt from and its training pairs (InputError saying what
+        `needed_for` them where the folder is gone)."""
+        try:
+            folder = DSFolder.open(Path(self.config["data"]))
+        except InputError as exc:
+            raise InputError(f"{needed_for} reads the generator's training data, which cannot be read ({exc})") \
+                from None
+        ids = set(self.train_ids)
+        samples = [s for s in folder.samples(object=self.object, split=self.config.get("split", "train"))
+                   if not s.is_good and (not ids or s.id in ids)]
+        return folder, samples
 
 
 def load_generator(run: Path, weights: str = "ema", device: str | torch.device = "cpu") -> LoadedGenerator:
@@ -94,9 +109,10 @@ def load_generator(run: Path, weights: str = "ema", device: str | torch.device =
             for param, value in zip(params, shadow):
                 param.copy_(value)
     model.to(device).eval()
-    side = info.get("train_short_side")
+    side, ids = info.get("train_short_side"), info.get("train_ids")
     return LoadedGenerator(run, model, config["object"], classes, int(config["size"]), diffusion, weights, config,
-                           side if isinstance(side, int) and side > 0 else None)
+                           side if isinstance(side, int) and side > 0 else None,
+                           tuple(str(i) for i in ids) if isinstance(ids, list) else ())
 
 
 def check_pair(large: LoadedGenerator | None, small: LoadedGenerator | None) -> LoadedGenerator:
