@@ -23,13 +23,13 @@ from defectspectrum.errors import InputError
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> tuple[Path, str]:
-    """One tiny demo run (64 px, 2 images per defect folder, first-1 split, 3 segmentation steps) shared by
-    the tests; returns (out, stdout)."""
+    """One tiny demo run (64 px, 2 images per defect folder, first-1 split, 3 segmentation and 3 generator
+    steps) shared by the tests; returns (out, stdout)."""
     out = tmp_path_factory.mktemp("demo") / "demo_output"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = main(["--out", str(out), "--size", "64", "--per-type", "2", "--seed", "3", "--k", "1",
-                     "--seg-steps", "3"])
+                     "--seg-steps", "3", "--gen-steps", "3"])
     assert code == 0, printed.getvalue()
     return out, printed.getvalue()
 
@@ -40,7 +40,7 @@ def test_demo_writes_a_report_whose_images_exist(demo_run):
     assert match, printed
     report = Path(match.group(1))
     assert report.is_absolute() and report == (out / "report.html").resolve() and report.is_file()
-    assert len(re.findall(r"^\[\d+/10\] ", printed, re.MULTILINE)) == 10
+    assert len(re.findall(r"^\[\d+/11\] ", printed, re.MULTILINE)) == 11
     html = report.read_text(encoding="utf-8")
     srcs = re.findall(r'<img src="([^"]+)"', html)
     assert len(srcs) >= 5  # stats plot, contact sheet and several overlays
@@ -52,7 +52,7 @@ def test_demo_writes_a_report_whose_images_exist(demo_run):
     # the registered report sections, with the demo's own steps and files around them
     assert re.findall(r"<h2 [^>]*>(.*?)</h2>", html) == ["Overview", "Steps", "Validation", "Statistics", "Splits",
                                                          "Overlays", "Segmentation", "Quality control",
-                                                         "Files"]
+                                                         "Defect-Gen", "Files"]
     assert ">Examples with captions</h3>" in html and "first-1 rule of the paper" in html
     assert "seg/confusion.png" in srcs and any(src.startswith("seg/compare/") for src in srcs)
 
@@ -106,7 +106,7 @@ def test_prepare_out_replaces_only_marked_folders(tmp_path):
 
 def test_demo_segmentation_step_predicts_the_val_split(demo_run):
     out, printed = demo_run
-    assert re.search(r"^\[8/10\] seg .* val mIoU \d+\.\d", printed, re.MULTILINE), printed
+    assert re.search(r"^\[8/11\] seg .* val mIoU \d+\.\d", printed, re.MULTILINE), printed
     truth = DSFolder.open(out / "ds")
     predicted = DSFolder.open(out / "seg" / "pred")
     assert validate(predicted).ok
@@ -117,7 +117,7 @@ def test_demo_segmentation_step_predicts_the_val_split(demo_run):
 
 def test_demo_quality_control_step_judges_the_predictions(demo_run):
     out, printed = demo_run
-    assert re.search(r"^\[9/10\] qc +rules on metal val: recall (\d+\.\d%|n/a), FPR", printed, re.MULTILINE), printed
+    assert re.search(r"^\[9/11\] qc +rules on metal val: recall (\d+\.\d%|n/a), FPR", printed, re.MULTILINE), printed
     truth = DSFolder.open(out / "ds")
     verdicts = json.loads((out / "qc" / "qc.json").read_text(encoding="utf-8"))
     assert sorted(i["id"] for i in verdicts["images"]) == sorted(s.id for s in truth.samples(object="metal",
@@ -136,3 +136,17 @@ def test_demo_quality_control_step_judges_the_predictions(demo_run):
                          or (mask == classes.index("stain")).sum() > 3500)
         assert (image["truth"]["verdict"] == "defective") == defective, image
     assert (out / "qc" / "rules.yaml").is_file() and (out / "qc" / "qc.csv").is_file()
+
+
+def test_demo_generator_step_draws_measured_pairs(demo_run):
+    out, printed = demo_run
+    assert re.search(r"^\[10/11\] gen +large \+ small on metal, 3 steps each at 64 px: 8 two-stage pairs",
+                     printed, re.MULTILINE), printed
+    pairs = DSFolder.open(out / "gen" / "pairs")
+    assert validate(pairs).ok and len(pairs) == 8 and all(s.synthetic for s in pairs)
+    assert pairs.objects["metal"] == DSFolder.open(out / "ds").objects["metal"]
+    measures = json.loads((out / "gen" / "eval.json").read_text(encoding="utf-8"))
+    assert measures["samples"] == 8 and "agreement" in measures["consistency"]  # the seg step's model judged them
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert html.count("beside its nearest training pair") >= 8
+    assert (out / "gen" / "large" / "previews" / "step_0000003.png").is_file()

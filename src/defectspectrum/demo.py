@@ -4,7 +4,9 @@ Steps: synthesise a source tree in the Defect Spectrum release layout (multi-cla
 convert it into a DS folder, assign the paper's first-k splits, caption every sample, validate,
 compute statistics, draw overlays and a contact sheet, train a small segmentation model on one
 material and score and draw it on the val split (with the `seg` extra), judge its predicted masks
-against the truth with quality-control rules (`qc simulate`), and compose the report sections (as
+against the truth with quality-control rules (`qc simulate`), train a tiny two-stage Defect-Gen
+pair on the same material and measure the pairs it draws (with the `gen` extra), and compose the
+report sections (as
 `defectspectrum report` does) with the demo's own steps and files into `<out>/report.html`. A
 previous `<out>` is replaced only if it holds the `.defectspectrum-demo` marker this demo writes;
 anything else is refused, never deleted.
@@ -71,6 +73,16 @@ objects:
 """
 
 
+GEN_SIZE, GEN_WIDTH, GEN_SWITCH, GEN_SAMPLES = 64, 16, 100, 8  # the demo's tiny generators and their pairs
+
+
+def gen_available() -> bool:
+    """True where the `gen` extra (the `seg` extra and diffusers) is installed."""
+    import importlib.util
+
+    return seg_available() and importlib.util.find_spec("diffusers") is not None
+
+
 def seg_available() -> bool:
     """True where the `seg` extra (torch and the model libraries) is installed."""
     import importlib.util
@@ -80,10 +92,11 @@ def seg_available() -> bool:
 
 
 def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k: int = 5,
-             seg_steps: int = 200, seg_model: str = SEG_MODEL,
+             seg_steps: int = 200, seg_model: str = SEG_MODEL, gen_steps: int = 300,
              log: Callable[[str], None] = print) -> DemoResult:
     """Run every step into `out` and return where things are; `log` receives one line per step.
-    `seg_steps` 0 (or no `seg` extra installed) leaves the segmentation step out."""
+    `seg_steps` 0 (or no `seg` extra installed) leaves the segmentation step out, `gen_steps` 0 (or
+    no `gen` extra) the generator step."""
     from defectspectrum.data.captions import caption_folder
     from defectspectrum.data.convert import convert_counted
     from defectspectrum.data.show import write_overlays
@@ -100,7 +113,7 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
     out = Path(out).absolute()
     prepare_out(out)
     timings: dict[str, float] = {}
-    steps = 10
+    steps = 11
     clock = [time.perf_counter()]
 
     def done(number: int, name: str, message: str) -> None:
@@ -161,10 +174,26 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
     else:
         done(9, "qc", "skipped (it judges the seg step's predictions)")
 
+    gen_result = None
+    if gen_steps > 0 and gen_available():
+        seg_run = out / "seg" / "run" if seg_result is not None else None
+        gen_result = _gen_step(folder, out / "gen", gen_steps, seed, seg_run)
+        measures = gen_result.measures
+        agreement = (measures["consistency"].get("agreement") or {}).get("mean")
+        done(10, "gen", f"large + small on {SEG_OBJECT}, {gen_steps} steps each at {GEN_SIZE} px: "
+                        f"{gen_result.metrics.samples} two-stage pairs (u={GEN_SWITCH}), nearest/spacing "
+                        f"{measures['memorisation']['nearest_over_scale']:.2f}"
+                        + (f", seg agreement {agreement:.2f}" if agreement is not None else "")
+                        + f" -> {_rel(out / 'gen', out)}")
+    else:
+        done(10, "gen", "skipped (" + ("--gen-steps 0" if gen_steps <= 0 else "install defectspectrum[gen] for it")
+             + ")")
+
     report_path = out / "report.html"
     _write_report(report_path, folder, report, stats_json, shown, timings,
-                  {"size": size, "per_type": per_type, "good": good, "seed": seed, "k": k}, seg_result, qc_result)
-    done(10, "report", _rel(report_path, out))
+                  {"size": size, "per_type": per_type, "good": good, "seed": seed, "k": k}, seg_result, qc_result,
+                  gen_result)
+    done(11, "report", _rel(report_path, out))
     return DemoResult(out=out, source=source, ds=folder.root, show=out / "show", report=report_path, timings=timings)
 
 
@@ -186,6 +215,32 @@ def _seg_step(folder: Any, out: Path, model: str, steps: int, seed: int) -> Any:
                        val_every=steps, batch_size=4, crop_size=128, lr=2e-3, num_workers=0, seed=seed)
     train(config, out / "run")
     return showcase_run(load_run(out / "run", device="cpu"), folder, out)
+
+
+def _gen_step(folder: Any, out: Path, steps: int, seed: int, seg_run: Path | None) -> Any:
+    """Train a tiny large and small generator on one material's train split, draw two-stage pairs and
+    measure them (with the seg step's model as the agreement judge, where it ran)."""
+    from defectspectrum.data.classes import ClassMap
+    from defectspectrum.gen.evaluation import evaluate_folders
+    from defectspectrum.gen.filters import segmenter
+    from defectspectrum.gen.sample import load_generator, write_samples
+    from defectspectrum.gen.train import PREVIEWS, GenConfig, train_generator
+    from defectspectrum.io import write_json_atomic
+
+    common: dict[str, Any] = {
+        "data": str(folder.root), "object": SEG_OBJECT, "width": GEN_WIDTH, "layers": 1, "size": GEN_SIZE,
+        "steps": steps, "batch_size": 4, "lr": 2e-3, "ema_decay": 0.99, "checkpoint_every": steps,
+        "preview_every": max(1, steps // 3), "vflip": True, "rotate90": True, "seed": seed}
+    for preset in ("large", "small"):
+        train_generator(GenConfig(preset=preset, **common), out / preset)
+    large, small = load_generator(out / "large"), load_generator(out / "small")
+    generated, _ = write_samples(large, small, GEN_SWITCH, GEN_SAMPLES, out / "pairs", seed=seed, sampler="ddim",
+                                 steps=50, min_area=4, keep_empty=True)
+    segment = segmenter(seg_run, SEG_OBJECT, ClassMap(large.classes)) if seg_run is not None else None
+    result = evaluate_folders(generated, folder, "train", segment=segment)
+    result.previews = sorted((out / "large" / PREVIEWS).glob("*.png"))
+    write_json_atomic(out / "eval.json", result.to_json())
+    return result
 
 
 def _percent(value: float | None) -> str:
@@ -213,7 +268,7 @@ def _qc_step(folder: Any, predictions: Path, out: Path) -> Any:
 
 def _write_report(path: Path, folder: Any, validation: Any, stats: dict[str, Any], shown: Any,
                   timings: dict[str, float], settings: dict[str, int], seg_result: Any = None,
-                  qc_result: Any = None) -> None:
+                  qc_result: Any = None, gen_result: Any = None) -> None:
     """The registered report sections on the demo's results, with the demo's steps and files around them."""
     from defectspectrum.report.sections import ReportContext, Section, build_report, get_sections
 
@@ -222,6 +277,8 @@ def _write_report(path: Path, folder: Any, validation: Any, stats: dict[str, Any
         extra["seg_eval"] = seg_result
     if qc_result is not None:
         extra["qc"] = qc_result
+    if gen_result is not None:
+        extra["gen"] = gen_result
     context = ReportContext(folder, html=path, validation=validation, stats=stats, overlays=shown, extra=extra)
     overview, *rest = get_sections()
     if seg_result is not None:
@@ -232,6 +289,10 @@ def _write_report(path: Path, folder: Any, validation: Any, stats: dict[str, Any
         from defectspectrum.qc.report_section import QC_SECTION
 
         rest.append(QC_SECTION)
+    if gen_result is not None:
+        from defectspectrum.gen.report_section import GEN_SECTION
+
+        rest.append(GEN_SECTION)
     sections: list[Section] = [overview, DemoSteps(timings, settings), *rest, DemoFiles(path.parent, folder.root)]
     report, problems = build_report(
         context, sections, "defectspectrum demo",
@@ -271,6 +332,8 @@ class DemoSteps:
             ("show", "mask overlays and a contact sheet", "show/"),
             ("seg", "train a segmentation model on one material, score and predict its val split", "seg/"),
             ("qc", "judge truth and prediction with quality-control rules: recall, FPR, misjudged images", "qc/"),
+            ("gen", "train a tiny large + small generator on one material, draw two-stage pairs, measure them",
+             "gen/"),
         ]
         rows: list[tuple[str, str, str | None, float]] = [
             (name, what, where, round(self.timings.get(name, 0.0), 2)) for name, what, where in steps]
@@ -297,6 +360,7 @@ class DemoFiles:
             (out / "show", "overlay PNGs (image | overlay) and contact_sheet.png"),
             (out / "seg", "the segmentation run (run.json, best.pt), predicted DS folder pred/, compare/ pictures"),
             (out / "qc", "the QC rules (rules.yaml) and every image's verdicts (qc.json, qc.csv)"),
+            (out / "gen", "the generator runs (large/, small/, with previews/), the drawn pairs/ and eval.json"),
         ] if p.exists()], header=["path", "contents"])
 
 
@@ -311,13 +375,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=5, help="first-k split: training images per defect type (default 5).")
     parser.add_argument("--seg-steps", type=int, default=200,
                         help="Training steps of the segmentation step (default 200; 0 leaves it out).")
+    parser.add_argument("--gen-steps", type=int, default=300,
+                        help="Training steps of each demo generator (default 300; 0 leaves the step out).")
     args = parser.parse_args(argv)
     from defectspectrum.cli_support import error_message, printable
 
     started = time.perf_counter()
     try:
         result = run_demo(args.out, size=args.size, per_type=args.per_type, seed=args.seed, k=args.k,
-                          seg_steps=args.seg_steps)
+                          seg_steps=args.seg_steps, gen_steps=args.gen_steps)
     except Exception as exc:  # the same one-line errors as the CLI; anything else is a bug and keeps its traceback
         message = error_message(exc)
         if message is None:
