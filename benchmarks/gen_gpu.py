@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=16)
     parser.add_argument("--sampling-steps", type=int, default=250)
     parser.add_argument("--min-area", type=int, default=16)
+    parser.add_argument("--timing-only", action="store_true", help="stop after the per-preset costs")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
@@ -98,6 +99,9 @@ def main() -> None:
         work = Path(tmp)
         result["presets"] = preset_costs(args, work / "timing")
         report.write_text(json.dumps(result, indent=2))
+        if args.timing_only:
+            print(f"wrote {report}")
+            return
         per_iter = {(r["preset"], r["precision"]): r["s_per_iter"] for r in result["presets"]}
         runs = {}
         for preset in ("large", "medium"):

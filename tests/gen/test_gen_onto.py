@@ -199,3 +199,19 @@ def test_cli_onto(setup, tmp_path: Path) -> None:
     one_line_error(["gen", "sample", tmp_path / "x", "--large", run, "--switch", "0", "--onto", root / "good",
                     "--class", "rust"], "--class 'rust'")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sampling_and_onto_run_on_a_gpu(setup, tmp_path: Path) -> None:
+    _, run, root = setup
+    generator = load_generator(run, device="cuda")
+    assert next(generator.model.parameters()).device.type == "cuda"
+    folder, _ = write_samples(generator, generator, 0, 3, tmp_path / "plain", steps=6, keep_empty=True)
+    assert len(folder) == 3
+    placements = MaskPlacements(root / "good", root / "where", ClassMap(generator.classes))
+    onto, _ = write_samples(generator, generator, 0, 3, tmp_path / "onto", steps=6, placements=placements, blend=2)
+    for sample in onto:
+        recipe = json.loads(sample.source)
+        source = np.asarray(Image.open(recipe["onto"]).convert("RGB"))
+        away = far_from(np.asarray(Image.open(recipe["mask"])), 2)
+        assert np.array_equal(onto.load_image(sample)[away], source[away])
