@@ -30,7 +30,7 @@ from defectspectrum.gen.onto import (  # noqa: E402
     paste,
     square_window,
 )
-from defectspectrum.gen.sample import load_generator, write_samples  # noqa: E402
+from defectspectrum.gen.sample import load_generator, regenerate, write_samples  # noqa: E402
 from defectspectrum.gen.train import GenConfig, train_generator  # noqa: E402
 
 GOOD_SHAPE = (52, 70)  # not square, larger than the training images (40 px): windows of the training scale
@@ -117,6 +117,8 @@ def test_defects_go_where_the_masks_say_and_the_rest_is_untouched(setup, tmp_pat
         side = recipe["window"][2]
         assert side == 40 and recipe["blend"] == 2  # the training images' short side: their pixel scale
         assert sample.synthetic and sample.caption and recipe["generator"]["onto"] is True
+    with pytest.raises(InputError, match="generated onto"):
+        regenerate(folder.samples()[0].source)  # a plain redraw would not be this pair
 
 
 def test_random_placement_takes_the_wanted_class_from_the_training_masks(setup, tmp_path: Path) -> None:

@@ -303,6 +303,9 @@ def regenerate(source: str, weights_root: Path | None = None) -> tuple[np.ndarra
         generator, index = recipe["generator"], int(recipe["index"])
     except (ValueError, KeyError, TypeError):
         raise InputError("this sample's source is not a generator recipe (not written by gen sample)") from None
+    if "onto" in recipe:
+        raise InputError(f"this sample was generated onto {recipe['onto']} (gen sample --onto); draw it again with "
+                         "the same --onto, --masks and --seed")
     large = load_generator(Path(generator["large"]), generator["weights"]) if generator["large"] else None
     small = load_generator(Path(generator["small"]), generator["weights"]) if generator["small"] else None
     ((image, mask),) = draw(large, small, int(generator["switch"]), [index], int(generator["seed"]),
