@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from defectspectrum.cli_support import out
+from defectspectrum.click.cli import click_app
 from defectspectrum.data.cli import data_app
 from defectspectrum.gen.cli import gen_app
 from defectspectrum.qc.cli import qc_app
@@ -30,6 +31,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(seg_app, name="seg")
 app.add_typer(qc_app, name="qc")
 app.add_typer(gen_app, name="gen")
+app.add_typer(click_app, name="click")
 app.command("report")(report_command)
 
 

@@ -1,0 +1,13 @@
+"""Defect-Click (the paper's section 3.5): interactive segmentation of defects from positive and
+negative clicks, and its automatic evaluation by the field's NoC protocol (RITM / FocalClick).
+
+- `clicks`: a click, its disk maps (a model's extra input channels) and its text form `x,y,+`.
+- `objects`: how a DS mask becomes the instances that are clicked on, one at a time.
+- `simulator`: the simulated user, who clicks the centre of the largest error.
+- `noc`: the evaluation loop and its metrics (NoC@85/90, NoF@85/90, IoU@k).
+- `baselines`: GrabCut and random walker, driven by the same clicks.
+- `plots`: mean IoU against clicks, a line per model.
+- `cli`: `defectspectrum click ...`.
+
+No torch here: the learned model comes later and implements the same `Segmenter` protocol.
+"""

@@ -1,0 +1,101 @@
+"""`defectspectrum click eval` end to end on a small procedural DS folder, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import invoke, one_line_error
+from defectspectrum.data.splits import assign_splits
+from defectspectrum.data.synth import write_ds_folder
+
+KEYS = ["NoC85", "NoC90", "NoF85", "NoF90", "IoU@1", "IoU@3", "IoU@5", "objects"]
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The procedural folder of tests/seg's `split_synth`: metal, 3 images per defect type, first-k splits."""
+    root = tmp_path_factory.mktemp("click") / "synth"
+    folder = write_ds_folder(root, materials=["metal"], n_defective_per_type=3, n_good=2, size=(48, 48), seed=0)
+    assign_splits(folder, rule="first-k", k=2)
+    folder.save()
+    return root
+
+
+def check_metrics(metrics: dict[str, object], objects: int, max_clicks: int) -> None:
+    assert list(metrics)[: len(KEYS)] == KEYS
+    assert metrics["objects"] == objects
+    for key in ("NoC85", "NoC90"):
+        assert 1 <= metrics[key] <= max_clicks  # type: ignore[operator]
+    for key in ("NoF85", "NoF90"):
+        assert 0 <= metrics[key] <= objects  # type: ignore[operator]
+    for key in ("IoU@1", "IoU@3", "IoU@5"):
+        assert 0 <= metrics[key] <= 1  # type: ignore[operator]
+    assert metrics["NoC85"] <= metrics["NoC90"] and metrics["NoF85"] <= metrics["NoF90"]  # type: ignore[operator]
+
+
+def test_eval_both_baselines_writes_table_json_and_plot(ds: Path, tmp_path: Path) -> None:
+    out_json, plot = tmp_path / "noc.json", tmp_path / "noc.png"
+    result = invoke("click", "eval", ds, "--model", "grabcut", "--model", "random-walker", "--split", "val",
+                    "--limit", "6", "--json", out_json, "--plot", plot, width=200)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("6 object(s) of 5 sample(s)")
+    assert lines[1].split() == ["model", *KEYS]
+    assert lines[2].split()[0] == "grabcut" and lines[2].split()[-1] == "6"
+    assert any(line.split()[0] == "random-walker" for line in lines)
+    data = json.loads(out_json.read_text())
+    assert list(data["models"]) == ["grabcut", "random-walker"]
+    assert data["settings"]["max_clicks"] == 20 and data["settings"]["limit"] == 6
+    assert data["settings"]["split"] == "val" and data["settings"]["objects_found"] == 10
+    thin = sum(item["thin"] for item in data["instances"])
+    for name, metrics in data["models"].items():
+        check_metrics(metrics, 6, 20)
+        assert len(metrics["mean_iou_curve"]) == 20
+        if thin:
+            check_metrics(metrics["thin"], thin, 20)
+            assert any(line.startswith(f"{name} thin") for line in lines)
+        else:
+            assert "thin" not in metrics
+    assert len(data["instances"]) == 6
+    assert all(len(item["ious"]["grabcut"]) == 20 for item in data["instances"])
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_defaults_to_both_baselines_over_every_sample(ds: Path) -> None:
+    result = invoke("click", "eval", ds, "--limit", "2", "--max-clicks", "3", "--object", "metal", width=200)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("2 object(s) of 17 sample(s)")
+    assert "grabcut" in result.stdout and "random-walker" in result.stdout
+
+
+def test_unknown_model_is_one_line(ds: Path, tmp_path: Path) -> None:
+    one_line_error(["click", "eval", ds, "--model", "sam", "--json", tmp_path / "x.json"], "--model 'sam'",
+                   "unknown model", "grabcut, random-walker")
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("model", ["default", "runs/click/best.pt"])
+def test_the_learned_model_is_not_built_yet(ds: Path, model: str) -> None:
+    one_line_error(["click", "eval", ds, "--model", model], f"--model {model}", "not built yet", "--model grabcut")
+
+
+def test_empty_split_and_unknown_object_are_one_line(ds: Path) -> None:
+    one_line_error(["click", "eval", ds, "--split", "test"], "no samples in split 'test'", "its splits: train, val")
+    one_line_error(["click", "eval", ds, "--object", "wood"], "has no object 'wood'", "metal")
+
+
+def test_no_defect_regions_is_one_line(ds: Path) -> None:
+    one_line_error(["click", "eval", ds, "--min-area", "100000"], "hold no defect regions of at least 100000 px")
+
+
+def test_missing_folder_is_one_line(tmp_path: Path) -> None:
+    one_line_error(["click", "eval", tmp_path / "nope"], "folder not found")
+
+
+def test_help_has_examples() -> None:
+    result = invoke("click", "eval", "--help", width=200)
+    assert result.exit_code == 0 and "Example: defectspectrum click eval" in result.stdout
+    assert invoke("click", "--help").exit_code == 0
