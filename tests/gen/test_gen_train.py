@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "seg"))
 from seg_helpers import split_synth  # noqa: E402
 
 from defectspectrum.errors import InputError  # noqa: E402
-from defectspectrum.gen.train import FewShotPairs, GenConfig, train_generator  # noqa: E402
+from defectspectrum.gen.train import FewShotPairs, GenConfig, loss_rise, train_generator  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,15 @@ def test_previews_show_ema_samples_and_leave_training_unchanged(ds: Path, tmp_pa
     assert sheet.shape[0] == 2 * 128 + 4 and sheet.shape[1] == 4 * 128 + 3 * 4  # 4 columns: image over overlay
     assert not np.array_equal(sheet, np.asarray(Image.open(previews[1])))  # the EMA weights moved between them
     assert not (tmp_path / "plain" / "previews").exists()
+
+
+def test_a_rising_loss_is_named_as_divergence() -> None:
+    falling = list(np.linspace(1.0, 0.1, 300))
+    assert loss_rise(falling) is None and loss_rise(falling[:60]) is None
+    diverged = falling + [0.4] * 100  # what a too-high learning rate did to a large model on MVTec bottle
+    step, lowest, last = loss_rise(diverged)
+    assert 250 <= step <= 310 and lowest < 0.2 and last == pytest.approx(0.4)
+    assert loss_rise(falling + [0.15] * 100) is None  # a plateau a little above the best is not divergence
 
 
 def test_the_loss_falls(ds: Path, tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ def train_command(
     Example: defectspectrum gen train --out gen/pill_small --resume
     """
     require_gen_extra()
-    from defectspectrum.gen.train import GenConfig, read_config, train_generator
+    from defectspectrum.gen.train import GenConfig, loss_rise, read_config, train_generator
     from defectspectrum.seg.train import TrainingStopped
 
     if resume:
@@ -132,6 +132,10 @@ def train_command(
     if result.losses:
         say(f"loss {sum(result.losses[:20]) / len(result.losses[:20]):.4f} (first steps) -> "
             f"{sum(result.losses[-20:]) / len(result.losses[-20:]):.4f} (last)")
+    rise = loss_rise(result.losses)
+    if rise is not None:
+        say(("warning", "yellow"), f" the loss rose from {rise[1]:.4f} (around step {rise[0]}) to {rise[2]:.4f}: the "
+            f"run has likely diverged; look at {out}/previews and train again with a lower --lr (the paper: 1e-4)")
     wrote(out, ": gen.json, checkpoints/last.pt (model, EMA, optimiser)")
 
 

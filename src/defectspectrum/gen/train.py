@@ -190,6 +190,18 @@ def write_preview(model: Any, ema: Any, config: GenConfig, num_classes: int, out
     return path
 
 
+def loss_rise(losses: list[float], window: int = 50, factor: float = 2.0) -> tuple[int, float, float] | None:
+    """(step, lowest, last) where the mean loss of the last `window` steps is over `factor` x its lowest
+    running mean (at `step`): the run has likely diverged. None where it has not (or is too short)."""
+    if len(losses) < 2 * window:
+        return None
+    running = np.convolve(np.asarray(losses, dtype=np.float64), np.ones(window) / window, mode="valid")
+    lowest = int(running.argmin())
+    if running[-1] > factor * running[lowest]:
+        return lowest + window, float(running[lowest]), float(running[-1])
+    return None
+
+
 @dataclass
 class GenTrainResult:
     """What a run produced: its folder, the final model, its EMA weights and the last mean loss."""
