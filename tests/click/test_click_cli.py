@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from click_helpers import TINY_ARGS
 
 from cli_helpers import invoke, one_line_error
 from defectspectrum.data.splits import assign_splits
@@ -77,9 +79,76 @@ def test_unknown_model_is_one_line(ds: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x.json").exists()
 
 
-@pytest.mark.parametrize("model", ["default", "runs/click/best.pt"])
-def test_the_learned_model_is_not_built_yet(ds: Path, model: str) -> None:
-    one_line_error(["click", "eval", ds, "--model", model], f"--model {model}", "not built yet", "--model grabcut")
+def test_the_default_model_is_not_there_yet_and_a_missing_run_is_one_line(ds: Path) -> None:
+    one_line_error(["click", "eval", ds, "--model", "default"], "--model default", "not there yet", "--model grabcut")
+    one_line_error(["click", "eval", ds, "--model", "runs/click/best.pt"], "--model runs/click/best.pt",
+                   "not found", "--model grabcut")
+
+
+@pytest.fixture(scope="module")
+def run(ds: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ClickNet trained for a few steps by `click train`."""
+    out = tmp_path_factory.mktemp("clickrun") / "run"
+    result = invoke("click", "train", ds, "--out", out, "--steps", "4", "--batch-size", "2", "--crop-size", "64",
+                    *TINY_ARGS, width=200)
+    assert result.exit_code == 0, result.output
+    assert "trained 4 steps" in result.stdout
+    return out
+
+
+def test_train_resume_of_a_finished_run_and_errors(ds: Path, run: Path, tmp_path: Path) -> None:
+    result = invoke("click", "train", ds, "--out", run, "--resume", width=200)
+    assert result.exit_code == 0 and "trained 4 steps" in result.stdout, result.output
+    one_line_error(["click", "train", ds, "--out", run], "not an empty folder", "--resume")
+    one_line_error(["click", "train", ds, "--out", tmp_path / "r", "--scale-range", "2"], "--scale-range")
+    one_line_error(["click", "train", ds, "--out", tmp_path / "r", "--encoder", "nope"], "--encoder nope")
+
+
+def test_eval_a_trained_run_beside_a_baseline(ds: Path, run: Path) -> None:
+    result = invoke("click", "eval", ds, "--model", run, "--model", "grabcut", "--limit", "2", "--max-clicks", "3",
+                    "--split", "val", width=300)
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:] if "thin" not in line.split()}
+    assert str(run) in rows and rows[str(run)][-1] == "2" and "grabcut" in rows
+
+
+def test_predict_writes_a_0_255_mask_and_fixes_a_given_one(ds: Path, run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    image = tmp_path / "part.png"
+    Image.fromarray(np.full((40, 50, 3), 128, np.uint8)).save(image)
+    out = tmp_path / "m.png"
+    result = invoke("click", "predict", image, "--model", run, "--click", "20,10,+", "--click", "5,5,-",
+                    "--out", out)
+    assert result.exit_code == 0, result.output
+    mask = np.asarray(Image.open(out))
+    assert mask.shape == (40, 50) and set(np.unique(mask)) <= {0, 255}
+    start = np.zeros((40, 50), np.uint8)
+    start[30:38, 40:48] = 255
+    Image.fromarray(start).save(tmp_path / "start.png")
+    result = invoke("click", "predict", image, "--model", run / "checkpoints" / "last.pt", "--mask",
+                    tmp_path / "start.png", "--click", "2,2,-", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert set(np.unique(np.asarray(Image.open(out)))) <= {0, 255}
+
+
+def test_predict_errors_are_one_line(run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    image = tmp_path / "part.png"
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(image)
+    one_line_error(["click", "predict", image, "--model", run, "--click", "60,10,+", "--out", tmp_path / "m.png"],
+                   "outside the 50x40 image")
+    one_line_error(["click", "predict", image, "--model", run, "--click", "1,2", "--out", tmp_path / "m.png"],
+                   "give x,y,+ or x,y,-")
+    one_line_error(["click", "predict", image, "--model", tmp_path / "nope", "--click", "1,2,+",
+                    "--out", tmp_path / "m.png"], "missing", "run folder of `defectspectrum click train`")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "small.png")
+    one_line_error(["click", "predict", image, "--model", run, "--mask", tmp_path / "small.png", "--click", "1,2,+",
+                    "--out", tmp_path / "m.png"], "mask is 4x4", "50x40")
+    one_line_error(["click", "predict", image, "--model", run, "--click", "1,2,+", "--out", tmp_path / "m.jpg"],
+                   "PNG")
+    assert not (tmp_path / "m.png").exists()
 
 
 def test_empty_split_and_unknown_object_are_one_line(ds: Path) -> None:
@@ -99,3 +168,6 @@ def test_help_has_examples() -> None:
     result = invoke("click", "eval", "--help", width=200)
     assert result.exit_code == 0 and "Example: defectspectrum click eval" in result.stdout
     assert invoke("click", "--help").exit_code == 0
+    for command in ("train", "predict"):
+        text = invoke("click", command, "--help", width=200).stdout
+        assert f"Example: defectspectrum click {command}" in text

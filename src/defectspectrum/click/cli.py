@@ -1,7 +1,8 @@
 """`defectspectrum click ...`: Defect-Click, interactive segmentation from clicks, and its NoC evaluation.
 
-Thin typer commands over `click.objects`, `click.noc` and `click.baselines`; no torch anywhere (the
-learned model comes next). Every input is checked before any object is clicked.
+Thin typer commands over `click.objects`, `click.noc`, `click.baselines`, `click.train` and
+`click.predictor`; torch is imported only by the commands that run a model. Every input is checked
+before any object is clicked.
 """
 
 from __future__ import annotations
@@ -23,22 +24,46 @@ _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".onnx")
 _COLUMNS = ("NoC85", "NoC90", "NoF85", "NoF90", "IoU@1", "IoU@3", "IoU@5", "objects")
 
 
+def is_model_path(name: str) -> bool:
+    """True where `--model` names a run folder or checkpoint file rather than a baseline."""
+    return "/" in name or "\\" in name or name.lower().endswith(_CHECKPOINT_SUFFIXES) or Path(name).exists()
+
+
 def check_models(names: list[str] | None) -> list[str]:
-    """The model names to evaluate (default every baseline, repeats dropped); one line for a name that is
-    not a baseline, the learned model's name or a checkpoint saying plainly that it is not built yet."""
+    """The model names to evaluate (default every baseline, repeats dropped): baselines, and run folders or
+    checkpoints of `click train` (checked to exist); one line for the shipped default (not there yet) or an
+    unknown name."""
     chosen: list[str] = []
     for name in names or list(BASELINE_NAMES):
-        if name in BASELINE_NAMES:
-            if name not in chosen:
-                chosen.append(name)
+        if name in chosen:
             continue
-        if name == "default" or "/" in name or "\\" in name or name.lower().endswith(_CHECKPOINT_SUFFIXES) \
-                or Path(name).exists():
-            raise InputError(f"--model {name}: the learned Defect-Click model is not built yet; evaluate the "
-                             f"baselines with --model {' / --model '.join(BASELINE_NAMES)}")
+        if name in BASELINE_NAMES:
+            chosen.append(name)
+            continue
+        if name == "default":
+            raise InputError("--model default: the shipped default Defect-Click model is not there yet; give a "
+                             f"run folder of `click train`, or --model {' / --model '.join(BASELINE_NAMES)}")
+        if is_model_path(name):
+            path = Path(name)
+            if not path.exists():
+                raise InputError(f"--model {name}: not found; give a run folder of `click train` or its "
+                                 f"checkpoints/last.pt, or --model {' / --model '.join(BASELINE_NAMES)}")
+            chosen.append(name)
+            continue
         raise InputError(f"--model {name!r}: unknown model; choose {', '.join(BASELINE_NAMES)} "
-                         f"(the learned model is not built yet)")
+                         "or a run folder of `click train`")
     return chosen
+
+
+def make_segmenter(name: str) -> Any:
+    """A baseline by name, else the learned model of a run folder or checkpoint."""
+    if name in BASELINE_NAMES:
+        from defectspectrum.click.baselines import make_baseline
+
+        return make_baseline(name)
+    from defectspectrum.click.predictor import load_predictor
+
+    return load_predictor(Path(name))
 
 
 def _cell(value: Any, digits: int) -> str:
@@ -56,8 +81,8 @@ def _say_row(label: str, metrics: dict[str, Any]) -> None:
 @friendly
 def eval_command(
     data: Path = typer.Argument(..., readable=False, help="The DS folder with ground-truth masks."),
-    models: list[str] | None = typer.Option(None, "--model", "-m", help="grabcut or random-walker; repeat it for "
-                                            "several (default both). The learned model comes next."),
+    models: list[str] | None = typer.Option(None, "--model", "-m", help="grabcut, random-walker or a run folder "
+                                            "of click train; repeat it for several (default both baselines)."),
     split: str | None = typer.Option(None, "--split", help="Only this split (e.g. val; default every sample)."),
     objects: str | None = typer.Option(None, "--object", help="Only these DS objects (products), comma-separated."),
     max_clicks: int = typer.Option(20, "--max-clicks", min=1, max=100, help="Clicks per defect before giving up."),
@@ -79,8 +104,9 @@ def eval_command(
     Example: defectspectrum click eval ds_mvtec --model grabcut --model random-walker --split val --limit 100
 
     Example: defectspectrum click eval ds --object capsule --max-clicks 10 --json noc.json --plot noc.png
+
+    Example: defectspectrum click eval ds --model runs/click --model grabcut --split val
     """
-    from defectspectrum.click.baselines import make_baseline
     from defectspectrum.click.clicks import CLICK_RADIUS
     from defectspectrum.click.noc import THRESHOLDS, evaluate
     from defectspectrum.click.objects import THIN_WIDTH, folder_instances, select_samples, spread
@@ -98,7 +124,7 @@ def eval_command(
         raise InputError(f"{folder.root}: the {len(samples)} selected sample(s) hold no defect regions{bigger}; "
                          "choose other samples with --split/--object")
     items = spread(found, limit)
-    segmenters = {name: make_baseline(name) for name in names}
+    segmenters = {name: make_segmenter(name) for name in names}
     results = evaluate(segmenters, track(items, "clicking objects"),
                        lambda instance: folder.load_image(folder[str(instance.sample_id)]), max_clicks)
     thin_count = sum(instance.thin for instance in items)
@@ -123,3 +149,105 @@ def eval_command(
         from defectspectrum.click.plots import write_noc_png
 
         wrote(write_noc_png(plot, results, f"{folder.root.name}: {len(items)} objects"))
+
+
+@click_app.command("train")
+@friendly
+def train_command(
+    data: Path = typer.Argument(..., readable=False, help="The DS folder; its train split is used."),
+    out: Path = typer.Option(..., "--out", help="The run folder (new, or an existing run with --resume)."),
+    objects: str | None = typer.Option(None, "--object", help="Only these DS objects, comma-separated."),
+    steps: int = typer.Option(2000, "--steps", min=1, help="Training steps."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Objects per step."),
+    crop_size: int = typer.Option(256, "--crop-size", min=32, help="Training crop side in pixels (multiple of 32)."),
+    scale_range: str = typer.Option("1,6", "--scale-range", help="Multi-level crops: the image's long side is "
+                                    "rescaled to crop-size times a factor drawn in this range."),
+    max_extra_clicks: int = typer.Option(3, "--max-extra-clicks", min=0, help="Up to this many clicks simulated "
+                                         "from the model's own errors before each training step."),
+    encoder: str = typer.Option("mobilenet_v2", "--encoder", help="The smp encoder (built from scratch)."),
+    width: float = typer.Option(1.0, "--width", help="Decoder width factor (1: 128..16 channels)."),
+    lr: float = typer.Option(3e-4, "--lr", help="AdamW learning rate."),
+    bce_weight: float = typer.Option(1.0, "--bce-weight", min=0.0, help="Weight of binary cross-entropy."),
+    dice_weight: float = typer.Option(1.0, "--dice-weight", min=0.0, help="Weight of the dice loss."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data, crops and clicks."),
+    checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=1, help="Steps between checkpoints."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out with its own settings."),
+) -> None:
+    """Train the Defect-Click model on a DS folder: multi-level crops, clicks simulated from its own errors.
+
+    Loss: BCE + dice (1:1 by default, the paper's mask:dice of 2:5:5); AdamW; Ctrl-C saves a checkpoint.
+
+    Example: defectspectrum click train ds --out runs/click --steps 2000 --batch-size 8 --crop-size 256
+
+    Example: defectspectrum click train ds --out runs/click --resume
+    """
+    from defectspectrum.click.model import ClickModelConfig
+    from defectspectrum.click.train import ClickTrainConfig, read_click_run, train_click
+
+    if resume:
+        saved = read_click_run(out)["config"]
+        try:
+            config = ClickTrainConfig(**{**saved, "objects": tuple(saved["objects"]) if saved["objects"] else None,
+                                         "scale_range": tuple(saved["scale_range"]),
+                                         "model": ClickModelConfig.from_json(saved["model"], str(out))})
+        except (TypeError, KeyError) as exc:
+            raise InputError(f"{out}: click.json holds unknown settings ({exc}); start a new run") from None
+    else:
+        low_high = parse_csv(scale_range) or []
+        try:
+            low, high = (float(v) for v in low_high)
+        except ValueError:
+            raise InputError(f"--scale-range {scale_range!r}: give two numbers, e.g. 1,6") from None
+        chosen = parse_csv(objects)
+        config = ClickTrainConfig(data=str(data), objects=tuple(chosen) if chosen else None, steps=steps,
+                                  batch_size=batch_size, crop_size=crop_size, scale_range=(low, high),
+                                  max_extra_clicks=max_extra_clicks, lr=lr, bce_weight=bce_weight,
+                                  dice_weight=dice_weight, seed=seed, checkpoint_every=checkpoint_every,
+                                  model=ClickModelConfig(encoder, width))
+    run = train_click(config, out, resume=resume)
+    results = run.info["results"]
+    history = results.get("history") or [{"loss": float("nan")}]
+    say(f"trained {results['last_step']} steps; last loss {history[-1]['loss']:.4f}; "
+        f"{results['params']:,} parameters ({results['state_bytes'] / 1e6:.1f} MB)")
+    wrote(out)
+
+
+@click_app.command("predict")
+@friendly
+def predict_command(
+    image: Path = typer.Argument(..., readable=False, help="The image to segment."),
+    model: Path = typer.Option(..., "--model", help="A run folder of click train, or its checkpoint."),
+    clicks: list[str] = typer.Option(..., "--click", help="x,y,+ or x,y,- (column, row from 0); repeat, in order."),
+    out: Path = typer.Option(..., "--out", help="The mask PNG to write (0 background, 255 defect)."),
+    start: Path | None = typer.Option(None, "--mask", help="Start from this mask (fix it with clicks)."),
+) -> None:
+    """Segment one defect of an image from clicks, without a GUI; writes a 0/255 mask PNG.
+
+    Example: defectspectrum click predict part.png --model runs/click --click 120,80,+ --click 60,40,- --out m.png
+
+    Example: defectspectrum click predict part.png --model runs/click --mask old.png --click 30,30,- --out m.png
+    """
+    import numpy as np
+
+    from defectspectrum.click.clicks import parse_clicks
+    from defectspectrum.click.predictor import load_predictor
+    from defectspectrum.click.session import ClickSession
+    from defectspectrum.io import read_binary_mask, read_rgb, save_png_atomic
+
+    if out.suffix.lower() != ".png":
+        raise InputError(f"--out {out}: the mask is written as PNG; give a name ending in .png")
+    pixels = read_rgb(image)
+    shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+    parsed = parse_clicks(clicks, shape)
+    initial = None
+    if start is not None:
+        initial = read_binary_mask(start)
+        if initial.shape != shape:
+            raise InputError(f"{start}: mask is {initial.shape[1]}x{initial.shape[0]} but {image} is "
+                             f"{shape[1]}x{shape[0]}; give a mask of the image's size")
+    session = ClickSession(load_predictor(model), pixels, initial)
+    for click in parsed:
+        session.add_click(click.x, click.y, click.positive)
+    mask = session.mask
+    save_png_atomic(np.where(mask, 255, 0).astype(np.uint8), out)
+    wrote(out, f" ({int(mask.sum())} defect pixels after {len(parsed)} click(s))")

@@ -1,0 +1,88 @@
+"""ClickNet: built from its config without downloads, its input channels, and the focus crop rule."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from click_helpers import TINY  # noqa: E402
+
+from defectspectrum.click.clicks import Click, click_maps  # noqa: E402
+from defectspectrum.click.focus import focus_box, grow_box, merge, target_box  # noqa: E402
+from defectspectrum.click.model import ClickModelConfig, build_click_model, click_input, state_size  # noqa: E402
+from defectspectrum.errors import InputError  # noqa: E402
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def test_builds_offline_with_logits_at_input_size(offline: None) -> None:
+    model = build_click_model(TINY).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 6, 40, 56))
+    assert out.shape == (2, 1, 40, 56)
+
+
+def test_default_model_fits_the_package_limit(offline: None) -> None:
+    params, size = state_size(build_click_model(ClickModelConfig()))
+    assert 3_000_000 < params < 5_000_000 and size <= 20_000_000
+
+
+def test_config_round_trip_and_errors() -> None:
+    assert ClickModelConfig.from_json(TINY.to_json(), "x") == TINY
+    with pytest.raises(InputError, match="not a Defect-Click model config"):
+        ClickModelConfig.from_json({"colour": 1}, "x")
+    with pytest.raises(InputError, match="--encoder nope"):
+        build_click_model(ClickModelConfig("nope"))
+
+
+def test_click_maps_enter_the_input_and_change_the_output() -> None:
+    torch.manual_seed(0)
+    model = build_click_model(TINY).eval()
+    image = torch.zeros(1, 3, 32, 32)
+    pos, neg = (torch.from_numpy(m)[None] for m in click_maps((32, 32), [Click(10, 12, True)]))
+    prev = torch.zeros(1, 32, 32)
+    x = click_input(image, pos, neg, prev)
+    assert x.shape == (1, 6, 32, 32) and x[0, 3, 10, 12] == 1 and x[0, 3].sum() == pos.sum() and x[0, 4].sum() == 0
+    empty = click_input(image, torch.zeros_like(pos), neg, prev)
+    with torch.no_grad():
+        assert not torch.allclose(model(x), model(empty))
+
+
+def test_focus_box_holds_the_changed_region_and_the_click() -> None:
+    previous = np.zeros((200, 300), bool)
+    new = previous.copy()
+    new[50:60, 100:140] = True  # changed: rows 50..59, cols 100..139 (40 px long side)
+    box = focus_box(previous, new, Click(70, 150, True), margin=0.25, focus_min=8)
+    # bbox of change + click: rows 50..70, cols 100..150 (51 px), grown by round(0.25 * 51) = 13
+    assert box == (37, 84, 87, 164)
+    y0, y1, x0, x1 = box
+    assert new[y0:y1, x0:x1].sum() == new.sum() and y0 <= 70 < y1 and x0 <= 150 < x1
+
+
+def test_focus_box_minimum_size_and_image_border() -> None:
+    previous = np.zeros((100, 120), bool)
+    assert focus_box(previous, previous, Click(2, 118, False), margin=0.4, focus_min=64) == (0, 64, 56, 120)
+    assert grow_box((50, 40), (0, 50, 0, 40), 0.4, 64) == (0, 50, 0, 40)  # never outside the image
+    prev = np.zeros((100, 100), bool)
+    prev[40:50, 40:50] = True
+    assert target_box(prev, [Click(45, 80, True)], margin=0.0, focus_min=1) == (40, 50, 40, 81)
+
+
+def test_merge_keeps_the_previous_mask_outside_the_box() -> None:
+    previous = np.zeros((20, 20), bool)
+    previous[0:3, 0:3] = True
+    refined = np.ones((20, 20), bool)
+    out = merge(previous, refined, (5, 10, 5, 12))
+    assert out[5:10, 5:12].all() and out.sum() == 9 + 35
+    assert merge(previous, np.ones((5, 7), bool), (5, 10, 5, 12)).sum() == 9 + 35  # a box-sized mask too
+    assert previous.sum() == 9  # the input is not changed

@@ -1,0 +1,73 @@
+"""Training ClickNet: the loss falls on procedural data, exact resume, crops and clicks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from click_helpers import TINY, split_synth  # noqa: E402
+
+from defectspectrum.click.train import (  # noqa: E402
+    LAST,
+    RUN_JSON,
+    ClickTrainConfig,
+    crop_window,
+    train_click,
+)
+from defectspectrum.errors import InputError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("clicktrain") / "synth"
+    split_synth(root)
+    return root
+
+
+def config(ds: Path, steps: int, **options: object) -> ClickTrainConfig:
+    settings: dict[str, object] = {"data": str(ds), "steps": steps, "batch_size": 4, "crop_size": 64,
+                                   "lr": 3e-3, "checkpoint_every": 100, "model": TINY, **options}
+    return ClickTrainConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_training_lowers_the_loss_and_writes_the_run(ds: Path, tmp_path: Path) -> None:
+    run = train_click(config(ds, 40), tmp_path / "run")
+    history = [h["loss"] for h in run.info["results"]["history"]]
+    assert len(history) == 4 and history[-1] < history[0]
+    saved = json.loads((tmp_path / "run" / RUN_JSON).read_text())
+    assert saved["config"]["steps"] == 40 and saved["model_config"] == TINY.to_json()
+    assert saved["results"]["last_step"] == 40 and (tmp_path / "run" / LAST).is_file()
+
+
+def test_resume_is_exact(ds: Path, tmp_path: Path) -> None:
+    whole = train_click(config(ds, 6, checkpoint_every=3), tmp_path / "whole").model.state_dict()
+    train_click(config(ds, 6, checkpoint_every=3), tmp_path / "parts", stop_after=3)
+    assert json.loads((tmp_path / "parts" / RUN_JSON).read_text())["results"]["last_step"] == 3
+    resumed = train_click(config(ds, 6, checkpoint_every=3), tmp_path / "parts", resume=True).model.state_dict()
+    for key, value in whole.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_run_folder_errors(ds: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no checkpoint to resume"):
+        train_click(config(ds, 2), tmp_path / "none", resume=True)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(InputError, match="not an empty folder"):
+        train_click(config(ds, 2), tmp_path / "full")
+    with pytest.raises(InputError, match="--crop-size 50"):
+        train_click(config(ds, 2, crop_size=50), tmp_path / "bad")
+
+
+def test_multi_level_crop_holds_the_object_where_it_fits() -> None:
+    pixels = np.ones((10, 20), bool)
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        y0, x0, side = crop_window((400, 400), (100, 200, 20, 10), pixels, 64, (1.0, 6.0), rng)
+        assert 400 / 6 - 1e-6 <= side <= 400 + 1e-6
+        assert y0 <= 200 and 210 <= y0 + side and x0 <= 100 and 120 <= x0 + side
