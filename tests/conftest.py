@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,18 @@ def real_dataset(shared: Path, name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real data set {name} not found in {shared}")
     return path
+
+
+@pytest.fixture
+def sigint_default() -> Iterator[None]:
+    """SIGINT as an interactive Python has it (KeyboardInterrupt), for tests of Ctrl-C handling. A
+    process started in the background (`cmd &`, nohup) inherits SIGINT ignored, and Python then
+    keeps it ignored; these tests must not depend on how the suite was launched."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -58,7 +58,7 @@ def test_train_sample_and_resume(tmp_path: Path) -> None:
                    "choose large, medium, small")
 
 
-def test_train_ctrl_c_stops_with_a_checkpoint_to_resume(tmp_path: Path) -> None:
+def test_train_ctrl_c_stops_with_a_checkpoint_to_resume(tmp_path: Path, sigint_default: None) -> None:
     import os
     import signal
 

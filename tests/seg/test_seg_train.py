@@ -59,7 +59,7 @@ def test_resume_is_exact(ds, tmp_path):
     assert all("mIoU" in r for r in lines)
 
 
-def test_ctrl_c_checkpoints_the_current_step_and_resume_is_exact(ds, tmp_path):
+def test_ctrl_c_checkpoints_the_current_step_and_resume_is_exact(ds, tmp_path, sigint_default):
     config = tiny_config(ds, steps=14, val_every=7, num_workers=1)
     straight = train(config, tmp_path / "straight")
 
@@ -77,7 +77,7 @@ def test_ctrl_c_checkpoints_the_current_step_and_resume_is_exact(ds, tmp_path):
         assert torch.equal(a[key], b[key]), key
 
 
-def test_a_second_ctrl_c_interrupts_at_once():
+def test_a_second_ctrl_c_interrupts_at_once(sigint_default):
     with stop_requests(True) as requested:
         assert not requested()
         os.kill(os.getpid(), signal.SIGINT)
