@@ -109,7 +109,8 @@ def eval_command(
     """
     from defectspectrum.click.clicks import CLICK_RADIUS
     from defectspectrum.click.noc import THRESHOLDS, evaluate
-    from defectspectrum.click.objects import THIN_WIDTH, folder_instances, select_samples, spread
+    from defectspectrum.click.objects import THIN_WIDTH, folder_instances, spread
+    from defectspectrum.data.dsfolder import select_samples
     from defectspectrum.io import write_json_atomic
     from defectspectrum.progress import track
 

@@ -15,7 +15,7 @@ every other pixel, other defects included, is background for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,23 +77,6 @@ def instances(mask: np.ndarray, class_names: Sequence[str] | None = None, min_ar
         index = region.class_index
         name = class_names[index] if class_names is not None and index < len(class_names) else f"class {index}"
         yield Instance(sample_id, index, name, region.bbox, region.area, inscribed_width(pixels), shape, pixels)
-
-
-def select_samples(folder: DSFolder, split: str | None = None, objects: Iterable[str] | None = None) -> list[Sample]:
-    """The samples of `folder` in `split` (None: all) of `objects` (DS objects, None: all); InputError for an
-    unknown object or an empty selection."""
-    wanted = None if objects is None else list(objects)
-    for name in wanted or []:
-        if name not in folder.objects:
-            raise InputError(f"{folder.root}: has no object {name!r}; its objects: {', '.join(folder.objects)}")
-    samples = [s for s in folder if (split is None or s.split == split) and (wanted is None or s.object in wanted)]
-    if not samples:
-        splits = sorted({s.split or "none" for s in folder})
-        which = f" in split {split!r}" if split else ""
-        of = f" of {', '.join(wanted)}" if wanted else ""
-        raise InputError(f"{folder.root}: no samples{which}{of}; its splits: {', '.join(splits) or 'none'}; "
-                         "choose another --split or --object")
-    return samples
 
 
 def folder_instances(folder: DSFolder, samples: Sequence[Sample], min_area: int = 0) -> list[Instance]:

@@ -39,9 +39,9 @@ from torch import nn
 
 from defectspectrum.click.clicks import Click, click_maps
 from defectspectrum.click.model import ClickModelConfig, build_click_model, click_input, state_size
-from defectspectrum.click.objects import Instance, folder_instances, select_samples
+from defectspectrum.click.objects import Instance, folder_instances
 from defectspectrum.click.simulator import next_click
-from defectspectrum.data.dsfolder import DSFolder
+from defectspectrum.data.dsfolder import DSFolder, select_samples
 from defectspectrum.errors import InputError
 from defectspectrum.io import read_json, write_json_atomic
 from defectspectrum.progress import progress

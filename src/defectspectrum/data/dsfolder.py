@@ -663,3 +663,20 @@ def _parse_line(raw: bytes, where: str) -> Any:
     except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise SchemaError(f"{where}: invalid JSON ({message}); fix or delete that line") from None
+
+
+def select_samples(folder: DSFolder, split: str | None = None, objects: Iterable[str] | None = None) -> list[Sample]:
+    """The samples of `folder` in `split` (None: all) and `objects` (None: all); InputError for an
+    unknown object or an empty selection, naming the folder's splits."""
+    wanted = None if objects is None else list(objects)
+    for name in wanted or []:
+        if name not in folder.objects:
+            raise InputError(f"{folder.root}: has no object {name!r}; its objects: {', '.join(folder.objects)}")
+    samples = [s for s in folder if (split is None or s.split == split) and (wanted is None or s.object in wanted)]
+    if not samples:
+        splits = sorted({s.split or "none" for s in folder})
+        which = f" in split {split!r}" if split else ""
+        of = f" of {', '.join(wanted[:5])}{' and more' if len(wanted) > 5 else ''}" if wanted else ""
+        raise InputError(f"{folder.root}: no samples{which}{of}; its splits: {', '.join(splits) or 'none'}; "
+                         "choose another --split or --object")
+    return samples

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from defectspectrum.data.dsfolder import DSFolder
+from defectspectrum.data.dsfolder import DSFolder, select_samples
 from defectspectrum.data.sample import Sample
 from defectspectrum.errors import InputError
 from defectspectrum.io import write_csv_atomic
@@ -37,21 +37,6 @@ Areas = Mapping[int, np.ndarray]
 def _listed(items: Sequence[str], limit: int = 5) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def select_samples(folder: DSFolder, split: str | None = None, objects: Iterable[str] | None = None) -> list[Sample]:
-    """The samples of `folder` in `split` (None: all) and `objects` (None: all); InputError for an
-    unknown object or an empty selection."""
-    wanted = None if objects is None else list(objects)
-    for name in wanted or []:
-        if name not in folder.objects:
-            raise InputError(f"{folder.root}: has no object {name!r}; its objects: {', '.join(folder.objects)}")
-    samples = [s for s in folder if (split is None or s.split == split) and (wanted is None or s.object in wanted)]
-    if not samples:
-        splits = sorted({s.split or "none" for s in folder})
-        raise InputError(f"{folder.root}: no samples{f' in split {split!r}' if split else ''}"
-                         f"{f' of {_listed(wanted)}' if wanted else ''}; its splits: {', '.join(splits) or 'none'}")
-    return samples
 
 
 def pair_samples(truth: DSFolder, pred: DSFolder, split: str | None = None,
