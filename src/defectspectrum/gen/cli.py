@@ -186,45 +186,35 @@ def sample_command(
     Example: defectspectrum gen sample gen_pill --large gen/l --small gen/s --num 200 --filter --seg-model runs/pill_b0
     """
     require_gen_extra()
+    from defectspectrum.data.classes import ClassMap
     from defectspectrum.gen.onto import MaskPlacements, RandomPlacements
     from defectspectrum.gen.sample import check_pair, load_generator, write_samples
 
     runs = [load_generator(require_folder(path, "a gen train run folder"), weights) if path else None
             for path in (large, small)]
+    first = check_pair(runs[0], runs[1])
     placements: MaskPlacements | RandomPlacements | None = None
     if onto is None:
         stray = typed_options(ctx, {"masks", "class_name", "blend"})
         if stray:
             raise InputError(f"{', '.join(stray)} only apply with --onto GOOD_DIR")
     else:
-        from defectspectrum.data.classes import ClassMap
         from defectspectrum.io import list_images
 
         stray = typed_options(ctx, {"min_area", "keep_empty"})
         if stray:
             raise InputError(f"{', '.join(stray)} do not apply with --onto: the defect's mask is given")
-        first = check_pair(runs[0], runs[1])
-        if masks is not None:
-            placements = MaskPlacements(require_folder(onto, "a folder of good images"),
-                                        require_folder(masks, "a folder of masks"), ClassMap(first.classes),
-                                        class_name)
-            count = len(placements)
-        else:
-            goods = list_images(require_folder(onto, "a folder of good images"))
-            count = len(goods)
-            if not typed_options(ctx, {"num"}):
-                num = count
-            placements = RandomPlacements(goods, first, class_name, num, seed)
+        goods = list_images(require_folder(onto, "a folder of good images"))
         if not typed_options(ctx, {"num"}):
-            num = count
+            num = len(goods)  # one per good image
+        placements = RandomPlacements(goods, first, class_name, num, seed) if masks is None else \
+            MaskPlacements(onto, require_folder(masks, "a folder of masks"), ClassMap(first.classes), class_name)
     sample_filter = None
     if filter_pairs:
-        from defectspectrum.data.classes import ClassMap
         from defectspectrum.gen.filters import SampleFilter, on_object_applies, segmenter
 
         if not (0 <= min_agreement <= 1 and 0 <= min_on_object <= 1):
             raise InputError(f"--min-agreement {min_agreement} / --min-on-object {min_on_object}: use 0 to 1")
-        first = check_pair(runs[0], runs[1])
         segment = segmenter(require_folder(seg_model, "a seg train run folder"), first.object,
                             ClassMap(first.classes)) if seg_model else None
         data, samples = first.training_samples("--filter")
@@ -287,8 +277,10 @@ def eval_command(
     made, source = open_ds(generated), open_ds(train)
     check_report_outputs([json_path, report], made.root, source.root)
     segment = None
-    if seg_model is not None or inception_weights is not None or lpips_weights is not None:
+    if seg_model is not None:
         require_gen_extra()
+    if inception_weights is not None or lpips_weights is not None:
+        require_gen_extra(("torchmetrics", "torch_fidelity"))
     for path in (inception_weights, lpips_weights):
         if path is not None and not path.is_file():
             raise InputError(f"{path}: no such weights file; give the local file (nothing is downloaded)")
@@ -297,10 +289,7 @@ def eval_command(
 
         name = generated_object(made)
         segment = segmenter(require_folder(seg_model, "a seg train run folder"), name, made.classes(name))
-    learned = inception_weights is not None or lpips_weights is not None
-    if learned:
-        require_gen_extra(("torchmetrics", "torch_fidelity"))
-    device = "cuda" if learned and _cuda() else "cpu"
+    device = "cuda" if (inception_weights or lpips_weights) and _cuda() else "cpu"
     evaluation = evaluate_folders(made, source, split, copy_fraction, segment, inception_weights=inception_weights,
                                   lpips_weights=lpips_weights, device=device)
     result, data, name = evaluation.metrics, evaluation.measures, evaluation.object

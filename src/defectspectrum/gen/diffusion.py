@@ -66,11 +66,14 @@ def encode_pair(image: np.ndarray, mask: np.ndarray, num_classes: int) -> torch.
     return torch.cat([pixels, onehot], dim=0)
 
 
+def decode_image(sample: torch.Tensor) -> np.ndarray:
+    """(3 + C, H, W) sample -> its (H, W, 3) uint8 image."""
+    return ((sample[:3].clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
 def decode_pair(sample: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(3 + C, H, W) sample -> (H, W, 3) uint8 image and (H, W) uint8 mask (argmax over the mask channels)."""
-    image = ((sample[:3].clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    mask = sample[3:].argmax(dim=0).to(torch.uint8).cpu().numpy()
-    return image, mask
+    return decode_image(sample), sample[3:].argmax(dim=0).to(torch.uint8).cpu().numpy()
 
 
 def x0_from_epsilon(scheduler: Any, noisy: torch.Tensor, epsilon: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

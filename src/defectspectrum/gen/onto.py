@@ -30,7 +30,7 @@ import torch
 
 from defectspectrum.data.classes import ClassMap
 from defectspectrum.errors import InputError
-from defectspectrum.gen.diffusion import encode_pair, make_scheduler
+from defectspectrum.gen.diffusion import decode_image, encode_pair, make_scheduler
 from defectspectrum.gen.sample import Drawn, LoadedGenerator, check_pair, sample_generator
 from defectspectrum.gen.sampler import two_stage_sample
 from defectspectrum.io import image_size, list_images, read_mask_pixels, read_rgb
@@ -152,8 +152,7 @@ def generate_onto(large: LoadedGenerator | None, small: LoadedGenerator | None, 
                              generator=[sample_generator(seed, index) for index, *_ in jobs], steps=steps,
                              device=device, known=known, keep=keep)
         for (index, placement, side, top, left, band, _), sample in zip(jobs, x.float()):
-            window = ((sample[:3].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-            window = cv2.resize(window, (side, side), interpolation=cv2.INTER_CUBIC if side > first.size
+            window = cv2.resize(decode_image(sample), (side, side), interpolation=cv2.INTER_CUBIC if side > first.size
                                 else cv2.INTER_AREA)
             image = paste(placement.image, window, top, left, blend_weights(placement.mask, band))
             yield Drawn(index, image, placement.mask, True, "",
