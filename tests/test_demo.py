@@ -24,12 +24,12 @@ from defectspectrum.errors import InputError
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> tuple[Path, str]:
     """One tiny demo run (64 px, 2 images per defect folder, first-1 split, 3 segmentation and 3 generator
-    steps) shared by the tests; returns (out, stdout)."""
+    steps, 4 clicked defects) shared by the tests; returns (out, stdout)."""
     out = tmp_path_factory.mktemp("demo") / "demo_output"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = main(["--out", str(out), "--size", "64", "--per-type", "2", "--seed", "3", "--k", "1",
-                     "--seg-steps", "3", "--gen-steps", "3"])
+                     "--seg-steps", "3", "--gen-steps", "3", "--click-objects", "4"])
     assert code == 0, printed.getvalue()
     return out, printed.getvalue()
 
@@ -40,7 +40,7 @@ def test_demo_writes_a_report_whose_images_exist(demo_run):
     assert match, printed
     report = Path(match.group(1))
     assert report.is_absolute() and report == (out / "report.html").resolve() and report.is_file()
-    assert len(re.findall(r"^\[\d+/11\] ", printed, re.MULTILINE)) == 11
+    assert len(re.findall(r"^\[\d+/11\] ", printed, re.MULTILINE)) == 12
     html = report.read_text(encoding="utf-8")
     srcs = re.findall(r'<img src="([^"]+)"', html)
     assert len(srcs) >= 5  # stats plot, contact sheet and several overlays
@@ -52,7 +52,7 @@ def test_demo_writes_a_report_whose_images_exist(demo_run):
     # the registered report sections, with the demo's own steps and files around them
     assert re.findall(r"<h2 [^>]*>(.*?)</h2>", html) == ["Overview", "Steps", "Validation", "Statistics", "Splits",
                                                          "Overlays", "Segmentation", "Quality control",
-                                                         "Defect-Gen", "Files"]
+                                                         "Defect-Gen", "Defect-Click", "Files"]
     assert ">Examples with captions</h3>" in html and "first-1 rule of the paper" in html
     assert "seg/confusion.png" in srcs and any(src.startswith("seg/compare/") for src in srcs)
 
@@ -150,3 +150,15 @@ def test_demo_generator_step_draws_measured_pairs(demo_run):
     html = (out / "report.html").read_text(encoding="utf-8")
     assert html.count("beside its nearest training pair") >= 8
     assert (out / "gen" / "large" / "previews" / "step_0000003.png").is_file()
+
+
+def test_demo_click_step_clicks_val_defects_with_the_shipped_model(demo_run):
+    out, printed = demo_run
+    assert re.search(r"^\[11/12\] click +shipped model and GrabCut on 4 val defects: NoC85 default \d+\.\d, "
+                     r"grabcut \d+\.\d \(of 10\)", printed, re.MULTILINE), printed
+    noc = json.loads((out / "click" / "noc.json").read_text(encoding="utf-8"))
+    assert list(noc["models"]) == ["default", "grabcut"] and noc["objects"] == 4
+    for metrics in noc["models"].values():
+        assert metrics["objects"] == 4 and 1 <= metrics["NoC85"] <= 10
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert html.count("report_files/click/object_") == 4 and "the mask after clicks" in html

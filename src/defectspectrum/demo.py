@@ -5,8 +5,9 @@ convert it into a DS folder, assign the paper's first-k splits, caption every sa
 compute statistics, draw overlays and a contact sheet, train a small segmentation model on one
 material and score and draw it on the val split (with the `seg` extra), judge its predicted masks
 against the truth with quality-control rules (`qc simulate`), train a tiny two-stage Defect-Gen
-pair on the same material and measure the pairs it draws (with the `gen` extra), and compose the
-report sections (as
+pair on the same material and measure the pairs it draws (with the `gen` extra), click val defects
+with the shipped Defect-Click model and GrabCut by the NoC protocol (with the `seg` extra), and
+compose the report sections (as
 `defectspectrum report` does) with the demo's own steps and files into `<out>/report.html`. A
 previous `<out>` is replaced only if it holds the `.defectspectrum-demo` marker this demo writes;
 anything else is refused, never deleted.
@@ -74,6 +75,7 @@ objects:
 
 
 GEN_SIZE, GEN_WIDTH, GEN_SWITCH, GEN_SAMPLES = 64, 16, 100, 8  # the demo's tiny generators and their pairs
+CLICK_OBJECTS, CLICK_MAX_CLICKS = 12, 10  # the click step: val defects clicked, clicks each
 
 
 def gen_available() -> bool:
@@ -92,11 +94,11 @@ def seg_available() -> bool:
 
 
 def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k: int = 5,
-             seg_steps: int = 200, seg_model: str = SEG_MODEL, gen_steps: int = 300,
+             seg_steps: int = 200, seg_model: str = SEG_MODEL, gen_steps: int = 300, click_objects: int = CLICK_OBJECTS,
              log: Callable[[str], None] = print) -> DemoResult:
     """Run every step into `out` and return where things are; `log` receives one line per step.
     `seg_steps` 0 (or no `seg` extra installed) leaves the segmentation step out, `gen_steps` 0 (or
-    no `gen` extra) the generator step."""
+    no `gen` extra) the generator step, `click_objects` 0 (or no `seg` extra) the Defect-Click step."""
     from defectspectrum.data.captions import caption_folder
     from defectspectrum.data.convert import convert_counted
     from defectspectrum.data.show import write_overlays
@@ -113,7 +115,7 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
     out = Path(out).absolute()
     prepare_out(out)
     timings: dict[str, float] = {}
-    steps = 11
+    steps = 12
     clock = [time.perf_counter()]
 
     def done(number: int, name: str, message: str) -> None:
@@ -189,11 +191,22 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
         done(10, "gen", "skipped (" + ("--gen-steps 0" if gen_steps <= 0 else "install defectspectrum[gen] for it")
              + ")")
 
+    click_result = None
+    if click_objects > 0 and seg_available():
+        click_result = _click_step(folder, out / "click", click_objects)
+        rows = {name: result.summary() for name, result in click_result.results.items()}
+        done(11, "click", f"shipped model and GrabCut on {len(click_result.items)} val defects: NoC85 "
+                          + ", ".join(f"{name} {summary.noc85:.1f}" for name, summary in rows.items())
+                          + f" (of {CLICK_MAX_CLICKS}) -> {_rel(out / 'click', out)}")
+    else:
+        done(11, "click", "skipped (" + ("--click-objects 0" if click_objects <= 0
+                                         else "install defectspectrum[seg] for it") + ")")
+
     report_path = out / "report.html"
     _write_report(report_path, folder, report, stats_json, shown, timings,
                   {"size": size, "per_type": per_type, "good": good, "seed": seed, "k": k}, seg_result, qc_result,
-                  gen_result)
-    done(11, "report", _rel(report_path, out))
+                  gen_result, click_result)
+    done(12, "report", _rel(report_path, out))
     return DemoResult(out=out, source=source, ds=folder.root, show=out / "show", report=report_path, timings=timings)
 
 
@@ -243,6 +256,30 @@ def _gen_step(folder: Any, out: Path, steps: int, seed: int, seg_run: Path | Non
     return result
 
 
+def _click_step(folder: Any, out: Path, objects: int) -> Any:
+    """The shipped Defect-Click model and GrabCut on `objects` defects spread over the val split (NoC protocol)."""
+    from defectspectrum.click.baselines import make_baseline
+    from defectspectrum.click.noc import Segmenter, evaluate
+    from defectspectrum.click.objects import folder_instances, spread
+    from defectspectrum.click.predictor import load_predictor
+    from defectspectrum.click.report_section import ClickEvaluation
+    from defectspectrum.data.dsfolder import select_samples
+    from defectspectrum.io import write_json_atomic
+
+    items = spread(folder_instances(folder, select_samples(folder, "val", None)), objects)
+    segmenters: dict[str, Segmenter] = {"default": load_predictor("default"), "grabcut": make_baseline("grabcut")}
+
+    def load_image(instance: Any) -> Any:
+        return folder.load_image(folder[str(instance.sample_id)])
+
+    results = evaluate(segmenters, items, load_image, CLICK_MAX_CLICKS)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "noc.json", {"models": {name: r.to_json() for name, r in results.items()},
+                                         "max_clicks": CLICK_MAX_CLICKS, "objects": len(items)})
+    return ClickEvaluation(f"{len(items)} val defects of the demo data", items, results,
+                           {name: name for name in results}, load_image, segmenters)
+
+
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}%"
 
@@ -268,7 +305,7 @@ def _qc_step(folder: Any, predictions: Path, out: Path) -> Any:
 
 def _write_report(path: Path, folder: Any, validation: Any, stats: dict[str, Any], shown: Any,
                   timings: dict[str, float], settings: dict[str, int], seg_result: Any = None,
-                  qc_result: Any = None, gen_result: Any = None) -> None:
+                  qc_result: Any = None, gen_result: Any = None, click_result: Any = None) -> None:
     """The registered report sections on the demo's results, with the demo's steps and files around them."""
     from defectspectrum.report.sections import ReportContext, Section, build_report, get_sections
 
@@ -279,6 +316,8 @@ def _write_report(path: Path, folder: Any, validation: Any, stats: dict[str, Any
         extra["qc"] = qc_result
     if gen_result is not None:
         extra["gen"] = gen_result
+    if click_result is not None:
+        extra["click"] = click_result
     context = ReportContext(folder, html=path, validation=validation, stats=stats, overlays=shown, extra=extra)
     overview, *rest = get_sections()
     if seg_result is not None:
@@ -293,6 +332,10 @@ def _write_report(path: Path, folder: Any, validation: Any, stats: dict[str, Any
         from defectspectrum.gen.report_section import GEN_SECTION
 
         rest.append(GEN_SECTION)
+    if click_result is not None:
+        from defectspectrum.click.report_section import CLICK_SECTION
+
+        rest.append(CLICK_SECTION)
     sections: list[Section] = [overview, DemoSteps(timings, settings), *rest, DemoFiles(path.parent, folder.root)]
     report, problems = build_report(
         context, sections, "defectspectrum demo",
@@ -334,6 +377,7 @@ class DemoSteps:
             ("qc", "judge truth and prediction with quality-control rules: recall, FPR, misjudged images", "qc/"),
             ("gen", "train a tiny large + small generator on one material, draw two-stage pairs, measure them",
              "gen/"),
+            ("click", "click val defects with the shipped Defect-Click model and GrabCut (NoC protocol)", "click/"),
         ]
         rows: list[tuple[str, str, str | None, float]] = [
             (name, what, where, round(self.timings.get(name, 0.0), 2)) for name, what, where in steps]
@@ -361,6 +405,7 @@ class DemoFiles:
             (out / "seg", "the segmentation run (run.json, best.pt), predicted DS folder pred/, compare/ pictures"),
             (out / "qc", "the QC rules (rules.yaml) and every image's verdicts (qc.json, qc.csv)"),
             (out / "gen", "the generator runs (large/, small/, with previews/), the drawn pairs/ and eval.json"),
+            (out / "click", "the NoC evaluation of the click step (noc.json)"),
         ] if p.exists()], header=["path", "contents"])
 
 
@@ -377,13 +422,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Training steps of the segmentation step (default 200; 0 leaves it out).")
     parser.add_argument("--gen-steps", type=int, default=300,
                         help="Training steps of each demo generator (default 300; 0 leaves the step out).")
+    parser.add_argument("--click-objects", type=int, default=CLICK_OBJECTS,
+                        help=f"Val defects clicked in the Defect-Click step (default {CLICK_OBJECTS}; 0: left out).")
     args = parser.parse_args(argv)
     from defectspectrum.cli_support import error_message, printable
 
     started = time.perf_counter()
     try:
         result = run_demo(args.out, size=args.size, per_type=args.per_type, seed=args.seed, k=args.k,
-                          seg_steps=args.seg_steps, gen_steps=args.gen_steps)
+                          seg_steps=args.seg_steps, gen_steps=args.gen_steps, click_objects=args.click_objects)
     except Exception as exc:  # the same one-line errors as the CLI; anything else is a bug and keeps its traceback
         message = error_message(exc)
         if message is None:

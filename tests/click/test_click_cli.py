@@ -66,11 +66,24 @@ def test_eval_both_baselines_writes_table_json_and_plot(ds: Path, tmp_path: Path
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_eval_defaults_to_both_baselines_over_every_sample(ds: Path) -> None:
+def test_eval_defaults_to_the_shipped_model_and_both_baselines_over_every_sample(ds: Path) -> None:
     result = invoke("click", "eval", ds, "--limit", "2", "--max-clicks", "3", "--object", "metal", width=200)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("2 object(s) of 17 sample(s)")
-    assert "grabcut" in result.stdout and "random-walker" in result.stdout
+    rows = [line.split()[0] for line in result.stdout.splitlines()[2:]]
+    assert rows[0] == "default" and "grabcut" in rows and "random-walker" in rows
+
+
+def test_eval_from_degraded_adds_a_fix_row_and_json_entry(ds: Path, tmp_path: Path) -> None:
+    out_json = tmp_path / "noc.json"
+    result = invoke("click", "eval", ds, "--model", "grabcut", "--limit", "3", "--max-clicks", "5",
+                    "--from-degraded", "--json", out_json, width=200)
+    assert result.exit_code == 0, result.output
+    assert any(line.split()[:2] == ["grabcut", "fix"] for line in result.stdout.splitlines())
+    data = json.loads(out_json.read_text())
+    fix = data["models"]["grabcut"]["degraded"]
+    check_metrics(fix, 3, 5)
+    assert abs(fix["start_IoU"] - 0.7) < 0.05 and data["settings"]["from_degraded"] is True
 
 
 def test_unknown_model_is_one_line(ds: Path, tmp_path: Path) -> None:
@@ -79,10 +92,13 @@ def test_unknown_model_is_one_line(ds: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x.json").exists()
 
 
-def test_the_default_model_is_not_there_yet_and_a_missing_run_is_one_line(ds: Path) -> None:
-    one_line_error(["click", "eval", ds, "--model", "default"], "--model default", "not there yet", "--model grabcut")
+def test_a_missing_default_model_or_run_is_one_line(ds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   ) -> None:
     one_line_error(["click", "eval", ds, "--model", "runs/click/best.pt"], "--model runs/click/best.pt",
-                   "not found", "--model grabcut")
+                   "not found", "default")
+    monkeypatch.setattr("defectspectrum.click.model_files.DEFAULT_WEIGHTS", tmp_path / "gone.safetensors")
+    one_line_error(["click", "eval", ds, "--model", "default", "--limit", "1"], "gone.safetensors",
+                   "shipped default model is missing", "reinstall")
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +125,7 @@ def test_eval_a_trained_run_beside_a_baseline(ds: Path, run: Path) -> None:
                     "--split", "val", width=300)
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:] if "thin" not in line.split()}
-    assert str(run) in rows and rows[str(run)][-1] == "2" and "grabcut" in rows
+    assert rows["run"][-1] == "2" and "grabcut" in rows  # a run folder is labelled by its name
 
 
 def test_predict_writes_a_0_255_mask_and_fixes_a_given_one(ds: Path, run: Path, tmp_path: Path) -> None:
@@ -142,7 +158,7 @@ def test_predict_errors_are_one_line(run: Path, tmp_path: Path) -> None:
     one_line_error(["click", "predict", image, "--model", run, "--click", "1,2", "--out", tmp_path / "m.png"],
                    "give x,y,+ or x,y,-")
     one_line_error(["click", "predict", image, "--model", tmp_path / "nope", "--click", "1,2,+",
-                    "--out", tmp_path / "m.png"], "missing", "run folder of `defectspectrum click train`")
+                    "--out", tmp_path / "m.png"], "not found", "run folder of `click train`")
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "small.png")
     one_line_error(["click", "predict", image, "--model", run, "--mask", tmp_path / "small.png", "--click", "1,2,+",
                     "--out", tmp_path / "m.png"], "mask is 4x4", "50x40")
@@ -171,3 +187,19 @@ def test_help_has_examples() -> None:
     for command in ("train", "predict"):
         text = invoke("click", command, "--help", width=200).stdout
         assert f"Example: defectspectrum click {command}" in text
+
+
+def test_eval_report_has_the_table_plot_and_clicked_objects(ds: Path, tmp_path: Path) -> None:
+    page = tmp_path / "click.html"
+    result = invoke("click", "eval", ds, "--model", "grabcut", "--limit", "3", "--max-clicks", "5",
+                    "--report", page, width=200)
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    assert "Defect-Click" in html and "NoC evaluation" in html and "grabcut" in html
+    pictures = sorted((tmp_path / "click_files" / "click").glob("object_*.png"))
+    assert len(pictures) == 3
+    from PIL import Image
+
+    strip = np.asarray(Image.open(pictures[0]))
+    assert strip.shape[0] == 160 and strip.shape[1] > 2 * 160  # the truth and at least one clicked mask
+    one_line_error(["click", "eval", ds, "--model", "grabcut", "--report", ds / "dataset.json"], "dataset.json")

@@ -75,7 +75,7 @@ def test_focus_box_minimum_size_and_image_border() -> None:
     assert grow_box((50, 40), (0, 50, 0, 40), 0.4, 64) == (0, 50, 0, 40)  # never outside the image
     prev = np.zeros((100, 100), bool)
     prev[40:50, 40:50] = True
-    assert target_box(prev, [Click(45, 80, True)], margin=0.0, focus_min=1) == (40, 50, 40, 81)
+    assert target_box(prev, [Click(45, 80, True)], margin=0.0, focus_min=40) == (25, 65, 40, 81)
 
 
 def test_merge_keeps_the_previous_mask_outside_the_box() -> None:
@@ -86,3 +86,14 @@ def test_merge_keeps_the_previous_mask_outside_the_box() -> None:
     assert out[5:10, 5:12].all() and out.sum() == 9 + 35
     assert merge(previous, np.ones((5, 7), bool), (5, 10, 5, 12)).sum() == 9 + 35  # a box-sized mask too
     assert previous.sum() == 9  # the input is not changed
+
+
+def test_target_box_leaves_out_mask_parts_far_from_the_clicks() -> None:
+    previous = np.zeros((400, 400), bool)
+    previous[20:40, 20:40] = True  # the defect being fixed
+    previous[300:350, 300:380] = True  # another defect of the same imported mask
+    box = target_box(previous, [Click(45, 30, False)], focus_min=32)
+    assert box[1] < 300 and box[3] < 300  # the far defect is not looked at
+    assert box[0] <= 20 and box[1] >= 40 and box[2] <= 20 and box[3] >= 40  # the near one is
+    far = target_box(previous, [Click(200, 200, True)], focus_min=32)
+    assert far[1] - far[0] <= 40 and far[0] <= 200 < far[1]  # a click away from every part: the click alone

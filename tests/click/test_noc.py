@@ -168,3 +168,36 @@ def test_spread_picks_evenly_through_the_objects() -> None:
     assert [o.sample_id for o in spread(items, 4)] == ["0", "3", "6", "9"]
     assert spread(items, None) == items and spread(items, 50) == items
     assert [o.sample_id for o in spread(items, 1)] == ["0"]
+
+
+# -- fixing a flawed mask --------------------------------------------------------------------------
+
+
+def test_degraded_start_masks_have_the_target_iou_and_both_flaws() -> None:
+    from defectspectrum.click.degrade import degraded_mask
+
+    blob = disk((60, 60), 30, 30, 12)
+    scratch = np.zeros((60, 60), bool)
+    scratch[30, 5:55] = True  # 1 px wide
+    for truth in (blob, scratch):
+        over, under = degraded_mask(truth, 0), degraded_mask(truth, 1)
+        assert (over >= truth).all() and over.sum() > truth.sum()  # too much: holds the object and more
+        assert (under <= truth).all() and under.sum() < truth.sum()  # too little: part of the object only
+        assert abs(iou(truth, over) - 0.7) < 0.03
+        assert abs(iou(truth, under) - 0.7) < 0.03
+        assert np.array_equal(degraded_mask(truth, 1), under) and np.array_equal(degraded_mask(truth, 0), over)
+    assert not degraded_mask(disk((9, 9), 4, 4, 0), 0).any()  # a speck starts empty
+
+
+def test_evaluate_from_degraded_reports_the_fix_row() -> None:
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:25, 5:25] = 1
+    found = list(instances(mask, ["background", "dent"]))
+    results = evaluate({"a": DiskPainter()}, found, lambda _i: np.zeros((40, 40, 3), np.uint8), max_clicks=6,
+                       from_degraded=True)
+    data = results["a"].to_json()
+    fix = data["degraded"]
+    assert fix["objects"] == 1 and abs(fix["start_IoU"] - 0.7) < 0.03
+    assert fix["IoU@1"] != data["IoU@1"]  # another start gives another curve
+    assert "degraded" not in evaluate({"a": DiskPainter()}, found, lambda _i: np.zeros((40, 40, 3), np.uint8),
+                                      max_clicks=2)["a"].to_json()

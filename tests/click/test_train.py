@@ -71,3 +71,20 @@ def test_multi_level_crop_holds_the_object_where_it_fits() -> None:
         y0, x0, side = crop_window((400, 400), (100, 200, 20, 10), pixels, 64, (1.0, 6.0), rng)
         assert 400 / 6 - 1e-6 <= side <= 400 + 1e-6
         assert y0 <= 200 and 210 <= y0 + side and x0 <= 100 and 120 <= x0 + side
+
+
+def test_appearance_jitter_moves_image_and_mask_together() -> None:
+    from defectspectrum.click.train import jitter_appearance
+
+    image = np.full((32, 32, 3), 100, np.uint8)
+    image[2:6, 20:30] = 250  # a bright bar, off-centre
+    truth = np.zeros((32, 32), bool)
+    truth[2:6, 20:30] = True
+    seen = set()
+    for seed in range(24):
+        out, mask = jitter_appearance(image, truth, np.random.default_rng(seed))
+        assert mask.sum() == truth.sum() and out.dtype == np.uint8 and out.shape == image.shape
+        inside, outside = out[mask].astype(int).sum(1), out[~mask].astype(int).sum(1)
+        assert abs(inside.mean() - outside.mean()) > 60  # the bar is still where the mask says
+        seen.add(np.flatnonzero(mask.any(0)).tolist().__str__() + np.flatnonzero(mask.any(1)).tolist().__str__())
+    assert len(seen) >= 4  # flips and turns put the bar in several places

@@ -30,27 +30,22 @@ def is_model_path(name: str) -> bool:
 
 
 def check_models(names: list[str] | None) -> list[str]:
-    """The model names to evaluate (default every baseline, repeats dropped): baselines, and run folders or
-    checkpoints of `click train` (checked to exist); one line for the shipped default (not there yet) or an
-    unknown name."""
+    """The model names to evaluate (default: the shipped model and both baselines; repeats dropped): baselines,
+    `default`, and run folders, checkpoints, weights files or .onnx files (checked to exist)."""
     chosen: list[str] = []
-    for name in names or list(BASELINE_NAMES):
+    for name in names or ["default", *BASELINE_NAMES]:
         if name in chosen:
             continue
-        if name in BASELINE_NAMES:
+        if name in BASELINE_NAMES or name == "default":
             chosen.append(name)
             continue
-        if name == "default":
-            raise InputError("--model default: the shipped default Defect-Click model is not there yet; give a "
-                             f"run folder of `click train`, or --model {' / --model '.join(BASELINE_NAMES)}")
         if is_model_path(name):
-            path = Path(name)
-            if not path.exists():
-                raise InputError(f"--model {name}: not found; give a run folder of `click train` or its "
-                                 f"checkpoints/last.pt, or --model {' / --model '.join(BASELINE_NAMES)}")
+            if not Path(name).exists():
+                raise InputError(f"--model {name}: not found; give a run folder of `click train`, its "
+                                 "checkpoints/last.pt, a .safetensors or .onnx file of `click export`, or default")
             chosen.append(name)
             continue
-        raise InputError(f"--model {name!r}: unknown model; choose {', '.join(BASELINE_NAMES)} "
+        raise InputError(f"--model {name!r}: unknown model; choose default, {', '.join(BASELINE_NAMES)} "
                          "or a run folder of `click train`")
     return chosen
 
@@ -63,7 +58,7 @@ def make_segmenter(name: str) -> Any:
         return make_baseline(name)
     from defectspectrum.click.predictor import load_predictor
 
-    return load_predictor(Path(name))
+    return load_predictor(name)
 
 
 def _cell(value: Any, digits: int) -> str:
@@ -72,26 +67,42 @@ def _cell(value: Any, digits: int) -> str:
     return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
 
 
+def model_label(name: str) -> str:
+    """A short table label for `--model`: a run folder's name, a file's stem (a run's checkpoint: its run's name)."""
+    if not is_model_path(name) or name == "default":
+        return name
+    path = Path(name)
+    if path.parent.name == "checkpoints":
+        return path.parent.parent.name or path.stem
+    label = path.name if path.is_dir() else path.stem
+    return label if len(label) <= 20 else label[:19] + "~"
+
+
 def _say_row(label: str, metrics: dict[str, Any]) -> None:
     cells = [_cell(metrics[key], 3 if key.startswith("IoU") else 2) for key in _COLUMNS]
-    say(f"{label:22} " + " ".join(f"{cell:>7}" for cell in cells))
+    say(f"{label:26} " + " ".join(f"{cell:>7}" for cell in cells))
 
 
 @click_app.command("eval")
 @friendly
 def eval_command(
     data: Path = typer.Argument(..., readable=False, help="The DS folder with ground-truth masks."),
-    models: list[str] | None = typer.Option(None, "--model", "-m", help="grabcut, random-walker or a run folder "
-                                            "of click train; repeat it for several (default both baselines)."),
+    models: list[str] | None = typer.Option(None, "--model", "-m", help="default (the shipped model), grabcut, "
+                                            "random-walker, a run folder of click train, or a .safetensors/.onnx "
+                                            "file; repeat it for several (default: all three named)."),
     split: str | None = typer.Option(None, "--split", help="Only this split (e.g. val; default every sample)."),
     objects: str | None = typer.Option(None, "--object", help="Only these DS objects (products), comma-separated."),
     max_clicks: int = typer.Option(20, "--max-clicks", min=1, max=100, help="Clicks per defect before giving up."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most N defect objects, evenly spaced through "
                                      "the selection (a folder sorted by defect type is sampled across its types)."),
     min_area: int = typer.Option(0, "--min-area", min=0, help="Skip defect regions of fewer pixels (specks)."),
+    from_degraded: bool = typer.Option(False, "--from-degraded", help="Also start each object from a flawed mask "
+                                       "(IoU 0.7: too much or too little) and count the clicks that fix it."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the metrics, settings and every object's "
                                           "IoU curve as JSON."),
     plot: Path | None = typer.Option(None, "--plot", help="Write mean IoU against clicks, a line per model, as PNG."),
+    report: Path | None = typer.Option(None, "--report", help="Write an HTML report: the table, the plot and "
+                                       "objects being clicked."),
 ) -> None:
     """Evaluate click segmenters by the NoC protocol: a simulated user clicks each defect until it is segmented.
 
@@ -101,22 +112,24 @@ def eval_command(
 
     IoU@k: mean IoU after k clicks. A thin row repeats them over objects at most 3 px wide (1-2 px scratches).
 
+    With --from-degraded a fix row starts each object from a flawed mask of IoU 0.7 instead of an empty one.
+
     Example: defectspectrum click eval ds_mvtec --model grabcut --model random-walker --split val --limit 100
 
-    Example: defectspectrum click eval ds --object capsule --max-clicks 10 --json noc.json --plot noc.png
+    Example: defectspectrum click eval ds --object capsule --max-clicks 10 --json noc.json --report noc.html
 
-    Example: defectspectrum click eval ds --model runs/click --model grabcut --split val
+    Example: defectspectrum click eval ds --model runs/click --model grabcut --split val --from-degraded
     """
     from defectspectrum.click.clicks import CLICK_RADIUS
     from defectspectrum.click.noc import THRESHOLDS, evaluate
-    from defectspectrum.click.objects import THIN_WIDTH, folder_instances, spread
+    from defectspectrum.click.objects import THIN_WIDTH, Instance, folder_instances, spread
     from defectspectrum.data.dsfolder import select_samples
     from defectspectrum.io import write_json_atomic
     from defectspectrum.progress import track
 
     names = check_models(models)
     folder = open_ds(data, what="the DS folder")
-    check_report_outputs([json_path, plot], folder.root)
+    check_report_outputs([json_path, plot, report], folder.root)
     chosen = parse_csv(objects)
     samples = select_samples(folder, split, chosen)
     found = folder_instances(folder, samples, min_area)
@@ -126,20 +139,29 @@ def eval_command(
                          "choose other samples with --split/--object")
     items = spread(found, limit)
     segmenters = {name: make_segmenter(name) for name in names}
-    results = evaluate(segmenters, track(items, "clicking objects"),
-                       lambda instance: folder.load_image(folder[str(instance.sample_id)]), max_clicks)
+    def load_image(instance: Instance) -> Any:
+        return folder.load_image(folder[str(instance.sample_id)])
+
+    results = evaluate(segmenters, track(items, "clicking objects"), load_image, max_clicks, from_degraded)
     thin_count = sum(instance.thin for instance in items)
     say(f"{len(items)} object(s) of {len(samples)} sample(s) ({thin_count} thin), up to {max_clicks} clicks each")
-    say(f"{'model':22} " + " ".join(f"{column:>7}" for column in _COLUMNS))
+    say(f"{'model':26} " + " ".join(f"{column:>7}" for column in _COLUMNS))
     table = {name: result.to_json() for name, result in results.items()}
+    labels = {name: model_label(name) for name in table}
+    if len(set(labels.values())) < len(labels):  # two runs of the same name: the full paths tell them apart
+        labels = {name: name for name in table}
     for name, metrics in table.items():
-        _say_row(name, metrics)
+        label = labels[name]
+        _say_row(label, metrics)
         if "thin" in metrics:
-            _say_row(f"{name} thin", metrics["thin"])
+            _say_row(f"{label} thin", metrics["thin"])
+        if "degraded" in metrics:
+            _say_row(f"{label} fix", metrics["degraded"])
     if json_path is not None:
         settings = {"data": str(data), "split": split, "object": chosen, "max_clicks": max_clicks, "limit": limit,
                     "min_area": min_area, "click_radius": CLICK_RADIUS, "thresholds": list(THRESHOLDS),
-                    "thin_width": THIN_WIDTH, "objects_found": len(found)}
+                    "thin_width": THIN_WIDTH, "objects_found": len(found),
+                    "from_degraded": from_degraded}
         per_object = [{"sample": instance.sample_id, "class": instance.class_name, "bbox": list(instance.bbox),
                        "area": instance.area, "width": round(instance.width, 3), "thin": instance.thin,
                        "ious": {name: [round(v, 4) for v in results[name].runs[i].ious] for name in results}}
@@ -149,7 +171,18 @@ def eval_command(
     if plot is not None:
         from defectspectrum.click.plots import write_noc_png
 
-        wrote(write_noc_png(plot, results, f"{folder.root.name}: {len(items)} objects"))
+        labelled = {labels[name]: result for name, result in results.items()}
+        wrote(write_noc_png(plot, labelled, f"{folder.root.name}: {len(items)} objects"))
+    if report is not None:
+        from defectspectrum.click.report_section import CLICK_SECTION, ClickEvaluation
+        from defectspectrum.report.sections import ReportContext, build_report
+
+        evaluation = ClickEvaluation(f"{folder.root.name}: {len(items)} objects", items, results, labels, load_image,
+                                     segmenters)
+        page, _ = build_report(ReportContext(folder, html=report, extra={"click": evaluation}), [CLICK_SECTION],
+                               "Defect-Click evaluation", subtitle=str(folder.root))
+        page.write(report)
+        wrote(report)
 
 
 @click_app.command("train")
@@ -167,7 +200,9 @@ def train_command(
                                          "from the model's own errors before each training step."),
     encoder: str = typer.Option("mobilenet_v2", "--encoder", help="The smp encoder (built from scratch)."),
     width: float = typer.Option(1.0, "--width", help="Decoder width factor (1: 128..16 channels)."),
-    lr: float = typer.Option(3e-4, "--lr", help="AdamW learning rate."),
+    lr: float = typer.Option(3e-4, "--lr", help="AdamW peak learning rate (poly decay after the warm-up)."),
+    warmup_steps: int = typer.Option(100, "--warmup-steps", min=0, help="Steps of linear learning-rate warm-up."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip, turn, grey and contrast-jitter crops."),
     bce_weight: float = typer.Option(1.0, "--bce-weight", min=0.0, help="Weight of binary cross-entropy."),
     dice_weight: float = typer.Option(1.0, "--dice-weight", min=0.0, help="Weight of the dice loss."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data, crops and clicks."),
@@ -202,7 +237,8 @@ def train_command(
         chosen = parse_csv(objects)
         config = ClickTrainConfig(data=str(data), objects=tuple(chosen) if chosen else None, steps=steps,
                                   batch_size=batch_size, crop_size=crop_size, scale_range=(low, high),
-                                  max_extra_clicks=max_extra_clicks, lr=lr, bce_weight=bce_weight,
+                                  max_extra_clicks=max_extra_clicks, lr=lr, warmup_steps=warmup_steps,
+                                  augment=augment, bce_weight=bce_weight,
                                   dice_weight=dice_weight, seed=seed, checkpoint_every=checkpoint_every,
                                   model=ClickModelConfig(encoder, width))
     run = train_click(config, out, resume=resume)
@@ -217,14 +253,15 @@ def train_command(
 @friendly
 def predict_command(
     image: Path = typer.Argument(..., readable=False, help="The image to segment."),
-    model: Path = typer.Option(..., "--model", help="A run folder of click train, or its checkpoint."),
+    model: str = typer.Option("default", "--model", help="default (shipped), a run folder of click train, or a "
+                              ".safetensors/.onnx file of click export."),
     clicks: list[str] = typer.Option(..., "--click", help="x,y,+ or x,y,- (column, row from 0); repeat, in order."),
     out: Path = typer.Option(..., "--out", help="The mask PNG to write (0 background, 255 defect)."),
     start: Path | None = typer.Option(None, "--mask", help="Start from this mask (fix it with clicks)."),
 ) -> None:
     """Segment one defect of an image from clicks, without a GUI; writes a 0/255 mask PNG.
 
-    Example: defectspectrum click predict part.png --model runs/click --click 120,80,+ --click 60,40,- --out m.png
+    Example: defectspectrum click predict part.png --click 120,80,+ --click 60,40,- --out m.png
 
     Example: defectspectrum click predict part.png --model runs/click --mask old.png --click 30,30,- --out m.png
     """
@@ -246,9 +283,53 @@ def predict_command(
         if initial.shape != shape:
             raise InputError(f"{start}: mask is {initial.shape[1]}x{initial.shape[0]} but {image} is "
                              f"{shape[1]}x{shape[0]}; give a mask of the image's size")
-    session = ClickSession(load_predictor(model), pixels, initial)
+    session = ClickSession(load_predictor(check_models([model])[0]), pixels, initial)
     for click in parsed:
         session.add_click(click.x, click.y, click.positive)
     mask = session.mask
     save_png_atomic(np.where(mask, 255, 0).astype(np.uint8), out)
     wrote(out, f" ({int(mask.sum())} defect pixels after {len(parsed)} click(s))")
+
+
+@click_app.command("export")
+@friendly
+def export_command(
+    model: str = typer.Argument(..., help="default, a run folder of click train, its checkpoint or a weights file."),
+    weights: Path | None = typer.Option(None, "--weights", help="Write compact float16 weights (.safetensors)."),
+    onnx: Path | None = typer.Option(None, "--onnx", help="Write an ONNX model for onnxruntime (and its .json)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files that exist."),
+) -> None:
+    """Export a Defect-Click model: compact weights to share or ship, or ONNX for onnxruntime.
+
+    The ONNX file takes any image size and is checked against torch in onnxruntime before it is written.
+
+    Example: defectspectrum click export runs/click --weights click.safetensors --onnx click.onnx
+
+    Example: defectspectrum click predict part.png --model click.onnx --click 120,80,+ --out m.png
+    """
+    from defectspectrum.click.model_files import load_click_model, model_source, save_weights
+
+    if weights is None and onnx is None:
+        raise InputError("nothing to write: give --weights FILE.safetensors and/or --onnx FILE.onnx")
+    if model.lower().endswith(".onnx"):
+        raise InputError(f"{model}: is an ONNX file already; export from a run folder, checkpoint or weights file")
+    chosen = check_models([model])[0]
+    if chosen in BASELINE_NAMES:
+        raise InputError(f"{model}: a classical baseline has no weights to export; give default or a run folder")
+    net, config = load_click_model(chosen)
+    if weights is not None:
+        source = model_source(chosen)
+        info: dict[str, Any] = {"source": str(source)}
+        run_json = source.parent.parent / "click.json"
+        if source.suffix == ".pt" and run_json.is_file():
+            from defectspectrum.click.train import read_click_run
+
+            run = read_click_run(run_json.parent)
+            info = {"config": run.get("config"), "data": run.get("data"),
+                    "last_step": run.get("results", {}).get("last_step")}
+        wrote(save_weights(net, config, weights, info, overwrite))
+    if onnx is not None:
+        from defectspectrum.click.onnx_export import export_click_onnx
+
+        result = export_click_onnx(net, config, onnx, overwrite=overwrite)
+        wrote(result.path, f" (opset {result.opset}; onnxruntime matches torch to {result.max_abs_diff:.1e})")

@@ -7,8 +7,10 @@ then widen each side to at least `focus_min` px (centred on the box) where the i
 it inside the image and cut what still sticks out. Where nothing changed the box is the click alone
 grown the same way (so at least `focus_min` px around it).
 
-`target_box` is the same rule for the region a later click is first looked at in: the previous mask
-and every click.
+`target_box` is the same rule for the region a later click is first looked at in: every click and the
+parts of the previous mask near one (each 8-connected part whose bounding box, grown by `focus_min`,
+holds a click). Parts far from every click are left out, so fixing one defect of a mask that holds
+many (an imported mask) looks at that defect only, at full detail.
 
 Merging (`merge`): inside the box the refined mask replaces the previous one; every pixel outside
 the box keeps the previous mask, so a click never changes anything far from where it was made.
@@ -16,6 +18,7 @@ the box keeps the previous mask, so a click never changes anything far from wher
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from defectspectrum.click.clicks import Click
@@ -75,12 +78,27 @@ def focus_box(previous: np.ndarray, new: np.ndarray, click: Click, margin: float
 
 def target_box(previous: np.ndarray, clicks: list[Click] | tuple[Click, ...], margin: float = FOCUS_MARGIN,
                focus_min: int = FOCUS_MIN) -> Box:
-    """Where a later click is first looked at: the previous mask and every click, grown by the same rule."""
-    box = bounding_box(np.asarray(previous, bool))
+    """Where a later click is first looked at: every click and the parts of the previous mask near one, grown."""
+    box: Box | None = None
+    for part in parts_near(np.asarray(previous, bool), clicks, focus_min):
+        box = union(box, part)
     for click in clicks:
         box = union(box, click_box(click))
     assert box is not None, "target_box needs a click"
     return grow_box(previous.shape[:2], box, margin, focus_min)
+
+
+def parts_near(mask: np.ndarray, clicks: list[Click] | tuple[Click, ...], reach: int) -> list[Box]:
+    """The bounding boxes of the 8-connected parts of `mask` whose box, grown by `reach` px, holds a click."""
+    if not clicks or not mask.any():
+        return []
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    boxes = []
+    for x, y, w, h, _area in stats[1:count]:
+        box = (int(y), int(y + h), int(x), int(x + w))
+        if any(box[0] - reach <= c.y < box[1] + reach and box[2] - reach <= c.x < box[3] + reach for c in clicks):
+            boxes.append(box)
+    return boxes
 
 
 def merge(previous: np.ndarray, refined: np.ndarray, box: Box) -> np.ndarray:

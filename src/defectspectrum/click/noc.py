@@ -156,11 +156,14 @@ def mean_curve(curves: Sequence[Sequence[float]], max_clicks: int = MAX_CLICKS) 
 
 @dataclass
 class ModelResult:
-    """One segmenter's runs over the objects (in the objects' order) and their summaries."""
+    """One segmenter's runs over the objects (in the objects' order) and their summaries; `degraded`: the
+    runs from the flawed start masks of `degrade` (empty where not asked for) and those masks' IoUs."""
 
     runs: list[ObjectRun]
     thin: list[bool]
     max_clicks: int
+    degraded: list[ObjectRun] = field(default_factory=list)
+    start_ious: list[float] = field(default_factory=list)
 
     def summary(self, thin_only: bool = False) -> Summary:
         """The metrics over every object, or over the thin ones only."""
@@ -171,22 +174,29 @@ class ModelResult:
         return [run.ious for run, thin in zip(self.runs, self.thin) if thin or not thin_only]
 
     def to_json(self) -> dict[str, Any]:
-        """The summary's keys, `thin` (the same over thin objects; absent without any) and the mean curve."""
+        """The summary's keys, `thin` (the same over thin objects; absent without any), `degraded` (the same
+        from flawed start masks, with their mean IoU `start_IoU`; absent where not run) and the mean curve."""
         data = self.summary().to_json()
         if any(self.thin):
             data["thin"] = self.summary(thin_only=True).to_json()
+        if self.degraded:
+            data["degraded"] = {**summarize([run.ious for run in self.degraded], self.max_clicks).to_json(),
+                                "start_IoU": round(float(np.mean(self.start_ious)), 4)}
         data["mean_iou_curve"] = [round(v, 4) for v in mean_curve(self.curves(), self.max_clicks)]
         return data
 
 
 def evaluate(segmenters: Mapping[str, Segmenter], items: Iterable[Instance],
              load_image: Callable[[Instance], np.ndarray], max_clicks: int = MAX_CLICKS,
-             ) -> dict[str, ModelResult]:
+             from_degraded: bool = False) -> dict[str, ModelResult]:
     """Every segmenter on every object of `items`; `load_image(instance)` gives its (H, W, 3) uint8 image
-    (called once per run of consecutive objects of the same sample)."""
+    (called once per run of consecutive objects of the same sample). `from_degraded`: each object is
+    also run from its flawed start mask (`degrade.degraded_mask`, by the object's index)."""
+    from defectspectrum.click.degrade import degraded_mask
+
     results = {name: ModelResult([], [], max_clicks) for name in segmenters}
     current: tuple[str | None, np.ndarray] | None = None
-    for instance in items:
+    for index, instance in enumerate(items):
         if current is None or current[0] != instance.sample_id or instance.sample_id is None:
             current = (instance.sample_id, load_image(instance))
         image = current[1]
@@ -194,7 +204,11 @@ def evaluate(segmenters: Mapping[str, Segmenter], items: Iterable[Instance],
             raise InputError(f"{instance.sample_id}: image {image.shape[1]}x{image.shape[0]} and mask "
                              f"{instance.shape[1]}x{instance.shape[0]} differ in size; fix the data (data validate)")
         truth = instance.mask()
+        start = degraded_mask(truth, index) if from_degraded else None
         for name, segmenter in segmenters.items():
             results[name].runs.append(run_object(segmenter, image, truth, max_clicks))
             results[name].thin.append(instance.thin)
+            if start is not None:
+                results[name].degraded.append(run_object(segmenter, image, truth, max_clicks, initial=start))
+                results[name].start_ious.append(iou(truth, start))
     return results

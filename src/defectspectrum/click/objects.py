@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from defectspectrum.progress import track
 from defectspectrum.regions import regions
 
 THIN_WIDTH = 3.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def folder_instances(folder: DSFolder, samples: Sequence[Sample], min_area: int 
     return found
 
 
-def spread(items: Sequence[Instance], limit: int | None) -> list[Instance]:
+def spread(items: Sequence[T], limit: int | None) -> list[T]:
     """At most `limit` of `items`, evenly spaced through them (first and last included), so a quick run sees
     every part of a folder sorted by defect type; all of them for None or a limit at least their number."""
     if limit is None or limit >= len(items):

@@ -21,9 +21,10 @@ computed once per image (`ImageFeatures`) and reused.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ from torch import nn
 
 from defectspectrum.click.clicks import Click, click_maps
 from defectspectrum.click.focus import FOCUS_MARGIN, FOCUS_MIN, Box, focus_box, merge, target_box
-from defectspectrum.click.model import ClickModelConfig, build_click_model, click_input
+from defectspectrum.click.model import ClickModelConfig, click_input
 from defectspectrum.errors import InputError
 from defectspectrum.seg.preprocess import Preprocess
 
@@ -74,14 +75,17 @@ def crop_clicks(clicks: Sequence[Click], box: Box, scale_y: float, scale_x: floa
 class ClickPredictor:
     """ClickNet with FocalClick's coarse pass, focus crop and merge (the module's rules); CPU by default."""
 
-    def __init__(self, model: nn.Module, config: ClickModelConfig, *, coarse_side: int = COARSE_SIDE,
+    def __init__(self, model: nn.Module | Callable[[torch.Tensor], torch.Tensor], config: ClickModelConfig, *,
+                 coarse_side: int = COARSE_SIDE,
                  focus_side: int = FOCUS_SIDE, focus_min: int = FOCUS_MIN, margin: float = FOCUS_MARGIN,
                  threshold: float = THRESHOLD, device: str | torch.device = "cpu",
                  preprocess: Preprocess | None = None) -> None:
         if min(coarse_side, focus_side, focus_min) < 8:
             raise InputError("coarse_side, focus_side and focus_min must be at least 8 px")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        if isinstance(model, nn.Module):  # else a runner such as onnx_export.OnnxClickNet (CPU)
+            model = model.to(self.device).eval()
+        self.model = model
         self.config = config
         self.coarse_side, self.focus_side, self.focus_min, self.margin = coarse_side, focus_side, focus_min, margin
         self.threshold = threshold
@@ -180,25 +184,15 @@ class ClickPredictor:
         return self.step(self._features_cached(np.asarray(image)), clicks, previous)
 
 
-def load_click_model(path: Path) -> tuple[nn.Module, ClickModelConfig]:
-    """ClickNet and its config from a checkpoint file or a run folder (its `checkpoints/last.pt`)."""
-    from defectspectrum.seg.checkpoint import load_checkpoint
+def load_predictor(name: str | Path, device: str = "cpu", **options: Any) -> ClickPredictor:
+    """A ClickPredictor of `default`, a run folder, a checkpoint, a weights file or an exported .onnx
+    (onnxruntime on the CPU)."""
+    from defectspectrum.click.model_files import load_click_model
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    fix = "give a run folder of `defectspectrum click train` or its checkpoints/last.pt"
-    state = load_checkpoint(path, ["model", "model_config"], fix)
-    config = ClickModelConfig.from_json(state["model_config"], str(path))
-    model = build_click_model(config)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path}: weights do not fit its model ({str(exc).splitlines()[0][:100]}); {fix}") from None
-    return model.eval(), config
+    if str(name).lower().endswith(".onnx"):
+        from defectspectrum.click.onnx_export import OnnxClickNet
 
-
-def load_predictor(path: Path, device: str = "cpu", **options: object) -> ClickPredictor:
-    """A ClickPredictor of the model saved at `path` (run folder or checkpoint)."""
-    model, config = load_click_model(path)
-    return ClickPredictor(model, config, device=device, **options)  # type: ignore[arg-type]
+        runner = OnnxClickNet(Path(name))
+        return ClickPredictor(runner, runner.config, **options)
+    model, config = load_click_model(name)
+    return ClickPredictor(model, config, device=device, **options)

@@ -15,9 +15,13 @@ uninterrupted one would (2N steps equal N + resume + N):
   (`simulator.next_click`: the centre of the object); then 0..`max_extra_clicks` (drawn per step)
   iterations without gradients in eval mode where the model predicts, the simulator adds a click at
   its largest error, and the prediction becomes the previous-mask channel. The last state is trained.
+- Appearance (`augment`, on by default): each crop is flipped and turned by a multiple of 90 degrees,
+  made grey with probability 0.3 (much inspection imagery is grey) and its contrast and brightness
+  jittered (x0.6..1.4, +-25 grey levels), so a model trained on one set of surfaces meets others.
 - Loss: `bce_weight` x binary cross-entropy + `dice_weight` x soft dice (per image); default 1:1, as the
   mask:dice = 5:5 of the paper's Mask2Former losses (cls:mask:dice = 2:5:5; no class term here: one
-  binary mask per object). AdamW, constant learning rate.
+  binary mask per object). AdamW; the learning rate warms up linearly over `warmup_steps`, then falls as
+  (1 - step/steps)^0.9 (mmseg's poly schedule, shared with `seg train`).
 
 Files: `click.json` (the settings, model config, data and results) and `checkpoints/last.pt` (model,
 optimiser, step, model config), written every `checkpoint_every` steps, at the end and on Ctrl-C.
@@ -47,7 +51,7 @@ from defectspectrum.io import read_json, write_json_atomic
 from defectspectrum.progress import progress
 from defectspectrum.seg.checkpoint import load_checkpoint, save_checkpoint
 from defectspectrum.seg.preprocess import Preprocess
-from defectspectrum.seg.train import TrainingStopped, make_accelerator, stop_requests
+from defectspectrum.seg.train import TrainingStopped, make_accelerator, poly_schedule, stop_requests
 
 RUN_JSON = "click.json"
 LAST = Path("checkpoints") / "last.pt"
@@ -65,6 +69,8 @@ class ClickTrainConfig:
     scale_range: tuple[float, float] = (1.0, 6.0)
     max_extra_clicks: int = 3
     lr: float = 3e-4
+    warmup_steps: int = 100
+    augment: bool = True
     weight_decay: float = 1e-4
     bce_weight: float = 1.0
     dice_weight: float = 1.0
@@ -87,6 +93,8 @@ class ClickTrainConfig:
             raise InputError(f"--crop-size {self.crop_size}: give a multiple of 32, at least 32")
         if min(self.steps, self.batch_size, self.checkpoint_every) < 1 or self.max_extra_clicks < 0:
             raise InputError("--steps, --batch-size and the checkpoint interval must be at least 1")
+        if self.warmup_steps < 0:
+            raise InputError(f"--warmup-steps {self.warmup_steps}: give 0 or more")
 
 
 @dataclass
@@ -127,6 +135,21 @@ def warp(array: np.ndarray, y0: float, x0: float, side: float, crop: int, neares
     return cv2.warpAffine(array, matrix, (crop, crop), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+def jitter_appearance(image: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
+                                                                                                np.ndarray]:
+    """The module's appearance augmentation of a square uint8 RGB crop and its mask (same flips and turns)."""
+    turns = int(rng.integers(4))
+    image, truth = np.rot90(image, turns), np.rot90(truth, turns)
+    if rng.random() < 0.5:
+        image, truth = image[:, ::-1], truth[:, ::-1]
+    pixels = image.astype(np.float32)
+    if rng.random() < 0.3:
+        pixels = np.repeat(pixels @ np.array([[0.299], [0.587], [0.114]], np.float32), 3, axis=2)
+    mean = pixels.mean()
+    pixels = (pixels - mean) * rng.uniform(0.6, 1.4) + mean + rng.uniform(-25, 25)
+    return np.clip(pixels, 0, 255).astype(np.uint8), np.ascontiguousarray(truth)
+
+
 class ObjectCrops:
     """Multi-level crops of a DS folder's instances (images read once, kept in memory up to `cache` of them)."""
 
@@ -154,6 +177,8 @@ class ObjectCrops:
                 truth = warp(item.mask().astype(np.float32), y0, x0, side, crop, nearest=False) > 0.25
             if truth.any():
                 image = warp(self.image(str(item.sample_id)), y0, x0, side, crop, nearest=False)
+                if self.config.augment:
+                    image, truth = jitter_appearance(image, truth, rng)
                 return self.preprocess(image), truth
         raise InputError(f"{self.folder.root}: no object could be cropped at --crop-size {crop}; try a larger one")
 
@@ -251,6 +276,7 @@ def train_click(config: ClickTrainConfig, out: Path, *, resume: bool = False,
     model = build_click_model(config.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(config.steps, config.warmup_steps, 0.9))
     core = accelerator.unwrap_model(model)
     params, size = state_size(core)
     info: dict[str, Any] = {"config": config.to_json(), "model_config": config.model.to_json(),
@@ -258,10 +284,12 @@ def train_click(config: ClickTrainConfig, out: Path, *, resume: bool = False,
                             "results": {"params": params, "state_bytes": size, "last_step": 0, "history": []}}
     start = 0
     if resume:
-        state = load_checkpoint(out / LAST, ["model", "optimizer", "step", "model_config"], "start a new run")
+        state = load_checkpoint(out / LAST, ["model", "optimizer", "schedule", "step", "model_config"],
+                                "start a new run")
         try:
             core.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{out / LAST}: does not fit this run ({str(exc).splitlines()[0][:100]}); "
                              "start a new run") from None
@@ -275,7 +303,8 @@ def train_click(config: ClickTrainConfig, out: Path, *, resume: bool = False,
     def checkpoint(step: int) -> None:
         if accelerator.is_main_process:
             save_checkpoint(out / LAST, {"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                                         "step": step, "model_config": config.model.to_json()})
+                                         "schedule": schedule.state_dict(), "step": step,
+                                         "model_config": config.model.to_json()})
             info["results"]["last_step"] = step
             write_json_atomic(out / RUN_JSON, info)
 
@@ -302,6 +331,7 @@ def train_click(config: ClickTrainConfig, out: Path, *, resume: bool = False,
                                  "lower --lr or resume from the last checkpoint")
             accelerator.backward(loss)
             optimizer.step()
+            schedule.step()
             optimizer.zero_grad(set_to_none=True)
             running.append(float(loss.detach()))
             done = step + 1

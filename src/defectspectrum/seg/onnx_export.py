@@ -191,7 +191,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
 
 
-def _torch_export(model: nn.Module, example: torch.Tensor, target: Path, opset: int, policy: str) -> None:
+def torch_export(model: nn.Module, example: torch.Tensor, target: Path, opset: int, policy: str) -> None:
     import torch
 
     axes = POLICIES[policy]
@@ -212,7 +212,7 @@ def _torch_export(model: nn.Module, example: torch.Tensor, target: Path, opset: 
         onnx.save(onnx_grid_sample_float(graph), str(target))
 
 
-def _session(path: Path, threads: int | None = None) -> Any:
+def ort_session(path: Path, threads: int | None = None) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -225,9 +225,9 @@ def _session(path: Path, threads: int | None = None) -> Any:
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def _probe_inputs(size: int, policy: str, generator: torch.Generator) -> list[torch.Tensor]:
+def probe_inputs(size: int, policy: str, generator: torch.Generator, channels: int = 3) -> list[torch.Tensor]:
     """The inputs an export under `policy` is checked on: the example, then a second batch size and
-    (for dynamic sizes) a second, non-square image size."""
+    (for dynamic sizes) a second, non-square image size; `channels` input channels."""
     import torch
 
     shapes = [(1, size, size)]
@@ -235,17 +235,17 @@ def _probe_inputs(size: int, policy: str, generator: torch.Generator) -> list[to
         shapes.append((2, size + 32, size + 64))
     elif policy == "dynamic-batch":
         shapes.append((2, size, size))
-    return [torch.randn(n, 3, h, w, generator=generator) for n, h, w in shapes]
+    return [torch.randn(n, channels, h, w, generator=generator) for n, h, w in shapes]
 
 
-def _check_export(model: nn.Module, target: Path, probes: Sequence[torch.Tensor], num_classes: int) -> float:
+def check_export(model: nn.Module, target: Path, probes: Sequence[torch.Tensor], num_classes: int) -> float:
     """Run the exported file in onnxruntime on every probe and compare with torch; the largest
     absolute logit difference, or ValueError where the export is wrong."""
     import onnx
     import torch
 
     onnx.checker.check_model(str(target))
-    session = _session(target)
+    session = ort_session(target)
     device = next(iter(model.parameters()), torch.empty(0)).device
     worst = 0.0
     for probe in probes:
@@ -276,12 +276,12 @@ def written_opset(path: Path) -> int:
     return int(versions[0])
 
 
-def _temp_beside(path: Path) -> Path:
+def temp_beside(path: Path) -> Path:
     """A temporary name beside `path` of the form `data clean` recognises (`.NAME.PID.N.tmp`)."""
     return path.with_name(f".{path.name}.{os.getpid()}.{next(_TEMP_NUMBERS)}.tmp")
 
 
-def _publish(temp: Path, target: Path, overwrite: bool) -> None:
+def publish_file(temp: Path, target: Path, overwrite: bool) -> None:
     if overwrite:
         os.replace(temp, target)
         return
@@ -292,7 +292,7 @@ def _publish(temp: Path, target: Path, overwrite: bool) -> None:
                          "file or pass --overwrite") from None
 
 
-def _check_target(path: Path, overwrite: bool) -> None:
+def check_target(path: Path, overwrite: bool) -> None:
     for target in (path, sidecar_path(path)):
         if target.is_dir():
             raise InputError(f"{target}: is a folder; give the path of the .onnx file to write")
@@ -315,19 +315,19 @@ def export_onnx(model: nn.Module, path: Path, *, preprocess: Preprocess, labels:
         raise InputError("an exported model needs class names for background and at least one defect class")
     if size < 1:
         raise InputError(f"export size {size}: must be at least 1 pixel")
-    _check_target(path, overwrite)
+    check_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
-    temp_model, temp_sidecar = _temp_beside(path), _temp_beside(sidecar_path(path))
+    temp_model, temp_sidecar = temp_beside(path), temp_beside(sidecar_path(path))
     failures: list[str] = []
     try:
         for policy in POLICIES:
-            probes = _probe_inputs(size, policy, torch.Generator().manual_seed(0))
+            probes = probe_inputs(size, policy, torch.Generator().manual_seed(0))
             device = next(iter(model.parameters()), torch.empty(0)).device
             try:
-                _torch_export(model, probes[0].to(device), temp_model, opset, policy)
-                diff = _check_export(model, temp_model, probes, len(names))
+                torch_export(model, probes[0].to(device), temp_model, opset, policy)
+                diff = check_export(model, temp_model, probes, len(names))
             except InputError:
                 raise
             except Exception as exc:  # the exporter and onnxruntime raise many types; each is one reason
@@ -353,9 +353,9 @@ def export_onnx(model: nn.Module, path: Path, *, preprocess: Preprocess, labels:
                        "opset_requested": opset, "max_abs_diff": diff, "tried": failures},
         }
         temp_sidecar.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-        _publish(temp_model, path, overwrite)
+        publish_file(temp_model, path, overwrite)
         try:
-            _publish(temp_sidecar, sidecar_path(path), overwrite)
+            publish_file(temp_sidecar, sidecar_path(path), overwrite)
         except BaseException:
             path.unlink(missing_ok=True)  # the model just published: without its sidecar it is of no use
             raise
@@ -390,7 +390,7 @@ class OnnxPredictor:
         self.tile, self.overlap, self.stride = tile, overlap, stride
         self.batch_size = batch_size if self.info.dynamic_batch else 1
         try:
-            self.session = _session(Path(path), threads)
+            self.session = ort_session(Path(path), threads)
         except Exception as exc:  # onnxruntime's own error types
             raise InputError(f"{path}: onnxruntime cannot load it ({_first_line(exc)}); export the model again") \
                 from None
