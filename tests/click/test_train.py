@@ -88,3 +88,24 @@ def test_appearance_jitter_moves_image_and_mask_together() -> None:
         assert abs(inside.mean() - outside.mean()) > 60  # the bar is still where the mask says
         seen.add(np.flatnonzero(mask.any(0)).tolist().__str__() + np.flatnonzero(mask.any(1)).tolist().__str__())
     assert len(seen) >= 4  # flips and turns put the bar in several places
+
+
+def test_fine_tuning_starts_from_the_given_weights(ds: Path, tmp_path: Path) -> None:
+    first = train_click(config(ds, 2), tmp_path / "first").model
+    tuned = train_click(config(ds, 1, lr=0.0, warmup_steps=0, init=str(tmp_path / "first")), tmp_path / "tuned")
+    start = dict(first.named_parameters())
+    for name, value in tuned.model.named_parameters():  # lr 0: the weights are the ones it started from
+        assert torch.equal(value, start[name]), name
+    fresh = train_click(config(ds, 1, lr=0.0, warmup_steps=0, seed=5), tmp_path / "fresh").model
+    assert not all(torch.equal(v, start[k]) for k, v in fresh.named_parameters())
+    from defectspectrum.click.model import ClickModelConfig
+
+    with pytest.raises(InputError, match="--init .* differs"):
+        train_click(config(ds, 1, init=str(tmp_path / "first"), model=ClickModelConfig()), tmp_path / "other")
+
+
+def test_crop_workers_do_not_change_the_run(ds: Path, tmp_path: Path) -> None:
+    alone = train_click(config(ds, 3), tmp_path / "alone").model.state_dict()
+    helped = train_click(config(ds, 3), tmp_path / "helped", workers=2).model.state_dict()
+    for key, value in alone.items():
+        assert torch.equal(value, helped[key]), key

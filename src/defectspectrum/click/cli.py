@@ -207,13 +207,19 @@ def train_command(
     dice_weight: float = typer.Option(1.0, "--dice-weight", min=0.0, help="Weight of the dice loss."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data, crops and clicks."),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=1, help="Steps between checkpoints."),
+    init: str | None = typer.Option(None, "--init", help="Fine-tune: start from these weights (default: the shipped "
+                                    "model, a run folder or a .safetensors file); their encoder and width are used."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out with its own settings."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes that cut training crops (e.g. 8 beside a "
+                                "GPU); results do not depend on it."),
 ) -> None:
     """Train the Defect-Click model on a DS folder: multi-level crops, clicks simulated from its own errors.
 
     Loss: BCE + dice (1:1 by default, the paper's mask:dice of 2:5:5); AdamW; Ctrl-C saves a checkpoint.
 
     Example: defectspectrum click train ds --out runs/click --steps 2000 --batch-size 8 --crop-size 256
+
+    Example: defectspectrum click train my_ds --out runs/click_mine --init default --steps 500 --lr 1e-4
 
     Example: defectspectrum click train ds --out runs/click --resume
     """
@@ -235,13 +241,21 @@ def train_command(
         except ValueError:
             raise InputError(f"--scale-range {scale_range!r}: give two numbers, e.g. 1,6") from None
         chosen = parse_csv(objects)
+        model_config = ClickModelConfig(encoder, width)
+        if init is not None:
+            from defectspectrum.click.model_files import load_click_model
+
+            init = check_models([init])[0]
+            if init in BASELINE_NAMES:
+                raise InputError(f"--init {init}: a classical baseline has no weights; give default or a run folder")
+            model_config = load_click_model(init)[1]
         config = ClickTrainConfig(data=str(data), objects=tuple(chosen) if chosen else None, steps=steps,
                                   batch_size=batch_size, crop_size=crop_size, scale_range=(low, high),
                                   max_extra_clicks=max_extra_clicks, lr=lr, warmup_steps=warmup_steps,
                                   augment=augment, bce_weight=bce_weight,
                                   dice_weight=dice_weight, seed=seed, checkpoint_every=checkpoint_every,
-                                  model=ClickModelConfig(encoder, width))
-    run = train_click(config, out, resume=resume)
+                                  model=model_config, init=init)
+    run = train_click(config, out, resume=resume, workers=workers)
     results = run.info["results"]
     history = results.get("history") or [{"loss": float("nan")}]
     say(f"trained {results['last_step']} steps; last loss {history[-1]['loss']:.4f}; "

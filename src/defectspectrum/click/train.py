@@ -23,6 +23,9 @@ uninterrupted one would (2N steps equal N + resume + N):
   binary mask per object). AdamW; the learning rate warms up linearly over `warmup_steps`, then falls as
   (1 - step/steps)^0.9 (mmseg's poly schedule, shared with `seg train`).
 
+Fine-tuning: `init` names the weights to start from (`default`: the shipped model; a run folder; a
+weights file); the model config is then theirs.
+
 Files: `click.json` (the settings, model config, data and results) and `checkpoints/last.pt` (model,
 optimiser, step, model config), written every `checkpoint_every` steps, at the end and on Ctrl-C.
 """
@@ -40,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from defectspectrum.click.clicks import Click, click_maps
 from defectspectrum.click.model import ClickModelConfig, build_click_model, click_input, state_size
@@ -51,7 +55,7 @@ from defectspectrum.io import read_json, write_json_atomic
 from defectspectrum.progress import progress
 from defectspectrum.seg.checkpoint import load_checkpoint, save_checkpoint
 from defectspectrum.seg.preprocess import Preprocess
-from defectspectrum.seg.train import TrainingStopped, make_accelerator, poly_schedule, stop_requests
+from defectspectrum.seg.train import TrainingStopped, ignore_interrupts, make_accelerator, poly_schedule, stop_requests
 
 RUN_JSON = "click.json"
 LAST = Path("checkpoints") / "last.pt"
@@ -77,6 +81,7 @@ class ClickTrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     model: ClickModelConfig = field(default_factory=ClickModelConfig)
+    init: str | None = None  # start from these weights (`default`, a run, a weights file): fine-tuning
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -183,6 +188,24 @@ class ObjectCrops:
         raise InputError(f"{self.folder.root}: no object could be cropped at --crop-size {crop}; try a larger one")
 
 
+class StepBatches(Dataset):
+    """Item `step`: that step's crops, images (N, 3, S, S) float32 and truths (N, S, S) bool, and its number of
+    extra clicks, all drawn from a generator seeded by (seed, step, process): the same in any worker."""
+
+    def __init__(self, crops: ObjectCrops, process: int) -> None:
+        self.crops, self.process = crops, process
+
+    def __len__(self) -> int:
+        return self.crops.config.steps
+
+    def __getitem__(self, step: int) -> tuple[np.ndarray, np.ndarray, int]:
+        config = self.crops.config
+        rng = np.random.default_rng([config.seed, step, self.process])
+        pairs = [self.crops.sample(rng) for _ in range(config.batch_size)]
+        extra = int(rng.integers(config.max_extra_clicks + 1))
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), extra
+
+
 def training_instances(folder: DSFolder, objects: tuple[str, ...] | None) -> list[Instance]:
     """Every defect object of the train split (of `objects`); InputError where there is none."""
     samples = select_samples(folder, "train", objects)
@@ -259,10 +282,11 @@ def read_click_run(out: Path) -> dict[str, Any]:
     return data
 
 
-def train_click(config: ClickTrainConfig, out: Path, *, resume: bool = False,
-                stop_after: int | None = None) -> ClickRun:
+def train_click(config: ClickTrainConfig, out: Path, *, resume: bool = False, stop_after: int | None = None,
+                workers: int = 0) -> ClickRun:
     """Train ClickNet by the module's rules into `out` (new, or an existing run with `resume`);
-    `stop_after` ends early at that step, leaving a checkpoint to resume."""
+    `stop_after` ends early at that step, leaving a checkpoint to resume. `workers` processes cut the crops
+    (0: the main process); the crops do not depend on it."""
     config.check()
     out = Path(out)
     _check_out(out, resume)
@@ -274,6 +298,14 @@ def train_click(config: ClickTrainConfig, out: Path, *, resume: bool = False,
     accelerator = make_accelerator("no")
     torch.manual_seed(config.seed)
     model = build_click_model(config.model)
+    if config.init is not None and not resume:
+        from defectspectrum.click.model_files import load_click_model
+
+        start_model, start_config = load_click_model(config.init)
+        if start_config != config.model:
+            raise InputError(f"--init {config.init}: its model ({start_config.encoder}, width {start_config.width}) "
+                             f"differs from the one asked for ({config.model.encoder}, width {config.model.width})")
+        model.load_state_dict(start_model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(config.steps, config.warmup_steps, 0.9))
@@ -310,17 +342,19 @@ def train_click(config: ClickTrainConfig, out: Path, *, resume: bool = False,
 
     device = accelerator.device
     radius = config.model.click_radius
+    if workers < 0:
+        raise InputError(f"--workers {workers}: give 0 or more")
+    loader = DataLoader(StepBatches(crops, accelerator.process_index), sampler=range(start, stop), batch_size=None,
+                        num_workers=workers, worker_init_fn=ignore_interrupts if workers else None,
+                        pin_memory=device.type == "cuda")
     running: list[float] = []
     begun = time.perf_counter()
     model.train()
     with progress(stop, "train click", completed=start) as update, \
             stop_requests(accelerator.num_processes == 1) as stop_requested:
-        for step in range(start, stop):
-            rng = np.random.default_rng([config.seed, step, accelerator.process_index])
-            pairs = [crops.sample(rng) for _ in range(config.batch_size)]
-            images = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)
-            truths = np.stack([p[1] for p in pairs])
-            extra = int(rng.integers(config.max_extra_clicks + 1))
+        for step, (batch_images, batch_truths, extra) in zip(range(start, stop), loader):
+            images = batch_images.to(device)
+            truths = batch_truths.numpy()
             clicks, previous = simulate_clicks(model, images, truths, extra, radius)
             pos, neg = batch_maps(clicks, config.crop_size, radius)
             logits = model(click_input(images, pos.to(device), neg.to(device), previous.to(device)))

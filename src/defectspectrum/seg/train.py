@@ -351,7 +351,7 @@ def stop_requests(enabled: bool) -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _ignore_interrupts(_worker: int) -> None:
+def ignore_interrupts(_worker: int) -> None:
     """Data loader workers leave Ctrl-C to the main process, which stops them when it ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -439,7 +439,7 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
     loader = DataLoader(_EpochItems(sources), batch_sampler=batches, num_workers=config.num_workers,
                         pin_memory=accelerator.device.type == "cuda",
                         generator=torch.Generator().manual_seed(config.seed),
-                        worker_init_fn=_ignore_interrupts, persistent_workers=False)
+                        worker_init_fn=ignore_interrupts, persistent_workers=False)
 
     def checkpoint(step: int) -> None:
         if accelerator.is_main_process:
