@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 
@@ -15,14 +13,6 @@ from defectspectrum.click.clicks import Click, click_maps  # noqa: E402
 from defectspectrum.click.focus import focus_box, grow_box, merge, target_box  # noqa: E402
 from defectspectrum.click.model import ClickModelConfig, build_click_model, click_input, state_size  # noqa: E402
 from defectspectrum.errors import InputError  # noqa: E402
-
-
-@pytest.fixture
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*_args: object, **_kwargs: object) -> None:
-        raise OSError("network access in a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 def test_builds_offline_with_logits_at_input_size(offline: None) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -112,14 +111,6 @@ def test_click_export_cli_writes_weights_and_onnx(tiny: torch.nn.Module, tmp_pat
 # -- the shipped default ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*_args: object, **_kwargs: object) -> None:
-        raise OSError("network access in a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-
-
 def test_default_model_ships_in_the_package_and_loads_offline(offline: None) -> None:
     assert DEFAULT_WEIGHTS.is_file() and DEFAULT_WEIGHTS.stat().st_size <= 20 * 1024 * 1024
     model, config = load_click_model("default")
@@ -139,5 +130,5 @@ def test_default_model_gains_iou_with_clicks_on_unseen_procedural_data(offline: 
         first.append(run.ious[0])
         fifth.append(run.ious[4])
     assert len(items) >= 8
-    assert np.mean(fifth) > np.mean(first) + 0.02
-    assert np.mean(fifth) > 0.7
+    assert np.mean(fifth) > np.mean(first) + 0.05  # measured: 0.59 after one click, 0.72 after five
+    assert np.mean(fifth) > 0.6

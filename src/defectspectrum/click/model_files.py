@@ -125,6 +125,7 @@ def save_weights(model: nn.Module, config: ClickModelConfig, path: Path, info: d
     temp = temp_beside(path)
     try:
         save_file(state, str(temp), metadata=meta)
+        os.chmod(temp, 0o644)  # safetensors creates its files readable by their owner only
         publish_file(temp, path, overwrite)
     finally:
         temp.unlink(missing_ok=True)
