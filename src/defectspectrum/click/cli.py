@@ -139,6 +139,7 @@ def eval_command(
                          "choose other samples with --split/--object")
     items = spread(found, limit)
     segmenters = {name: make_segmenter(name) for name in names}
+
     def load_image(instance: Instance) -> Any:
         return folder.load_image(folder[str(instance.sample_id)])
 
