@@ -109,3 +109,23 @@ def test_crop_workers_do_not_change_the_run(ds: Path, tmp_path: Path) -> None:
     helped = train_click(config(ds, 3), tmp_path / "helped", workers=2).model.state_dict()
     for key, value in alone.items():
         assert torch.equal(value, helped[key]), key
+
+
+def test_flawed_starts_give_masks_to_edit_and_the_first_click_fixes_them(ds: Path) -> None:
+    from defectspectrum.click.noc import iou
+    from defectspectrum.click.objects import folder_instances
+    from defectspectrum.click.train import ObjectCrops, StepBatches, simulate_clicks
+    from defectspectrum.data.dsfolder import DSFolder
+
+    folder = DSFolder.open(ds)
+    items = folder_instances(folder, list(folder))
+    always = StepBatches(ObjectCrops(folder, items, config(ds, 4, flawed_starts=1.0)), 0)
+    _images, truths, starts, _extra = always[2]
+    scores = [iou(t, s) for t, s in zip(truths, starts) if t.sum() >= 4]
+    assert scores and all(0.45 <= score <= 0.92 for score in scores)
+    never = StepBatches(ObjectCrops(folder, items, config(ds, 4, flawed_starts=0.0)), 0)
+    assert not never[2][2].any()
+    clicks, previous = simulate_clicks(None, None, truths, 0, 2, starts)  # type: ignore[arg-type]
+    assert np.array_equal(previous.numpy() > 0, starts)
+    for truth, start, (first,) in zip(truths, starts, clicks):  # the first click lies on the start's error
+        assert truth[first.y, first.x] != start[first.y, first.x]

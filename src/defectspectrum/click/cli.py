@@ -203,6 +203,8 @@ def train_command(
     width: float = typer.Option(1.0, "--width", help="Decoder width factor (1: 128..16 channels)."),
     lr: float = typer.Option(3e-4, "--lr", help="AdamW peak learning rate (poly decay after the warm-up)."),
     warmup_steps: int = typer.Option(100, "--warmup-steps", min=0, help="Steps of linear learning-rate warm-up."),
+    flawed_starts: float = typer.Option(0.25, "--flawed-starts", min=0.0, max=1.0, help="Share of objects clicked "
+                                        "from a flawed mask (too much or too little) rather than an empty one."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip, turn, grey and contrast-jitter crops."),
     bce_weight: float = typer.Option(1.0, "--bce-weight", min=0.0, help="Weight of binary cross-entropy."),
     dice_weight: float = typer.Option(1.0, "--dice-weight", min=0.0, help="Weight of the dice loss."),
@@ -253,7 +255,7 @@ def train_command(
         config = ClickTrainConfig(data=str(data), objects=tuple(chosen) if chosen else None, steps=steps,
                                   batch_size=batch_size, crop_size=crop_size, scale_range=(low, high),
                                   max_extra_clicks=max_extra_clicks, lr=lr, warmup_steps=warmup_steps,
-                                  augment=augment, bce_weight=bce_weight,
+                                  augment=augment, flawed_starts=flawed_starts, bce_weight=bce_weight,
                                   dice_weight=dice_weight, seed=seed, checkpoint_every=checkpoint_every,
                                   model=model_config, init=init)
     run = train_click(config, out, resume=resume, workers=workers)

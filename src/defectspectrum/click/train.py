@@ -12,7 +12,9 @@ uninterrupted one would (2N steps equal N + resume + N):
   as the coarse pass does; at s = 6 a small defect fills it, as in a focus crop, so small and thin
   defects are seen at many scales. (Done as one affine warp of the window, not a full rescale.)
 - Clicks from the model's own errors: the first click from the simulator on an empty mask
-  (`simulator.next_click`: the centre of the object); then 0..`max_extra_clicks` (drawn per step)
+  (`simulator.next_click`: the centre of the object), or, for the share `flawed_starts` (0.25) of the
+  objects, on a flawed mask of the object (too much or too little of it, IoU 0.5..0.9, `degrade`), so
+  the model learns to edit a given mask rather than redraw it; then 0..`max_extra_clicks` (drawn per step)
   iterations without gradients in eval mode where the model predicts, the simulator adds a click at
   its largest error, and the prediction becomes the previous-mask channel. The last state is trained.
 - Appearance (`augment`, on by default): each crop is flipped and turned by a multiple of 90 degrees,
@@ -82,6 +84,7 @@ class ClickTrainConfig:
     checkpoint_every: int = 100
     model: ClickModelConfig = field(default_factory=ClickModelConfig)
     init: str | None = None  # start from these weights (`default`, a run, a weights file): fine-tuning
+    flawed_starts: float = 0.25  # share of objects whose clicking starts from a flawed mask
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -98,6 +101,8 @@ class ClickTrainConfig:
             raise InputError(f"--crop-size {self.crop_size}: give a multiple of 32, at least 32")
         if min(self.steps, self.batch_size, self.checkpoint_every) < 1 or self.max_extra_clicks < 0:
             raise InputError("--steps, --batch-size and the checkpoint interval must be at least 1")
+        if not 0 <= self.flawed_starts <= 1:
+            raise InputError(f"--flawed-starts {self.flawed_starts}: give a share between 0 and 1")
         if self.warmup_steps < 0:
             raise InputError(f"--warmup-steps {self.warmup_steps}: give 0 or more")
 
@@ -188,6 +193,17 @@ class ObjectCrops:
         raise InputError(f"{self.folder.root}: no object could be cropped at --crop-size {crop}; try a larger one")
 
 
+def flawed_start(truth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A flawed mask of the object to start clicking from (the module's `flawed_starts`): too much or too
+    little of it (`degrade`), at an IoU drawn in 0.5..0.9."""
+    from defectspectrum.click.degrade import too_little, too_much
+
+    target = rng.uniform(0.5, 0.9)
+    if np.count_nonzero(truth) < 4:
+        return np.zeros_like(truth)
+    return too_much(truth, rng, target) if rng.random() < 0.5 else too_little(truth, rng, target)
+
+
 class StepBatches(Dataset):
     """Item `step`: that step's crops, images (N, 3, S, S) float32 and truths (N, S, S) bool, and its number of
     extra clicks, all drawn from a generator seeded by (seed, step, process): the same in any worker."""
@@ -198,12 +214,15 @@ class StepBatches(Dataset):
     def __len__(self) -> int:
         return self.crops.config.steps
 
-    def __getitem__(self, step: int) -> tuple[np.ndarray, np.ndarray, int]:
+    def __getitem__(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         config = self.crops.config
         rng = np.random.default_rng([config.seed, step, self.process])
         pairs = [self.crops.sample(rng) for _ in range(config.batch_size)]
         extra = int(rng.integers(config.max_extra_clicks + 1))
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), extra
+        truths = np.stack([p[1] for p in pairs])
+        starts = np.stack([flawed_start(truth, rng) if rng.random() < config.flawed_starts else np.zeros_like(truth)
+                           for truth in truths])
+        return np.stack([p[0] for p in pairs]), truths, starts, extra
 
 
 def training_instances(folder: DSFolder, objects: tuple[str, ...] | None) -> list[Instance]:
@@ -237,10 +256,11 @@ def batch_maps(clicks: list[list[Click]], size: int, radius: int) -> tuple[torch
 
 
 def simulate_clicks(model: nn.Module, images: torch.Tensor, truths: np.ndarray, extra: int,
-                    radius: int) -> tuple[list[list[Click]], torch.Tensor]:
-    """The module's iterative click sampling: (clicks per image, previous masks (N, H, W) float)."""
+                    radius: int, starts: np.ndarray | None = None) -> tuple[list[list[Click]], torch.Tensor]:
+    """The module's iterative click sampling from empty masks or `starts`: (clicks per image, previous masks
+    (N, H, W) float)."""
     size = truths.shape[-1]
-    previous = np.zeros(truths.shape, bool)
+    previous = np.zeros(truths.shape, bool) if starts is None else np.asarray(starts, bool)
     clicks = [[next_click(t, p)] for t, p in zip(truths, previous)]
     clicks_ok: list[list[Click]] = [[c for c in cs if c is not None] for cs in clicks]
     if extra:
@@ -352,10 +372,10 @@ def train_click(config: ClickTrainConfig, out: Path, *, resume: bool = False, st
     model.train()
     with progress(stop, "train click", completed=start) as update, \
             stop_requests(accelerator.num_processes == 1) as stop_requested:
-        for step, (batch_images, batch_truths, extra) in zip(range(start, stop), loader):
+        for step, (batch_images, batch_truths, batch_starts, extra) in zip(range(start, stop), loader):
             images = batch_images.to(device)
             truths = batch_truths.numpy()
-            clicks, previous = simulate_clicks(model, images, truths, extra, radius)
+            clicks, previous = simulate_clicks(model, images, truths, extra, radius, batch_starts.numpy())
             pos, neg = batch_maps(clicks, config.crop_size, radius)
             logits = model(click_input(images, pos.to(device), neg.to(device), previous.to(device)))
             loss = click_loss(logits, torch.from_numpy(truths.astype(np.float32)).to(device),
