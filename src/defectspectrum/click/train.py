@@ -55,7 +55,7 @@ from defectspectrum.data.dsfolder import DSFolder, select_samples
 from defectspectrum.errors import InputError
 from defectspectrum.io import read_json, write_json_atomic
 from defectspectrum.progress import progress
-from defectspectrum.seg.checkpoint import load_checkpoint, save_checkpoint
+from defectspectrum.seg.checkpoint import load_checkpoint, restore_states, save_checkpoint
 from defectspectrum.seg.preprocess import Preprocess
 from defectspectrum.seg.train import TrainingStopped, ignore_interrupts, make_accelerator, poly_schedule, stop_requests
 
@@ -338,13 +338,8 @@ def train_click(config: ClickTrainConfig, out: Path, *, resume: bool = False, st
     if resume:
         state = load_checkpoint(out / LAST, ["model", "optimizer", "schedule", "step", "model_config"],
                                 "start a new run")
-        try:
-            core.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{out / LAST}: does not fit this run ({str(exc).splitlines()[0][:100]}); "
-                             "start a new run") from None
+        restore_states(out / LAST, state, {"model": core, "optimizer": optimizer, "schedule": schedule},
+                       "start a new run")
         start = int(state["step"])
         info["results"] = read_click_run(out).get("results", info["results"])
         info["results"]["history"] = [h for h in info["results"].get("history", []) if h["step"] <= start]

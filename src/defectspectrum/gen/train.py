@@ -31,7 +31,7 @@ from defectspectrum.gen.presets import Preset, load_preset
 from defectspectrum.gen.unet import build_unet
 from defectspectrum.io import write_json_atomic
 from defectspectrum.progress import progress
-from defectspectrum.seg.checkpoint import load_checkpoint, save_checkpoint
+from defectspectrum.seg.checkpoint import load_checkpoint, restore_states, save_checkpoint
 from defectspectrum.seg.train import TrainingStopped, make_accelerator, stop_requests
 
 GEN_JSON, LAST, PREVIEWS = "gen.json", "checkpoints/last.pt", "previews"
@@ -235,9 +235,8 @@ def train_generator(config: GenConfig, out: Path, *, resume: bool = False, stop_
     start = 0
     if resume:
         state = load_checkpoint(out / LAST, ["model", "ema", "optimizer", "step"], "start again in a new folder")
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
+        restore_states(out / LAST, state, {"model": model, "ema": ema, "optimizer": optimizer},
+                       "start again in a new folder")
         start = int(state["step"])
     model, optimizer = accelerator.prepare(model, optimizer)
     ema.to(accelerator.device)

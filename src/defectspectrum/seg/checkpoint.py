@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +38,13 @@ def load_checkpoint(path: Path, keys: Sequence[str], fix: str) -> dict[str, Any]
     if not isinstance(state, dict) or any(key not in state for key in keys):
         raise InputError(f"{path}: not a checkpoint of this toolkit (needs {', '.join(keys)}); {fix}")
     return state
+
+
+def restore_states(path: Path, state: Mapping[str, Any], targets: Mapping[str, Any], fix: str) -> None:
+    """`targets[key].load_state_dict(state[key])` for each key (model, optimizer, schedule, ...); one
+    InputError naming `path` and `fix` where a saved state does not fit its target."""
+    try:
+        for key, target in targets.items():
+            target.load_state_dict(state[key])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: does not fit this run ({str(exc).splitlines()[0][:120]}); {fix}") from None

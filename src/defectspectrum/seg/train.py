@@ -34,7 +34,7 @@ from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.errors import DefectSpectrumError, InputError
 from defectspectrum.io import write_json_atomic, write_text_atomic
 from defectspectrum.progress import progress
-from defectspectrum.seg.checkpoint import load_checkpoint, save_checkpoint
+from defectspectrum.seg.checkpoint import load_checkpoint, restore_states, save_checkpoint
 from defectspectrum.seg.dataset import DSDataset
 from defectspectrum.seg.evaluate import confusion_on
 from defectspectrum.seg.infer import TorchPredictor
@@ -407,13 +407,8 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, stop_after: int
     if resume:
         state = load_checkpoint(out / LAST, ["model", "optimizer", "schedule", "rng", "step"],
                                 "start the run again in a new folder")
-        try:
-            core.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{out / LAST}: does not fit this run ({str(exc).splitlines()[0][:120]}); "
-                             "start the run again in a new folder") from None
+        restore_states(out / LAST, state, {"model": core, "optimizer": optimizer, "schedule": schedule},
+                       "start the run again in a new folder")
         if accelerator.scaler is not None and state.get("scaler"):
             accelerator.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
