@@ -15,7 +15,6 @@ refused. Written atomically; an existing file is replaced only with `overwrite`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,12 @@ from defectspectrum.seg.onnx_export import (
     INPUT_NAME,
     OUTPUT_NAME,
     check_export,
-    check_target,
+    export_staging,
     file_sha256,
     ort_session,
     probe_inputs,
-    publish_file,
+    publish_export,
     sidecar_path,
-    temp_beside,
     torch_export,
     written_opset,
 )
@@ -63,40 +61,25 @@ def export_click_onnx(model: nn.Module, config: ClickModelConfig, path: Path, *,
     path = Path(path)
     if path.suffix.lower() != ".onnx":
         raise InputError(f"--onnx {path}: give a file name ending in .onnx")
-    check_target(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
-    temp_model, temp_sidecar = temp_beside(path), temp_beside(sidecar_path(path))
-    try:
+    with export_staging(model, path, overwrite) as temps:
         probes = probe_inputs(size, "dynamic", torch.Generator().manual_seed(0), IN_CHANNELS)
         try:
-            torch_export(model, probes[0], temp_model, opset, "dynamic")
-            diff = check_export(model, temp_model, probes, 1)
+            torch_export(model, probes[0], temps[0], opset, "dynamic")
+            diff = check_export(model, temps[0], probes, 1)
         except InputError:
             raise
         except Exception as exc:  # the exporter and onnxruntime raise many types
             reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
             raise InputError(f"{path}: the click model could not be exported to ONNX ({reason})") from None
-        opset_written = written_opset(temp_model)
+        opset_written = written_opset(temps[0])
         sidecar = {"format": CLICK_ONNX_FORMAT, "version": CLICK_ONNX_VERSION, "model_file": path.name,
-                   "sha256": file_sha256(temp_model), "opset": opset_written,
+                   "sha256": file_sha256(temps[0]), "opset": opset_written,
                    "input": {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "channels": IN_CHANNELS,
                              "order": ["R", "G", "B", "positive clicks", "negative clicks", "previous mask"]},
                    "output": {"name": OUTPUT_NAME, "layout": "NCHW", "channels": 1, "meaning": "logits"},
                    "model_config": config.to_json(), "preprocess": Preprocess().to_json(),
                    "export": {"torch": torch.__version__, "max_abs_diff": diff}}
-        temp_sidecar.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-        publish_file(temp_model, path, overwrite)
-        try:
-            publish_file(temp_sidecar, sidecar_path(path), overwrite)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-    finally:
-        model.train(was_training)
-        temp_model.unlink(missing_ok=True)
-        temp_sidecar.unlink(missing_ok=True)
+        publish_export(temps, sidecar, path, overwrite)
     return ClickOnnxExport(path, sidecar_path(path), opset_written, diff)
 
 

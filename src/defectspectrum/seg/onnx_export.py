@@ -300,6 +300,36 @@ def check_target(path: Path, overwrite: bool) -> None:
             raise InputError(f"{target}: exists; pass --overwrite to replace it or choose another file")
 
 
+@contextlib.contextmanager
+def export_staging(model: nn.Module, path: Path, overwrite: bool) -> Iterator[tuple[Path, Path]]:
+    """Check `path` and its sidecar may be written, put `model` in eval mode and yield the temporary model
+    and sidecar files beside them; afterwards the model's mode is restored and the temporaries removed."""
+    check_target(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    temps = temp_beside(path), temp_beside(sidecar_path(path))
+    try:
+        yield temps
+    finally:
+        model.train(was_training)
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+
+
+def publish_export(temps: tuple[Path, Path], sidecar: dict[str, Any], path: Path, overwrite: bool) -> None:
+    """Write `sidecar` to its temporary file, then publish the model and the sidecar at `path` (the model is
+    removed again where its sidecar cannot be published: without it, it is of no use)."""
+    temp_model, temp_sidecar = temps
+    temp_sidecar.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    publish_file(temp_model, path, overwrite)
+    try:
+        publish_file(temp_sidecar, sidecar_path(path), overwrite)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def export_onnx(model: nn.Module, path: Path, *, preprocess: Preprocess, labels: LabelSpace | Sequence[str],
                 size: int = 256, tile: int | None = None, opset: int = DEFAULT_OPSET,
                 overwrite: bool = False) -> OnnxExport:
@@ -315,13 +345,9 @@ def export_onnx(model: nn.Module, path: Path, *, preprocess: Preprocess, labels:
         raise InputError("an exported model needs class names for background and at least one defect class")
     if size < 1:
         raise InputError(f"export size {size}: must be at least 1 pixel")
-    check_target(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
-    temp_model, temp_sidecar = temp_beside(path), temp_beside(sidecar_path(path))
     failures: list[str] = []
-    try:
+    with export_staging(model, path, overwrite) as temps:
+        temp_model = temps[0]
         for policy in POLICIES:
             probes = probe_inputs(size, policy, torch.Generator().manual_seed(0))
             device = next(iter(model.parameters()), torch.empty(0)).device
@@ -352,17 +378,7 @@ def export_onnx(model: nn.Module, path: Path, *, preprocess: Preprocess, labels:
             "export": {"exporter": "torch.onnx (TorchScript, dynamo=False)", "torch": torch.__version__,
                        "opset_requested": opset, "max_abs_diff": diff, "tried": failures},
         }
-        temp_sidecar.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-        publish_file(temp_model, path, overwrite)
-        try:
-            publish_file(temp_sidecar, sidecar_path(path), overwrite)
-        except BaseException:
-            path.unlink(missing_ok=True)  # the model just published: without its sidecar it is of no use
-            raise
-    finally:
-        model.train(was_training)
-        temp_model.unlink(missing_ok=True)
-        temp_sidecar.unlink(missing_ok=True)
+        publish_export(temps, sidecar, path, overwrite)
     return OnnxExport(path, sidecar_path(path), policy, written, size, diff)
 
 
