@@ -259,7 +259,7 @@ def _gen_step(folder: Any, out: Path, steps: int, seed: int, seg_run: Path | Non
 def _click_step(folder: Any, out: Path, objects: int) -> Any:
     """The shipped Defect-Click model and GrabCut on `objects` defects spread over the val split (NoC protocol)."""
     from defectspectrum.click.baselines import make_baseline
-    from defectspectrum.click.noc import Segmenter, evaluate
+    from defectspectrum.click.noc import Segmenter
     from defectspectrum.click.objects import folder_instances, spread
     from defectspectrum.click.predictor import load_predictor
     from defectspectrum.click.report_section import ClickEvaluation
@@ -268,16 +268,12 @@ def _click_step(folder: Any, out: Path, objects: int) -> Any:
 
     items = spread(folder_instances(folder, select_samples(folder, "val", None)), objects)
     segmenters: dict[str, Segmenter] = {"default": load_predictor("default"), "grabcut": make_baseline("grabcut")}
-
-    def load_image(instance: Any) -> Any:
-        return folder.load_image(folder[str(instance.sample_id)])
-
-    results = evaluate(segmenters, items, load_image, CLICK_MAX_CLICKS)
+    evaluation = ClickEvaluation.run(f"{len(items)} val defects of the demo data", folder, items, segmenters,
+                                     CLICK_MAX_CLICKS)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "noc.json", {"models": {name: r.to_json() for name, r in results.items()},
+    write_json_atomic(out / "noc.json", {"models": {name: r.to_json() for name, r in evaluation.results.items()},
                                          "max_clicks": CLICK_MAX_CLICKS, "objects": len(items)})
-    return ClickEvaluation(f"{len(items)} val defects of the demo data", items, results,
-                           {name: name for name in results}, load_image, segmenters)
+    return evaluation
 
 
 def _percent(value: float | None) -> str:

@@ -121,8 +121,9 @@ def eval_command(
     Example: defectspectrum click eval ds --model runs/click --model grabcut --split val --from-degraded
     """
     from defectspectrum.click.clicks import CLICK_RADIUS
-    from defectspectrum.click.noc import THRESHOLDS, evaluate
-    from defectspectrum.click.objects import THIN_WIDTH, Instance, folder_instances, spread
+    from defectspectrum.click.noc import THRESHOLDS
+    from defectspectrum.click.objects import THIN_WIDTH, folder_instances, spread
+    from defectspectrum.click.report_section import ClickEvaluation
     from defectspectrum.data.dsfolder import select_samples
     from defectspectrum.io import write_json_atomic
     from defectspectrum.progress import track
@@ -139,11 +140,9 @@ def eval_command(
                          "choose other samples with --split/--object")
     items = spread(found, limit)
     segmenters = {name: make_segmenter(name) for name in names}
-
-    def load_image(instance: Instance) -> Any:
-        return folder.load_image(folder[str(instance.sample_id)])
-
-    results = evaluate(segmenters, track(items, "clicking objects"), load_image, max_clicks, from_degraded)
+    evaluation = ClickEvaluation.run(f"{folder.root.name}: {len(items)} objects", folder, items, segmenters,
+                                     max_clicks, from_degraded, lambda objects: track(objects, "clicking objects"))
+    results = evaluation.results
     thin_count = sum(instance.thin for instance in items)
     say(f"{len(items)} object(s) of {len(samples)} sample(s) ({thin_count} thin), up to {max_clicks} clicks each")
     say(f"{'model':26} " + " ".join(f"{column:>7}" for column in _COLUMNS))
@@ -175,11 +174,10 @@ def eval_command(
         labelled = {labels[name]: result for name, result in results.items()}
         wrote(write_noc_png(plot, labelled, f"{folder.root.name}: {len(items)} objects"))
     if report is not None:
-        from defectspectrum.click.report_section import CLICK_SECTION, ClickEvaluation
+        from defectspectrum.click.report_section import CLICK_SECTION
         from defectspectrum.report.sections import ReportContext, build_report
 
-        evaluation = ClickEvaluation(f"{folder.root.name}: {len(items)} objects", items, results, labels, load_image,
-                                     segmenters)
+        evaluation.labels = labels
         page, _ = build_report(ReportContext(folder, html=report, extra={"click": evaluation}), [CLICK_SECTION],
                                "Defect-Click evaluation", subtitle=str(folder.root))
         page.write(report)

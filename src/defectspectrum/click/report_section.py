@@ -6,16 +6,17 @@ It reads `ReportContext.extra["click"]`, a `ClickEvaluation` put there by `click
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from defectspectrum.click.noc import METRIC_KEYS, ModelResult, Segmenter
+from defectspectrum.click.noc import METRIC_KEYS, ModelResult, Segmenter, evaluate
 from defectspectrum.click.objects import Instance, spread
 from defectspectrum.click.plots import noc_figure
+from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.io import save_png_atomic
 from defectspectrum.report.html import Report
 from defectspectrum.report.sections import FunctionSection, ReportContext, SkipSection
@@ -39,6 +40,19 @@ class ClickEvaluation:
     labels: Mapping[str, str]
     load_image: Callable[[Instance], np.ndarray]
     segmenters: Mapping[str, Segmenter]
+
+    @classmethod
+    def run(cls, title: str, folder: DSFolder, items: Sequence[Instance], segmenters: Mapping[str, Segmenter],
+            max_clicks: int, from_degraded: bool = False,
+            progress: Callable[[Sequence[Instance]], Iterable[Instance]] | None = None) -> ClickEvaluation:
+        """Every segmenter on every object `items` of `folder` (`noc.evaluate`), labelled by their names;
+        `progress` wraps the objects for a progress bar."""
+
+        def load_image(instance: Instance) -> np.ndarray:
+            return folder.load_image(folder[str(instance.sample_id)])
+
+        results = evaluate(segmenters, progress(items) if progress else items, load_image, max_clicks, from_degraded)
+        return cls(title, list(items), results, {name: name for name in results}, load_image, segmenters)
 
 
 def table_rows(evaluation: ClickEvaluation) -> list[list[Any]]:
