@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from defectspectrum.cli import app
 from defectspectrum.data import validate as validate_module
 from defectspectrum.data.dsfolder import DSFolder
-from defectspectrum.data.validate import ERROR, WARNING, near_pairs, validate
+from defectspectrum.data.validate import ERROR, WARNING, validate
+from defectspectrum.errors import InputError
 from defectspectrum.io import save_png_atomic
 
 SIZE = (96, 96)
@@ -166,17 +167,36 @@ def test_copies_in_val_and_test_only_are_still_errors(tmp_path: Path) -> None:
         ("pill/blank0", "duplicate", "pill/blank1"), ("pill/blank2", "duplicate-across-splits", "pill/blank1")}
 
 
-def test_near_duplicates_of_a_group_of_copies_name_every_copy(tmp_path: Path) -> None:
+def test_a_near_duplicate_group_is_one_issue_listing_every_copy(tmp_path: Path) -> None:
     folder = build(tmp_path / "ds")  # pill/c is val
     brighter = np.clip(texture(2).astype(int) + 2, 0, 255).astype(np.uint8)
     for number in range(3):
         folder.add_sample("pill", f"bright{number}", brighter, defect_mask(), split="train", defect_type="crack")
     issues = validate(folder).issues
-    near = sorted((i.sample, i.other) for i in issues if i.code == "near-duplicate-across-splits")
-    assert near == [("pill/c", "pill/bright0"), ("pill/c", "pill/bright1"), ("pill/c", "pill/bright2")]
+    near = [i for i in issues if i.code.startswith("near-duplicate")]
+    assert len(near) == 1  # pairwise reporting gave 3
+    assert (near[0].code, near[0].sample, near[0].other) == ("near-duplicate-across-splits", "pill/c", "pill/bright0")
+    assert near[0].group == ("pill/c", "pill/bright0", "pill/bright1", "pill/bright2")  # in folder order
+    assert near[0].to_json()["group"] == list(near[0].group)
+    assert all(name in near[0].message for name in near[0].group)
     assert sorted((i.sample, i.other) for i in issues if i.code == "duplicate") == [
         ("pill/bright1", "pill/bright0"), ("pill/bright2", "pill/bright0")]
-    assert len(issues) == 5
+    assert len(issues) == 3
+
+
+def test_near_duplicates_within_one_split_are_one_warning(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")  # pill/a is train
+    for step in (2, 4):
+        brighter = np.clip(texture(0).astype(int) + step, 0, 255).astype(np.uint8)
+        folder.add_sample("pill", f"shot{step}", brighter, defect_mask(), split="train", defect_type="crack")
+    near = [i for i in validate(folder).issues if i.code.startswith("near-duplicate")]
+    assert [(i.code, i.level, i.sample, i.other, i.group) for i in near] == [
+        ("near-duplicate", WARNING, "pill/shot2", "pill/a", ("pill/a", "pill/shot2", "pill/shot4"))]
+
+
+def test_hash_distance_above_the_limit_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="hash distance 33"):
+        validate(build(tmp_path / "ds"), hash_distance=33)
 
 
 def test_hash_distance_zero_still_finds_identical_images(tmp_path: Path) -> None:
@@ -189,34 +209,6 @@ def test_unknown_split_is_a_warning(tmp_path: Path) -> None:
     folder = build(tmp_path / "ds")
     folder.update([folder["pill/a"].replace(split="training")])
     assert codes(validate(folder)) == {"unknown-split": WARNING}
-
-
-def _brute_force(coarse: np.ndarray, distance: int) -> set[tuple[int, int]]:
-    return {(i, j) for i in range(len(coarse)) for j in range(i + 1, len(coarse))
-            if bin(int(coarse[i]) ^ int(coarse[j])).count("1") <= distance}
-
-
-@pytest.mark.parametrize("no_bitwise_count", [False, True])
-def test_near_pairs_matches_brute_force(monkeypatch: pytest.MonkeyPatch, no_bitwise_count: bool) -> None:
-    if no_bitwise_count:
-        monkeypatch.delattr(np, "bitwise_count", raising=False)
-    rng = np.random.default_rng(0)
-    coarse = rng.integers(0, 2**63, 300, dtype=np.uint64)
-    coarse[10] = coarse[20]  # exact bucket
-    coarse[30] = coarse[40] ^ np.uint64(0b1011)  # 3 bits apart
-    coarse[50] = coarse[60] = coarse[70] ^ np.uint64(1 << 40)
-    fine = np.zeros((300, 4), np.uint64)
-    monkeypatch.setattr(validate_module, "_BLOCK_ELEMENTS", 1000)  # several blocks
-    for distance in (0, 3, 4):
-        assert set(near_pairs(coarse, fine, distance)) == _brute_force(coarse, distance)
-    assert (30, 40) in _brute_force(coarse, 3)
-
-
-def test_near_pairs_needs_the_fine_hash_to_agree() -> None:
-    coarse = np.array([5, 5, 7], dtype=np.uint64)
-    fine = np.zeros((3, 4), np.uint64)
-    fine[1] = np.uint64(2**40 - 1)  # 40 bits per word away from sample 0
-    assert set(near_pairs(coarse, fine, 4)) == {(0, 2)}
 
 
 def test_report_json(tmp_path: Path) -> None:

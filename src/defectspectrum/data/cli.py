@@ -185,8 +185,8 @@ def stats_command(
 def validate_command(
     ds: Path = typer.Argument(..., readable=False, help="A DS folder."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the machine-readable report here."),
-    hash_distance: int = typer.Option(4, "--hash-distance", min=0,
-                                      help="Perceptual-hash distance counted as near-duplicate."),
+    hash_distance: int = typer.Option(4, "--hash-distance", min=0, max=32,
+                                      help="Perceptual-hash distance (bits of 64) counted as near-duplicate."),
     max_pixels: int | None = max_pixels_option(),
 ) -> None:
     """Check every file: readable, sizes match, indices in the class map, empty masks, duplicates across splits.

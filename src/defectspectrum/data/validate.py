@@ -20,12 +20,15 @@ Issue codes (level):
   duplicate / near-duplicate (warning)  the same within one split (or where a split is unassigned)
 
 Identical images are reported once per copy, against one of them (a training sample where there
-is one), not pairwise: n copies give n - 1 issues, not n(n - 1)/2.
+is one), not pairwise: n copies give n - 1 issues, not n(n - 1)/2. Near-duplicates are reported once
+per group (`near_duplicates.near_groups`: images joined by a chain of near pairs, with their identical
+copies), listing the group: one issue for a part photographed n times.
 
 Near-duplicates: 64-bit `imagehash.phash` within `hash_distance` bits, confirmed by a 256-bit
 phash (hash_size=16) within 4 x `hash_distance` bits. The 64-bit hash alone calls different,
 aligned MVTec capsules identical; the confirmation keeps re-encoded / brightened copies
-(measured: <= 14 of 256 bits) while distinct real images stay >= 24 bits apart.
+(measured: <= 14 of 256 bits) while distinct real images stay >= 24 bits apart. The pairs are found
+by multi-index hashing (`near_duplicates`), exactly, without comparing every pair.
 
 Images and masks are read by the same functions the exports and `data convert --from ds` use
 (`defectspectrum.io`), so what validate calls an error in a file is an error there too.
@@ -35,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ from rich.table import Table
 
 from defectspectrum.cli_support import markup_text as escape
 from defectspectrum.data.dsfolder import SAMPLES_FILE, DSFolder
+from defectspectrum.data.near_duplicates import near_groups, near_pair_blocks
 from defectspectrum.data.sample import SPLITS, Sample
 from defectspectrum.errors import InputError
 from defectspectrum.io import (
@@ -63,7 +66,8 @@ from defectspectrum.progress import track
 ERROR = "error"
 WARNING = "warning"
 FINE_HASH_SIZE = 16  # the confirming hash: 16 x 16 = 256 bits
-_BLOCK_ELEMENTS = 1 << 22  # pair-search block size (uint64 elements)
+MAX_HASH_DISTANCE = 32  # half the coarse hash: beyond it every image is a near-duplicate of every other
+GROUP_NAMES_SHOWN = 10  # members a near-duplicate message names (the JSON's `group` lists them all)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class Issue:
     message: str
     other: str | None = None
     line: int | None = None
+    group: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"level": self.level, "code": self.code, "sample": self.sample, "file": self.file,
@@ -86,6 +91,8 @@ class Issue:
             data["other"] = self.other
         if self.line is not None:
             data["line"] = self.line
+        if self.group is not None:
+            data["group"] = list(self.group)
         return data
 
 
@@ -125,58 +132,18 @@ class ValidationReport:
 
 @dataclass
 class _Hashes:
-    """Per readable image: its id, split, pixel digest and packed perceptual hashes."""
+    """Per readable image: its id, split, pixel digest and packed perceptual hashes (8 + 32 bytes)."""
 
     ids: list[str] = field(default_factory=list)
     splits: list[str | None] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     digests: list[bytes] = field(default_factory=list)
-    coarse: list[np.ndarray] = field(default_factory=list)  # 1 uint64 each
-    fine: list[np.ndarray] = field(default_factory=list)  # 4 uint64 each
+    coarse: bytearray = field(default_factory=bytearray)
+    fine: bytearray = field(default_factory=bytearray)
 
 
-def _pack(image_hash: imagehash.ImageHash) -> np.ndarray:
-    return np.packbits(np.asarray(image_hash.hash, dtype=bool).ravel()).view(np.uint64)
-
-
-def _popcount(values: np.ndarray) -> np.ndarray:
-    """Set bits per uint64 element."""
-    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
-        return np.bitwise_count(values)
-    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-    as_bytes = values.view(np.uint8).reshape(*values.shape, 8)
-    return table[as_bytes].sum(axis=-1, dtype=np.uint8)
-
-
-def near_pairs(coarse: np.ndarray, fine: np.ndarray, distance: int) -> Iterator[tuple[int, int]]:
-    """Index pairs (i < j) within `distance` bits on the coarse hashes and 4 x `distance` on the fine ones.
-
-    Exact-hash buckets first (only distinct coarse hashes are compared), then vectorised XOR +
-    popcount over blocks of rows of the upper triangle: n^2 / 2 word operations, about a second at 20k images.
-    """
-    uniques, inverse = np.unique(coarse, return_inverse=True)
-    members: dict[int, list[int]] = defaultdict(list)
-    for index, bucket in enumerate(inverse.ravel()):
-        members[int(bucket)].append(index)
-    bucket_pairs: list[tuple[int, int]] = [(b, b) for b, items in members.items() if len(items) > 1]
-    n = len(uniques)
-    rows = max(1, _BLOCK_ELEMENTS // max(n, 1))
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
-        close = _popcount(uniques[start:stop, None] ^ uniques[None, start:]) <= distance  # columns j >= start
-        close &= np.arange(start, n)[None, :] > np.arange(start, stop)[:, None]
-        bucket_pairs.extend((int(a) + start, int(b) + start) for a, b in zip(*np.nonzero(close)))
-    for a, b in bucket_pairs:
-        left, right = members[a], members[b]
-        candidates = [(i, j) for i in left for j in right if i < j] if a == b else \
-            [(min(i, j), max(i, j)) for i in left for j in right]
-        if not candidates:
-            continue
-        pairs = np.array(candidates, dtype=np.int64)
-        fine_dist = _popcount(fine[pairs[:, 0]] ^ fine[pairs[:, 1]]).sum(axis=1, dtype=np.int64)
-        for (i, j), d in zip(candidates, fine_dist):
-            if d <= distance * (FINE_HASH_SIZE**2 // 64):
-                yield i, j
+def _pack(image_hash: imagehash.ImageHash) -> bytes:
+    return np.packbits(np.asarray(image_hash.hash, dtype=bool).ravel()).tobytes()
 
 
 def _hash_view(image: Image.Image, path: Path) -> Image.Image:
@@ -276,8 +243,8 @@ class _Checker:
         h.splits.append(sample.split)
         h.files.append(sample.image)
         h.digests.append(digest.digest())
-        h.coarse.append(_pack(imagehash.phash(grey)))
-        h.fine.append(_pack(imagehash.phash(grey, hash_size=FINE_HASH_SIZE)))
+        h.coarse += _pack(imagehash.phash(grey))
+        h.fine += _pack(imagehash.phash(grey, hash_size=FINE_HASH_SIZE))
 
     def duplicates(self, distance: int) -> None:
         h = self.hashes
@@ -291,15 +258,12 @@ class _Checker:
         for group, rep in zip(groups, reps):  # each copy once, against its group's representative
             for j in group:
                 if j != rep:
-                    self._pair(rep, j, exact=True)
-        coarse = np.concatenate([h.coarse[rep] for rep in reps])
-        fine = np.stack([h.fine[rep] for rep in reps])
-        for a, b in near_pairs(coarse, fine, distance):  # between distinct images only
-            for j in groups[b]:
-                self._pair(reps[a], j, exact=False)
-            for j in groups[a]:
-                if j != reps[a]:
-                    self._pair(reps[b], j, exact=False)
+                    self._pair(rep, j)
+        chosen = np.array(reps, np.int64)
+        coarse = np.frombuffer(bytes(h.coarse), np.uint64)[chosen]
+        fine = np.frombuffer(bytes(h.fine), np.uint64).reshape(-1, FINE_HASH_SIZE**2 // 64)[chosen]
+        for near in near_groups(len(reps), near_pair_blocks(coarse, fine, distance)):  # distinct images only
+            self._near_group(sorted(j for index in near.tolist() for j in groups[index]))
 
     def _representative(self, group: list[int]) -> int:
         """The member of a group of identical images that the others are reported against: a training
@@ -308,30 +272,54 @@ class _Checker:
         return next((i for i in group if splits[i] == "train"),
                     next((i for i in group if splits[i] is not None), group[0]))
 
-    def _pair(self, i: int, j: int, exact: bool) -> None:
+    def _across(self, i: int, j: int) -> bool:
+        splits = self.hashes.splits
+        return splits[i] is not None and splits[j] is not None and splits[i] != splits[j]
+
+    def _pair(self, i: int, j: int) -> None:
+        """Image j is pixel-identical to image i."""
         h = self.hashes
-        across = h.splits[i] is not None and h.splits[j] is not None and h.splits[i] != h.splits[j]
-        if across and h.splits[j] == "train":  # name the non-training sample: it is the leaked one
-            i, j = j, i
-        kind = "duplicate" if exact else "near-duplicate"
-        what = "pixel-identical to" if exact else "a near-duplicate (perceptual hash) of"
-        if across:
-            message = (f"{h.ids[j]} ({h.splits[j]}) is {what} {h.ids[i]} ({h.splits[i]}): "
+        if self._across(i, j):
+            if h.splits[j] == "train":  # name the non-training sample: it is the leaked one
+                i, j = j, i
+            message = (f"{h.ids[j]} ({h.splits[j]}) is pixel-identical to {h.ids[i]} ({h.splits[i]}): "
                        "the same image in two splits leaks; keep one or move both into one split")
-            issue = Issue(ERROR, f"{kind}-across-splits", h.ids[j], h.files[j], message, h.ids[i])
+            self.issues.append(Issue(ERROR, "duplicate-across-splits", h.ids[j], h.files[j], message, h.ids[i]))
         else:
-            message = (f"{h.ids[j]} is {what} {h.ids[i]} (split {h.splits[j] or 'unassigned'} / "
+            message = (f"{h.ids[j]} is pixel-identical to {h.ids[i]} (split {h.splits[j] or 'unassigned'} / "
                        f"{h.splits[i] or 'unassigned'}); remove one if it is an accidental copy")
-            issue = Issue(WARNING, kind, h.ids[j], h.files[j], message, h.ids[i])
-        self.issues.append(issue)
+            self.issues.append(Issue(WARNING, "duplicate", h.ids[j], h.files[j], message, h.ids[i]))
+
+    def _near_group(self, members: list[int]) -> None:
+        """One issue for images joined by near pairs: named by a member outside the representative's split
+        (the leaked one) where the group spans splits, else by the first member after the representative."""
+        h = self.hashes
+        rep = self._representative(members)
+        leaked = next((j for j in members if self._across(rep, j)), None)
+        named = leaked if leaked is not None else next(j for j in members if j != rep)
+        shown = ", ".join(f"{h.ids[j]} ({h.splits[j] or 'unassigned'})" for j in members[:GROUP_NAMES_SHOWN])
+        if len(members) > GROUP_NAMES_SHOWN:
+            shown += f" and {len(members) - GROUP_NAMES_SHOWN} more (all in --json)"
+        group = tuple(h.ids[j] for j in members)
+        if leaked is not None:
+            spread = ", ".join(sorted({split for split in (h.splits[j] for j in members) if split is not None}))
+            message = (f"{len(members)} near-duplicate images (perceptual hash) span splits {spread}: {shown}; "
+                       "the same image in two splits leaks; keep one or move them into one split")
+            self.issues.append(Issue(ERROR, "near-duplicate-across-splits", h.ids[named], h.files[named], message,
+                                     h.ids[rep], group=group))
+        else:
+            message = (f"{len(members)} images are near-duplicates (perceptual hash): {shown}; "
+                       "remove the accidental copies")
+            self.issues.append(Issue(WARNING, "near-duplicate", h.ids[named], h.files[named], message, h.ids[rep],
+                                     group=group))
 
 
 def validate(folder: DSFolder, hash_distance: int = 4, max_pixels: int | None = None) -> ValidationReport:
     """Check every sample's files and look for duplicate images; one pass over the data. Lines a
     lenient open left out (`folder.problems`) are reported as `bad-index-entry` errors. Images above
     `max_pixels` (default `io.max_pixels()`) are reported as too large without being decoded."""
-    if hash_distance < 0:
-        raise InputError(f"hash distance {hash_distance}: must be 0 or more")
+    if not 0 <= hash_distance <= MAX_HASH_DISTANCE:
+        raise InputError(f"hash distance {hash_distance}: must be 0..{MAX_HASH_DISTANCE} bits (4 is the default)")
     checker = _Checker(folder)
     checker.issues.extend(Issue(ERROR, "bad-index-entry", problem.sample, SAMPLES_FILE, problem.message,
                                 line=problem.line) for problem in folder.problems)

@@ -106,8 +106,12 @@ def validation_from_json(data: Any, where: str) -> ValidationReport:
             raise bad(f"issue {number} lacks a 'level', 'code' or 'message' string")
         if not all(issue.get(key) is None or isinstance(issue.get(key), str) for key in ("sample", "file", "other")):
             raise bad(f"issue {number}: 'sample', 'file' and 'other' must be strings or null")
+        group = issue.get("group")
+        if group is not None and not (isinstance(group, list) and all(isinstance(name, str) for name in group)):
+            raise bad(f"issue {number}: 'group' must be a list of sample ids or absent")
         parsed.append(Issue(level=issue["level"], code=issue["code"], sample=issue.get("sample"),
-                            file=issue.get("file"), message=issue["message"], other=issue.get("other")))
+                            file=issue.get("file"), message=issue["message"], other=issue.get("other"),
+                            group=None if group is None else tuple(group)))
     distance = summary.get("hash_distance")
     return ValidationReport(root=str(data.get("root") or ""), samples=summary["samples"],
                             hash_distance=distance if _is_count(distance) else 0, issues=parsed)
