@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from defectspectrum.data import near_duplicates
-from defectspectrum.data.near_duplicates import band_values, bands, near_groups, near_pair_blocks, near_pairs, popcount
+from defectspectrum.data.near_duplicates import (
+    NearDuplicateSearch,
+    band_values,
+    bands,
+    near_groups,
+    near_pairs,
+    popcount,
+    schemes,
+)
 
 
 def brute_force(coarse: np.ndarray, fine: np.ndarray, distance: int, fine_distance: int) -> set[tuple[int, int]]:
@@ -77,6 +85,35 @@ def test_big_runs_and_small_blocks_give_the_same_pairs(monkeypatch: pytest.Monke
     assert set(near_pairs(coarse, fine, 4)) == expected
 
 
+@pytest.mark.parametrize("scheme", ["coarse", "fine", "joint"])
+def test_every_key_set_is_exact(scheme: str) -> None:
+    coarse, fine = clustered(5, n=500, centres=4)
+    search = NearDuplicateSearch(coarse, fine, 4)
+    search.keys = schemes(5, 17)[scheme]
+    listed = [pair for i, j in search.pair_blocks() for pair in zip(i.tolist(), j.tolist())]
+    assert len(listed) == len(set(listed))
+    assert set(listed) == brute_force(coarse, fine, 4, 16)
+
+
+def test_the_plan_takes_the_hash_that_tells_images_apart() -> None:
+    rng = np.random.default_rng(6)
+    alike = np.full(3000, 12345, np.uint64)  # one product: every coarse hash equal
+    scattered = rng.integers(0, 2**64, (3000, 4), dtype=np.uint64)
+    assert NearDuplicateSearch(alike, scattered, 4).keys == schemes(5, 17)["fine"]
+    assert NearDuplicateSearch(scattered[:, 0], np.zeros((3000, 4), np.uint64), 4).keys == schemes(5, 17)["coarse"]
+
+
+def test_the_candidate_estimate_is_near_the_count() -> None:
+    coarse, fine = clustered(7, n=6000, centres=3)
+    search = NearDuplicateSearch(coarse, fine, 4, sample=2000)
+    counted = 0
+    for a, b in search.keys:
+        values = search.coarse_table[:, a] if b is None else search.fine_table[:, b] if a is None else \
+            near_duplicates.joint_keys(search.coarse_table[:, a], search.fine_table[:, b])
+        counted += near_duplicates.run_pair_count(values)
+    assert 0.7 * counted <= search.estimated_candidates <= 1.3 * counted
+
+
 def test_without_numpy_bitwise_count(monkeypatch: pytest.MonkeyPatch) -> None:
     coarse, fine = clustered(3, n=300)
     expected = brute_force(coarse, fine, 4, 16)
@@ -126,5 +163,5 @@ def test_groups_of_clustered_hashes_are_the_components_of_brute_force() -> None:
     for k in range(len(coarse)):
         components.setdefault(root(k), []).append(k)
     expected = sorted(sorted(c) for c in components.values() if len(c) > 1)
-    assert [g.tolist() for g in near_groups(len(coarse), near_pair_blocks(coarse, fine, 4))] == expected
+    assert [g.tolist() for g in NearDuplicateSearch(coarse, fine, 4).groups()] == expected
     assert len(expected) > 3

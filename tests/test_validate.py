@@ -246,3 +246,31 @@ def test_cli_warnings_only_exit_zero(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["data", "validate", str(folder.root)])
     assert result.exit_code == 0, result.output
     assert "empty-mask" in result.output
+
+
+def test_look_alike_lines_skip_the_near_duplicate_search_unless_asked(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = build(tmp_path / "ds")  # pill/c is val
+    brighter = np.clip(texture(2).astype(int) + 2, 0, 255).astype(np.uint8)
+    folder.add_sample("pill", "bright", brighter, defect_mask(), split="train", defect_type="crack")
+    monkeypatch.setattr(validate_module, "NEAR_DUPLICATE_BUDGET", -1)  # every search is over budget
+    skipped = validate(folder).issues
+    assert [(i.code, i.level) for i in skipped if "near" in i.code] == [("near-duplicates-skipped", WARNING)]
+    assert "--near-duplicates full" in skipped[-1].message
+    full = validate(folder, near_duplicates="full").issues
+    assert [i.code for i in full if "near" in i.code] == ["near-duplicate-across-splits"]
+    assert not [i for i in validate(folder, near_duplicates="off").issues if "near" in i.code]
+    with pytest.raises(InputError, match="choose one of auto, full, off"):
+        validate(folder, near_duplicates="sometimes")
+
+
+def test_cli_near_duplicates_off(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    brighter = np.clip(texture(2).astype(int) + 2, 0, 255).astype(np.uint8)
+    folder.add_sample("pill", "bright", brighter, defect_mask(), split="train", defect_type="crack")
+    folder.save()
+    runner = CliRunner()
+    assert runner.invoke(app, ["data", "validate", str(folder.root)]).exit_code == 1  # the leak is an error
+    assert runner.invoke(app, ["data", "validate", str(folder.root), "--near-duplicates", "off"]).exit_code == 0
+    bad = runner.invoke(app, ["data", "validate", str(folder.root), "--near-duplicates", "maybe"])
+    assert bad.exit_code == 2 and "choose one of auto, full, off" in bad.output

@@ -187,18 +187,26 @@ def validate_command(
     json_out: Path | None = typer.Option(None, "--json", help="Write the machine-readable report here."),
     hash_distance: int = typer.Option(4, "--hash-distance", min=0, max=32,
                                       help="Perceptual-hash distance (bits of 64) counted as near-duplicate."),
+    near_duplicates: str = typer.Option("auto", "--near-duplicates",
+                                        help="auto (search unless the images look so alike that it would take more "
+                                             "than a minute), full or off."),
     max_pixels: int | None = max_pixels_option(),
 ) -> None:
     """Check every file: readable, sizes match, indices in the class map, empty masks, duplicates across splits.
 
-    Exit code 1 when errors are found. Example: defectspectrum data validate ds_mvtec --json report.json
+    Near-duplicates (perceptual hash) are reported once per group of look-alike images, listing the group.
+    Exit code 1 when errors are found.
+
+    Example: defectspectrum data validate ds_mvtec --json report.json
+
+    Example: defectspectrum data validate ds_line --near-duplicates full
     """
     from defectspectrum.data.validate import validate, validation_table
     from defectspectrum.io import write_json_atomic
 
     folder = open_ds(ds, lenient=True)  # bad index lines are reported, not fatal
     check_report_outputs([json_out], folder.root)
-    report = validate(folder, hash_distance=hash_distance, max_pixels=max_pixels)
+    report = validate(folder, hash_distance=hash_distance, max_pixels=max_pixels, near_duplicates=near_duplicates)
     out.print(validation_table(report))
     if json_out:
         write_json_atomic(json_out, report.to_json())

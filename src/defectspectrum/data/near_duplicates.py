@@ -23,16 +23,17 @@ a part photographed n times is one finding, not n(n - 1)/2.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import pairwise
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-_BLOCK_PAIRS = 1 << 21  # candidate pairs checked at once
+_BLOCK_PAIRS = 1 << 20  # candidate pairs checked at once
 _SMALL_RUN = 32  # runs of equal keys up to this size are paired by offsets, bigger ones blockwise
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_SORT_COST = 8.0  # one row of one key's pass (sort, gathers), in candidate checks: measured 0.2 s and 25 ns
 
 
 def popcount(values: np.ndarray) -> np.ndarray:
@@ -65,82 +66,148 @@ def band_values(words: np.ndarray, band: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _mix(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """One uint64 key from two (collisions only add candidates, which are checked)."""
-    with np.errstate(over="ignore"):
-        key = left * _MIX + right
+def band_table(words: np.ndarray, band_list: list[tuple[int, int]]) -> np.ndarray:
+    """(n, len(band_list)) band values of (n, w) uint64 `words`: uint32 where every band fits 32 bits."""
+    narrow = all(stop - start <= 32 for start, stop in band_list)
+    table = np.empty((len(words), len(band_list)), np.uint32 if narrow else np.uint64)
+    for column, band in enumerate(band_list):
+        table[:, column] = band_values(words, band)
+    return table
+
+
+def joint_keys(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """One sortable key per row from two band values: exact where both fit 32 bits, else mixed (a
+    collision of mixed keys only adds candidates, which are checked)."""
+    if left.dtype == right.dtype == np.uint32:
+        return (left.astype(np.uint64) << np.uint64(32)) | right
+    key = left.astype(np.uint64) * _MIX + right.astype(np.uint64)
     return key ^ (key >> np.uint64(29))
 
 
-def _run_pairs(order: np.ndarray, keys: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(i, j) index arrays of every pair of rows with equal `keys`, `order` being their argsort; in blocks."""
-    sorted_keys = keys[order]
+def _run_pairs(sorted_keys: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(p, q) position arrays (p < q) of every pair of equal values in sorted `sorted_keys`, in blocks."""
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    sizes = np.diff(np.r_[starts, len(keys)])
+    sizes = np.diff(np.r_[starts, len(sorted_keys)])
     small = (sizes > 1) & (sizes <= _SMALL_RUN)
     if small.any():  # each position paired with the next t positions of its run, t = 1, 2, ...
         ends = np.repeat(starts + sizes, sizes)
-        active = np.flatnonzero(np.repeat(small, sizes) & (np.arange(len(keys)) + 1 < ends))
+        active = np.flatnonzero(np.repeat(small, sizes) & (np.arange(len(sorted_keys)) + 1 < ends))
         offset = 1
         while active.size:
-            yield order[active], order[active + offset]
+            yield active, active + offset
             offset += 1
             active = active[active + offset < ends[active]]
-    for start, size in zip(starts[sizes > _SMALL_RUN], sizes[sizes > _SMALL_RUN]):
-        members = order[start:start + size]
-        rows = max(1, _BLOCK_PAIRS // int(size))
-        for top in range(0, int(size) - 1, rows):
-            left = np.arange(top, min(top + rows, int(size)))
-            i, j = np.nonzero(left[:, None] < np.arange(int(size))[None, :])
-            yield members[left[i]], members[j]
+    for start, size in zip(starts[sizes > _SMALL_RUN].tolist(), sizes[sizes > _SMALL_RUN].tolist()):
+        rows = max(1, _BLOCK_PAIRS // size)
+        for top in range(0, size - 1, rows):
+            left = np.arange(top, min(top + rows, size))
+            p, q = np.nonzero(left[:, None] < np.arange(size)[None, :])
+            yield start + left[p], start + q
+
+
+Key = tuple[int | None, int | None]  # (coarse band, fine band); None: that hash takes no part
+
+
+def schemes(coarse_bands: int, fine_bands: int) -> dict[str, list[Key]]:
+    """The three exact key sets: a coarse band, a fine band, or both (every near pair shares a key of each)."""
+    return {"coarse": [(a, None) for a in range(coarse_bands)],
+            "fine": [(None, b) for b in range(fine_bands)],
+            "joint": [(a, b) for a in range(coarse_bands) for b in range(fine_bands)]}
+
+
+def run_pair_count(keys: np.ndarray) -> int:
+    """The number of pairs of rows with equal `keys` (the candidates a key gives)."""
+    _, counts = np.unique(keys, return_counts=True)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+class NearDuplicateSearch:
+    """The search over n images' hashes: `coarse` (n,) and `fine` (n, w) uint64, near within `distance` and
+    `fine_distance` (default 4 x `distance`) bits. Building it plans the search (`keys`,
+    `estimated_candidates`, a second or so); `pair_blocks` runs it."""
+
+    def __init__(self, coarse: np.ndarray, fine: np.ndarray, distance: int, fine_distance: int | None = None,
+                 sample: int = 4096) -> None:
+        self.coarse = np.ascontiguousarray(coarse, np.uint64).reshape(-1)
+        self.fine = np.ascontiguousarray(fine, np.uint64).reshape(len(self.coarse), -1)
+        self.distance = distance
+        self.fine_distance = 4 * distance if fine_distance is None else fine_distance
+        n, fine_bits = len(self.coarse), 64 * self.fine.shape[1]
+        # a distance that reaches the hash's length rules nothing out: one band of no bits, always equal
+        self.coarse_table = band_table(self.coarse[:, None], bands(64, distance + 1)) if distance < 64 \
+            else np.zeros((n, 1), np.uint32)
+        self.fine_table = band_table(self.fine, bands(fine_bits, self.fine_distance + 1)) \
+            if self.fine_distance < fine_bits else np.zeros((n, 1), np.uint32)
+        self.keys, self.estimated_candidates = self._plan(sample) if n > 1 else ([], 0)
+
+    def _key_values(self, key: Key, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        a, b = key
+        if b is None:
+            assert a is not None
+            return self.coarse_table[rows, a]
+        if a is None:
+            return self.fine_table[rows, b]
+        return joint_keys(self.coarse_table[rows, a], self.fine_table[rows, b])
+
+    def _plan(self, sample: int) -> tuple[list[Key], int]:
+        """The key set that costs least: keys x n sorts plus the candidates they give, estimated on a
+        random sample of rows (scaled by (n / sample)^2). Every set is exact; the choice is only speed."""
+        n = len(self.coarse)
+        rows = np.sort(np.random.default_rng(0).choice(n, min(n, sample), replace=False))
+        scale = n * (n - 1) / max(len(rows) * (len(rows) - 1), 1)
+        best: tuple[float, list[Key], int] | None = None
+        for keys in schemes(self.coarse_table.shape[1], self.fine_table.shape[1]).values():
+            candidates = round(scale * sum(run_pair_count(self._key_values(key, rows)) for key in keys))
+            cost = len(keys) * n * _SORT_COST + candidates
+            if best is None or cost < best[0]:
+                best = (cost, keys, candidates)
+        assert best is not None
+        return best[1], best[2]
+
+    def _check(self, key: Key, order: np.ndarray, sorted_coarse: np.ndarray, sorted_fine: np.ndarray,
+               p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The candidates (positions in `order`) that are near and share `key` as the first key of the
+        set they share, as index pairs. The hashes are read in sorted order: neighbouring memory."""
+        keep = popcount(sorted_coarse[p] ^ sorted_coarse[q]) <= self.distance
+        p, q = p[keep], q[keep]
+        keep = popcount(sorted_fine[p] ^ sorted_fine[q]).sum(axis=1, dtype=np.int64) <= self.fine_distance
+        i, j = order[p[keep]], order[q[keep]]
+        for table, column in ((self.coarse_table, key[0]), (self.fine_table, key[1])):
+            if column is not None:
+                same = table[i, :column + 1] == table[j, :column + 1]
+                keep = same[:, column] & ~same[:, :column].any(axis=1)
+                i, j = i[keep], j[keep]
+        return np.minimum(i, j), np.maximum(i, j)
+
+    def pair_blocks(self, progress: Callable[[list[Key]], Iterable[Key]] | None = None
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every near pair once, as blocks of (i, j) int64 arrays (i < j); `progress` wraps the keys."""
+        for key in progress(self.keys) if progress else self.keys:
+            keys = self._key_values(key)
+            order = np.argsort(keys)
+            sorted_coarse, sorted_fine = self.coarse[order], self.fine[order]
+            waiting: list[tuple[np.ndarray, np.ndarray]] = []
+            size = 0
+            for block in _run_pairs(keys[order]):
+                waiting.append(block)
+                size += len(block[0])
+                if size >= _BLOCK_PAIRS:
+                    yield self._check(key, order, sorted_coarse, sorted_fine, *map(np.concatenate, zip(*waiting)))
+                    waiting, size = [], 0
+            if size:
+                yield self._check(key, order, sorted_coarse, sorted_fine, *map(np.concatenate, zip(*waiting)))
+
+    def groups(self, progress: Callable[[list[Key]], Iterable[Key]] | None = None) -> list[np.ndarray]:
+        """The near-duplicate groups (`near_groups` of every near pair)."""
+        return near_groups(len(self.coarse), self.pair_blocks(progress))
 
 
 def near_pairs(coarse: np.ndarray, fine: np.ndarray, distance: int,
                fine_distance: int | None = None) -> Iterator[tuple[int, int]]:
     """Each index pair (i < j) within `distance` bits on `coarse` (n uint64) and `fine_distance` (default
     4 x `distance`) on `fine` ((n, w) uint64), once; see the module's rule."""
-    for first, second in near_pair_blocks(coarse, fine, distance, fine_distance):
+    for first, second in NearDuplicateSearch(coarse, fine, distance, fine_distance).pair_blocks():
         yield from zip(first.tolist(), second.tolist())
-
-
-def near_pair_blocks(coarse: np.ndarray, fine: np.ndarray, distance: int,
-                     fine_distance: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """`near_pairs` as blocks of (i, j) int64 arrays, for callers that keep them in numpy."""
-    coarse = np.ascontiguousarray(coarse, np.uint64).reshape(-1, 1)
-    fine = np.ascontiguousarray(fine, np.uint64).reshape(len(coarse), -1)
-    fine_distance = 4 * distance if fine_distance is None else fine_distance
-    if len(coarse) < 2:
-        return
-    coarse_bands = bands(64, distance + 1) if distance < 64 else [(0, 0)]
-    fine_bands = bands(64 * fine.shape[1], fine_distance + 1) if fine_distance < 64 * fine.shape[1] else [(0, 0)]
-
-    def values(words: np.ndarray, band: tuple[int, int]) -> np.ndarray:
-        return np.zeros(len(words), np.uint64) if band == (0, 0) else band_values(words, band)
-
-    def earlier_band_agrees(words: np.ndarray, found: list[tuple[int, int]], before: int,
-                            i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        agree = np.zeros(len(i), bool)
-        for band in found[:before]:
-            agree |= values(words[i], band) == values(words[j], band)
-        return agree
-
-    for a, coarse_band in enumerate(coarse_bands):
-        coarse_key = values(coarse, coarse_band)
-        for b, fine_band in enumerate(fine_bands):
-            keys = _mix(coarse_key, values(fine, fine_band))
-            for i, j in _run_pairs(np.argsort(keys, kind="stable"), keys):
-                close = popcount(coarse[i, 0] ^ coarse[j, 0]) <= distance
-                i, j = i[close], j[close]
-                close = popcount(fine[i] ^ fine[j]).sum(axis=1, dtype=np.int64) <= fine_distance
-                i, j = i[close], j[close]
-                # the joint key (a, b) really shared (not a mixing collision), and no earlier one
-                first = ((values(coarse[i], coarse_band) == values(coarse[j], coarse_band))
-                         & (values(fine[i], fine_band) == values(fine[j], fine_band))
-                         & ~earlier_band_agrees(coarse, coarse_bands, a, i, j)
-                         & ~earlier_band_agrees(fine, fine_bands, b, i, j))
-                if first.any():
-                    i, j = i[first], j[first]
-                    yield np.minimum(i, j), np.maximum(i, j)
 
 
 def near_groups(count: int, pair_blocks: Iterator[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:

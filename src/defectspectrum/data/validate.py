@@ -18,6 +18,8 @@ Issue codes (level):
   duplicate-across-splits (error) pixel-identical images in two different splits (leakage)
   near-duplicate-across-splits (error)  perceptually near-identical images in two different splits
   duplicate / near-duplicate (warning)  the same within one split (or where a split is unassigned)
+  near-duplicates-skipped (warning)     the near-duplicate search was not run: the images look so alike
+                                  that it would take long (`near_duplicates="full"` runs it anyway)
 
 Identical images are reported once per copy, against one of them (a training sample where there
 is one), not pairwise: n copies give n - 1 issues, not n(n - 1)/2. Near-duplicates are reported once
@@ -50,7 +52,7 @@ from rich.table import Table
 
 from defectspectrum.cli_support import markup_text as escape
 from defectspectrum.data.dsfolder import SAMPLES_FILE, DSFolder
-from defectspectrum.data.near_duplicates import near_groups, near_pair_blocks
+from defectspectrum.data.near_duplicates import NearDuplicateSearch
 from defectspectrum.data.sample import SPLITS, Sample
 from defectspectrum.errors import InputError
 from defectspectrum.io import (
@@ -68,6 +70,9 @@ WARNING = "warning"
 FINE_HASH_SIZE = 16  # the confirming hash: 16 x 16 = 256 bits
 MAX_HASH_DISTANCE = 32  # half the coarse hash: beyond it every image is a near-duplicate of every other
 GROUP_NAMES_SHOWN = 10  # members a near-duplicate message names (the JSON's `group` lists them all)
+NEAR_DUPLICATE_MODES = ("auto", "full", "off")
+NEAR_DUPLICATE_BUDGET = 1_000_000_000  # candidate pairs `auto` searches: about a minute
+SECONDS_PER_CANDIDATE = 6e-8  # measured on look-alike lines (bench_scale.py), for the estimate in messages
 
 
 @dataclass(frozen=True)
@@ -246,7 +251,7 @@ class _Checker:
         h.coarse += _pack(imagehash.phash(grey))
         h.fine += _pack(imagehash.phash(grey, hash_size=FINE_HASH_SIZE))
 
-    def duplicates(self, distance: int) -> None:
+    def duplicates(self, distance: int, mode: str = "auto") -> None:
         h = self.hashes
         if len(h.ids) < 2:
             return
@@ -259,10 +264,21 @@ class _Checker:
             for j in group:
                 if j != rep:
                     self._pair(rep, j)
+        if mode == "off":
+            return
         chosen = np.array(reps, np.int64)
         coarse = np.frombuffer(bytes(h.coarse), np.uint64)[chosen]
         fine = np.frombuffer(bytes(h.fine), np.uint64).reshape(-1, FINE_HASH_SIZE**2 // 64)[chosen]
-        for near in near_groups(len(reps), near_pair_blocks(coarse, fine, distance)):  # distinct images only
+        search = NearDuplicateSearch(coarse, fine, distance)  # distinct images only
+        if mode == "auto" and search.estimated_candidates > NEAR_DUPLICATE_BUDGET:
+            minutes = search.estimated_candidates * SECONDS_PER_CANDIDATE / 60
+            self.issues.append(Issue(
+                WARNING, "near-duplicates-skipped", None, None,
+                f"near-duplicate search skipped: the {len(reps)} distinct images look alike (one product, one "
+                f"view), so it would check ~{search.estimated_candidates:.1e} candidate pairs (~{minutes:.0f} min); "
+                "exact duplicates were checked. Run with --near-duplicates full to search anyway"))
+            return
+        for near in search.groups(lambda keys: track(keys, "near-duplicates")):
             self._near_group(sorted(j for index in near.tolist() for j in groups[index]))
 
     def _representative(self, group: list[int]) -> int:
@@ -314,10 +330,15 @@ class _Checker:
                                      group=group))
 
 
-def validate(folder: DSFolder, hash_distance: int = 4, max_pixels: int | None = None) -> ValidationReport:
+def validate(folder: DSFolder, hash_distance: int = 4, max_pixels: int | None = None,
+             near_duplicates: str = "auto") -> ValidationReport:
     """Check every sample's files and look for duplicate images; one pass over the data. Lines a
     lenient open left out (`folder.problems`) are reported as `bad-index-entry` errors. Images above
-    `max_pixels` (default `io.max_pixels()`) are reported as too large without being decoded."""
+    `max_pixels` (default `io.max_pixels()`) are reported as too large without being decoded.
+    `near_duplicates`: `auto` searches unless the images look so alike that the search would take
+    more than about a minute (then a `near-duplicates-skipped` warning says so), `full` always, `off` never."""
+    if near_duplicates not in NEAR_DUPLICATE_MODES:
+        raise InputError(f"near_duplicates {near_duplicates!r}: choose one of {', '.join(NEAR_DUPLICATE_MODES)}")
     if not 0 <= hash_distance <= MAX_HASH_DISTANCE:
         raise InputError(f"hash distance {hash_distance}: must be 0..{MAX_HASH_DISTANCE} bits (4 is the default)")
     checker = _Checker(folder)
@@ -326,7 +347,7 @@ def validate(folder: DSFolder, hash_distance: int = 4, max_pixels: int | None = 
     with pixel_limit(max_pixels):
         for sample in track(list(folder), "validate"):
             checker.check(sample)
-    checker.duplicates(hash_distance)
+    checker.duplicates(hash_distance, near_duplicates)
     return ValidationReport(root=str(folder.root), samples=len(folder), hash_distance=hash_distance,
                             issues=checker.issues)
 

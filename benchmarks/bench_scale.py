@@ -1,0 +1,165 @@
+"""The data layer at factory scale. Part `near-duplicates`: `data validate`'s near-duplicate search alone,
+on generated hash sets with the pair densities of real lines, against numpy brute force in the same run.
+
+A hash set models a production line: images fall into look-alike clusters (a product, a camera view);
+each image is its cluster's hash with random bits flipped, sized so that
+  - the share of pairs within 4 coarse bits is the line's (Magnetic-tile: 0.15%, MVTec capsule: 48%,
+    both measured on ../shared/data with the toolkit's hashes), and
+  - the fine (256-bit) distance of such pairs has the line's median (Magnetic-tile: 30 bits, capsule: 42);
+and 0.5% of the images are re-shots of another (1 coarse bit and 6 fine bits apart): the near duplicates.
+
+Printed per line and size: seconds (plan + search) and peak memory of the search (tracemalloc: the
+numpy arrays it holds), bytes per image, the candidate pairs its plan estimates, the groups found;
+brute force's seconds (all pairs, blockwise, coarse first) where it runs within --baseline-seconds
+(estimated from its first 2,000 rows otherwise, marked ~), the speed-up, and whether `data validate`'s
+default (`--near-duplicates auto`) runs the search or skips it. Where both run, their pairs are compared.
+
+    python benchmarks/bench_scale.py near-duplicates                       # 100k and 1M
+    python benchmarks/bench_scale.py near-duplicates --sizes 20000,100000 --lines magnetic-tile
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.stats import binom
+
+from defectspectrum.data.near_duplicates import NearDuplicateSearch, popcount
+from defectspectrum.data.validate import NEAR_DUPLICATE_BUDGET
+
+DISTANCE = 4
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line's measured statistics: share of pairs within DISTANCE coarse bits, and the fine median
+    distance of those pairs; `clusters` look-alike groups carry them."""
+
+    name: str
+    coarse_density: float
+    fine_median: float
+    clusters: int
+
+
+LINES = {
+    "magnetic-tile": Line("magnetic-tile", 0.0015, 30, 200),
+    "capsule": Line("capsule", 0.48, 42, 1),
+}
+
+
+def flip(rng: np.random.Generator, words: np.ndarray, rate: float) -> np.ndarray:
+    """`words` (uint64) with each bit flipped with probability `rate`."""
+    out = words.copy()
+    flat = out.reshape(-1)
+    for bit in range(64):
+        flat[rng.random(flat.size) < rate] ^= np.uint64(1 << bit)
+    return out
+
+
+def per_image_rate(pair_rate: float) -> float:
+    """The flip rate per image that makes two images of a cluster differ in `pair_rate` of their bits."""
+    return (1 - np.sqrt(1 - 2 * pair_rate)) / 2
+
+
+def hash_set(line: Line, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(coarse (n,), fine (n, 4)) uint64 hashes of `n` images of `line`; see the module."""
+    rng = np.random.default_rng(seed)
+    within = min(line.coarse_density * line.clusters, 0.95)  # P(coarse pair <= DISTANCE) inside a cluster
+    coarse_pair = brentq(lambda r: binom.cdf(DISTANCE, 64, r) - within, 1e-6, 0.5)
+    fine_pair = line.fine_median / 256
+    labels = rng.integers(0, line.clusters, n)
+    coarse = flip(rng, rng.integers(0, 2**64, line.clusters, dtype=np.uint64)[labels],
+                  per_image_rate(coarse_pair))
+    fine = flip(rng, rng.integers(0, 2**64, (line.clusters, 4), dtype=np.uint64)[labels], per_image_rate(fine_pair))
+    shots = rng.choice(n, n // 200, replace=False)
+    originals = rng.integers(0, n, len(shots))
+    coarse[shots] = flip(rng, coarse[originals], 1 / 64)
+    fine[shots] = flip(rng, fine[originals], 6 / 256)
+    return coarse, fine
+
+
+def brute_force_pairs(coarse: np.ndarray, fine: np.ndarray, rows: int | None = None) -> np.ndarray:
+    """(k, 2) every near pair (i < j) by comparing all pairs blockwise (coarse first, then fine on the
+    survivors); only the first `rows` rows against all later ones when `rows` is given (for an estimate)."""
+    n = len(coarse)
+    block = max(1, (1 << 24) // n)
+    found = []
+    for start in range(0, n if rows is None else rows, block):
+        stop = min(n, start + block)
+        i, j = np.nonzero(popcount(coarse[start:stop, None] ^ coarse[None, :]) <= DISTANCE)
+        i += start
+        keep = j > i
+        i, j = i[keep], j[keep]
+        keep = popcount(fine[i] ^ fine[j]).sum(axis=1) <= 4 * DISTANCE
+        found.append(np.stack([i[keep], j[keep]], axis=1))
+    return np.concatenate(found) if found else np.zeros((0, 2), np.int64)
+
+
+def measured(task: Callable[[], T]) -> tuple[T, float, int]:
+    """(result, seconds, peak traced bytes) of `task`."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    result = task()
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return result, seconds, peak
+
+
+def search_pairs(search: NearDuplicateSearch) -> np.ndarray:
+    """(k, 2) the search's pairs, sorted, for the comparison with brute force."""
+    blocks = [np.stack(block, axis=1) for block in search.pair_blocks()]
+    pairs = np.concatenate(blocks) if blocks else np.zeros((0, 2), np.int64)
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
+def near_duplicate_case(line: Line, n: int, baseline_seconds: float) -> str:
+    """One table row: the search (planned, then run) and brute force on `n` hashes of `line`."""
+    coarse, fine = hash_set(line, n)
+    search, plan_seconds, _ = measured(lambda: NearDuplicateSearch(coarse, fine, DISTANCE))
+    groups, seconds, peak = measured(search.groups)
+    seconds += plan_seconds
+    rows = min(n, 2000)
+    _, sample_seconds, _ = measured(lambda: brute_force_pairs(coarse, fine, rows))
+    estimate = sample_seconds * (n * (n - 1) / 2) / (rows * (n - (rows + 1) / 2))
+    if estimate <= baseline_seconds:
+        truth, brute, _ = measured(lambda: brute_force_pairs(coarse, fine))
+        if not np.array_equal(search_pairs(search), truth[np.lexsort((truth[:, 1], truth[:, 0]))]):
+            raise SystemExit(f"{line.name} {n}: the search and brute force differ")
+        brute_text = f"{brute:10.1f}"
+    else:
+        brute, brute_text = estimate, f"~{estimate:9.0f}"
+    auto = "skips" if search.estimated_candidates > NEAR_DUPLICATE_BUDGET else "runs"
+    return (f"{line.name:14} {n:9d} {seconds:9.1f} {peak / 2**20:7.0f} {peak / n:8.0f} "
+            f"{search.estimated_candidates:12.2e} {len(groups):7d} {brute_text} {brute / seconds:8.1f}x {auto:>5}")
+
+
+def near_duplicate_part(sizes: list[int], lines: list[str], baseline_seconds: float) -> None:
+    print(f"{'line':14} {'images':>9} {'search s':>9} {'MB':>7} {'B/image':>8} {'candidates':>12} {'groups':>7} "
+          f"{'brute s':>10} {'speed-up':>9} {'auto':>5}")
+    for name in lines:
+        for n in sizes:
+            print(near_duplicate_case(LINES[name], n, baseline_seconds), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=["near-duplicates"])
+    parser.add_argument("--sizes", default="100000,1000000", help="Hash-set sizes, comma-separated.")
+    parser.add_argument("--lines", default="magnetic-tile,capsule", help=f"Lines among {', '.join(LINES)}.")
+    parser.add_argument("--baseline-seconds", type=float, default=120.0,
+                        help="Run brute force where it is estimated to take at most this; estimate it otherwise.")
+    args = parser.parse_args()
+    near_duplicate_part([int(s) for s in args.sizes.split(",")], args.lines.split(","), args.baseline_seconds)
+
+
+if __name__ == "__main__":
+    main()
