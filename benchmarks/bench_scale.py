@@ -1,4 +1,13 @@
-"""The data layer at factory scale. Part `near-duplicates`: `data validate`'s near-duplicate search alone,
+"""The data layer at factory scale, in two parts.
+
+Part `commands`: generates MVTec-layout sets of 1k, 5k and 20k images (256 px, four products, two
+defect types and defect-free images) and runs `data convert` (into a DS folder), `data validate`,
+`data stats`, `data export --to coco` and `--to mmseg` on each, every command in its own process.
+Printed: seconds, milliseconds per image, peak RSS, and the slopes between sizes (time and memory each
+added image costs). `--code DIR` runs another checkout's `src` (e.g. a worktree of an older commit),
+for figures before and after a change.
+
+Part `near-duplicates`: `data validate`'s near-duplicate search alone,
 on generated hash sets with the pair densities of real lines, against numpy brute force in the same run.
 
 A hash set models a production line: images fall into look-alike clusters (a product, a camera view);
@@ -14,6 +23,8 @@ brute force's seconds (all pairs, blockwise, coarse first) where it runs within 
 (estimated from its first 2,000 rows otherwise, marked ~), the speed-up, and whether `data validate`'s
 default (`--near-duplicates auto`) runs the search or skips it. Where both run, their pairs are compared.
 
+    python benchmarks/bench_scale.py commands                              # 1k, 5k and 20k images
+    python benchmarks/bench_scale.py commands --sizes 1000,5000 --code ../old/src
     python benchmarks/bench_scale.py near-duplicates                       # 100k and 1M
     python benchmarks/bench_scale.py near-duplicates --sizes 20000,100000 --lines magnetic-tile
 """
@@ -21,12 +32,19 @@ default (`--near-duplicates auto`) runs the search or skips it. Where both run, 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
+import cv2
 import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import binom
@@ -150,15 +168,106 @@ def near_duplicate_part(sizes: list[int], lines: list[str], baseline_seconds: fl
             print(near_duplicate_case(LINES[name], n, baseline_seconds), flush=True)
 
 
+PRODUCTS = ("bracket", "disc", "plate", "sleeve")
+DEFECTS = ("scratch", "spot")
+
+
+def write_mvtec_set(root: Path, count: int, seed: int = 0) -> None:
+    """`count` distinct 256 px images in the MVTec AD layout (a third defect-free), fast: smooth random
+    textures with a dark line (scratch) or blob (spot) and its mask, PNG at compression level 1."""
+    rng = np.random.default_rng(seed)
+    png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    for index in range(count):
+        product, kind = PRODUCTS[index % len(PRODUCTS)], ("good", *DEFECTS)[index // len(PRODUCTS) % 3]
+        coarse = rng.integers(40, 215, (8, 8, 3), dtype=np.uint8)
+        image = cv2.resize(coarse, (256, 256), interpolation=cv2.INTER_CUBIC)
+        image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+        folder = root / product / "test" / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{index:07d}"
+        if kind != "good":
+            mask = np.zeros((256, 256), np.uint8)
+            y, x = (int(v) for v in rng.integers(20, 236, 2))
+            if kind == "scratch":
+                cv2.line(mask, (x, y), (int(rng.integers(0, 256)), int(rng.integers(0, 256))), 255, 3)
+            else:
+                cv2.ellipse(mask, (x, y), (int(rng.integers(4, 20)), int(rng.integers(4, 20))), 0, 0, 360, 255, -1)
+            image[mask > 0] //= 3
+            truth = root / product / "ground_truth" / kind
+            truth.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(truth / f"{name}_mask.png"), mask, png)
+        cv2.imwrite(str(folder / f"{name}.png"), image, png)
+
+
+def run_command(args: list[str], code: Path | None) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of `defectspectrum ARGS` in a fresh process (exit codes 0 and 1 pass:
+    validate exits 1 on errors)."""
+    env = {**os.environ, "DEFECTSPECTRUM_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "defectspectrum", *args], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise SystemExit(f"defectspectrum {' '.join(args)} failed:\n{error[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def commands_part(sizes: list[int], code: Path | None, work: Path) -> None:
+    results: dict[str, list[tuple[int, float, float]]] = {}
+    for n in sizes:
+        source, ds = work / f"mvtec_{n}", work / f"ds_{n}"
+        if not source.is_dir():
+            write_mvtec_set(source, n)
+        shutil.rmtree(ds, ignore_errors=True)
+        runs = {
+            "convert": ["data", "convert", str(source), str(ds), "--from", "mvtec"],
+            "validate": ["data", "validate", str(ds), "--json", str(work / f"validate_{n}.json")],
+            "stats": ["data", "stats", str(ds), "--json", str(work / f"stats_{n}.json")],
+            "export coco": ["data", "export", str(ds), str(work / f"coco_{n}"), "--to", "coco"],
+            "export mmseg": ["data", "export", str(ds), str(work / f"mmseg_{n}"), "--to", "mmseg"],
+        }
+        for name, args in runs.items():
+            for target in (work / f"coco_{n}", work / f"mmseg_{n}"):
+                shutil.rmtree(target, ignore_errors=True)
+            seconds, peak = run_command(args, code)
+            results.setdefault(name, []).append((n, seconds, peak))
+            print(f"{name:13} {n:7d} images {seconds:8.1f} s {1000 * seconds / n:7.2f} ms/image "
+                  f"{peak:8.0f} MB peak", flush=True)
+    print("\nslopes between the smallest and the largest size (what one more image costs):")
+    for name, rows in results.items():
+        (n0, t0, m0), (n1, t1, m1) = rows[0], rows[-1]
+        if n1 > n0:
+            time_slope, memory_slope = 1000 * (t1 - t0) / (n1 - n0), 1024 * (m1 - m0) / (n1 - n0)
+            print(f"{name:13} {time_slope:7.2f} ms/image {memory_slope:8.2f} KiB/image")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["near-duplicates"])
-    parser.add_argument("--sizes", default="100000,1000000", help="Hash-set sizes, comma-separated.")
+    parser.add_argument("part", choices=["commands", "near-duplicates"])
+    parser.add_argument("--sizes", help="Sizes, comma-separated (default: 1000,5000,20000 images for commands, "
+                                        "100000,1000000 hashes for near-duplicates).")
+    parser.add_argument("--code", type=Path, help="commands: run the package from this src folder instead.")
+    parser.add_argument("--work", type=Path, help="commands: keep the generated sets here (default: a temporary "
+                                                  "folder, removed after)")
     parser.add_argument("--lines", default="magnetic-tile,capsule", help=f"Lines among {', '.join(LINES)}.")
     parser.add_argument("--baseline-seconds", type=float, default=120.0,
                         help="Run brute force where it is estimated to take at most this; estimate it otherwise.")
     args = parser.parse_args()
-    near_duplicate_part([int(s) for s in args.sizes.split(",")], args.lines.split(","), args.baseline_seconds)
+    if args.part == "near-duplicates":
+        sizes = [int(v) for v in (args.sizes or "100000,1000000").split(",")]
+        near_duplicate_part(sizes, args.lines.split(","), args.baseline_seconds)
+        return
+    sizes = [int(v) for v in (args.sizes or "1000,5000,20000").split(",")]
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
+        commands_part(sizes, args.code, args.work)
+        return
+    with tempfile.TemporaryDirectory() as work:
+        commands_part(sizes, args.code, Path(work))
 
 
 if __name__ == "__main__":

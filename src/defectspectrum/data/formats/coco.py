@@ -59,7 +59,6 @@ exactly, from the folder or from any one of its JSON files.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -93,6 +92,7 @@ from defectspectrum.data.formats.mmseg import class_map_from_names
 from defectspectrum.data.sample import GOOD, SPLITS, UNSPLIT, Sample, split_folder_names
 from defectspectrum.errors import FormatError, InputError
 from defectspectrum.io import read_json
+from defectspectrum.json_stream import ArraySpool, write_object
 from defectspectrum.paths import output_path, safe_name, unique_name
 from defectspectrum.progress import track
 from defectspectrum.regions import Region, regions
@@ -630,26 +630,40 @@ def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bo
     categories = [{"id": e.index, "name": e.label, "supercategory": e.object, "object": e.object, "class": e.name}
                   for e in folder.global_classes()[1:]]
     objects = {name: {"classes": list(cm.names)} for name, cm in folder.objects.items()}
-    tasks = [(key, sample, name) for key in order for sample, name in zip(groups[key], _export_names(groups[key]))]
-    documents: dict[str, dict[str, Any]] = {}
     image_id = annotation_id = 0
     with staged_folder(dst) as staging:
-        for key, sample, file_name in track(tasks, "exporting coco"):
-            if key not in documents:
-                documents[key] = {
-                    "info": {"description": f"{folder.name} ({key}), exported by defectspectrum", "version": "1"},
-                    "licenses": [],
-                    META_KEY: {"format": WRITER_FORMAT, "version": 1, "name": folder.name, "objects": objects,
-                               "segmentation": "polygons" if polygons else "rle", "rle_regions": 0},
-                    "images": [], "annotations": [], "categories": categories}
-            document = documents[key]
+        annotations_dir = output_path(staging, ANNOTATIONS_DIR)
+        annotations_dir.mkdir(parents=True, exist_ok=True)
+        bar = track((item for key in order for item in zip([key] * len(groups[key]), groups[key],
+                                                             _export_names(groups[key]))),
+                    "exporting coco", total=len(samples))
+        current: str | None = None
+        images = annotations = None
+        rle_regions = 0
+
+        def finish(key: str) -> None:  # the split's document, its arrays streamed in from their spools
+            assert images is not None and annotations is not None
+            write_object(output_path(annotations_dir, f"instances_{key}.json"), {
+                "info": {"description": f"{folder.name} ({key}), exported by defectspectrum", "version": "1"},
+                "licenses": [], "images": images, "annotations": annotations, "categories": categories,
+                META_KEY: {"format": WRITER_FORMAT, "version": 1, "name": folder.name, "objects": objects,
+                           "segmentation": "polygons" if polygons else "rle", "rle_regions": rle_regions}})
+
+        for key, sample, file_name in bar:  # split after split
+            if key != current:
+                if current is not None:
+                    finish(current)
+                current, rle_regions = key, 0
+                images = ArraySpool(annotations_dir / f".images_{key}.part")
+                annotations = ArraySpool(annotations_dir / f".annotations_{key}.part")
+            assert images is not None and annotations is not None
             mask = folder.load_checked_mask(sample)
             target = output_path(staging, IMAGES_DIR, key, file_name)
             target.parent.mkdir(parents=True, exist_ok=True)
             _place_image(folder.checked_image_path(sample), target, link)
             image_id += 1
             height, width = mask.shape
-            document["images"].append({
+            images.append({
                 "id": image_id, "file_name": file_name, "height": height, "width": width, "sample_id": sample.id,
                 "object": sample.object, "name": sample.name, "split": sample.split, "caption": sample.caption,
                 "defect_type": sample.defect_type, "synthetic": sample.synthetic})
@@ -658,16 +672,13 @@ def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bo
                 polygon = region_polygon(region, mask.shape) if polygons else None
                 segmentation: Any = [polygon] if polygon is not None else _rle_segmentation(region, height, width)
                 if polygons and polygon is None:
-                    document[META_KEY]["rle_regions"] += 1
+                    rle_regions += 1
                 x, y, w, h = region.bbox
                 annotation_id += 1
-                document["annotations"].append({
+                annotations.append({
                     "id": annotation_id, "image_id": image_id,
                     "category_id": int(table[region.class_index]), "segmentation": segmentation,
                     "area": region.area, "bbox": [float(x), float(y), float(w), float(h)], "iscrowd": 0})
-        for key, document in documents.items():
-            path = output_path(staging, ANNOTATIONS_DIR, f"instances_{key}.json")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            compact = json.dumps(document, ensure_ascii=False, separators=(",", ":"))  # compact: exports get big
-            path.write_text(compact + "\n", encoding="utf-8")
+        if current is not None:
+            finish(current)
     return dst
