@@ -140,6 +140,7 @@ def test_mixed_suffixes_become_one_lossless_png_suffix(mixed: DSFolder, tmp_path
             as rgba:
         assert (grey.mode, rgba.mode) == ("L", "RGBA"), "re-encoding keeps the pixel mode"
     assert _config(out)["img_suffix"] == ".png"
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")], "no spool or temporary file is left"
 
 
 def test_one_shared_suffix_is_copied_byte_for_byte(tmp_path: Path) -> None:

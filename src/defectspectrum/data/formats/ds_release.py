@@ -43,6 +43,7 @@ own split; elsewhere the first 5 images of each defect class train, the rest val
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -59,12 +60,11 @@ from defectspectrum.draw import class_colors
 from defectspectrum.errors import FormatError, InputError
 from defectspectrum.io import (
     atomic_path,
-    copy_file_atomic,
     list_images,
     open_regular,
     read_json,
     read_mask_pixels,
-    save_png_atomic,
+    save_png,
     write_json_atomic,
     write_text_atomic,
 )
@@ -573,11 +573,14 @@ def _write_captions(rows: list[tuple[str, str]], path: Path) -> None:
 
 def _release_file(out: Path, object_name: str, kind: str, group: str, name: str, tail: str) -> Path:
     """`out/<object>/<kind>/<group>/<name><tail>`: the folders through `output_path`, the name checked
-    to be a safe name and `tail` a fixed ending, so that no name taken from the index leaves `out`."""
+    to be a safe name and `tail` a fixed ending, so that no name taken from the index leaves `out`. The
+    folders are created."""
     if not is_safe_name(name):
         raise InputError(f"{out}: refusing to write sample {name!r}: a sample name must be letters, digits, '.', "
                          "'_' or '-' (pass it through safe_name)")
-    return output_path(out, object_name, kind, group) / f"{name}{tail}"
+    folder = output_path(out, object_name, kind, group)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}{tail}"
 
 
 def export_ds_release(folder: DSFolder, dst: Path) -> Path:
@@ -604,11 +607,11 @@ def export_ds_release(folder: DSFolder, dst: Path) -> Path:
             source = folder.image_path(sample)
             suffix = f".{safe_name(source.suffix[1:].lower())}" if source.suffix else ""
             image_file = _release_file(out, sample.object, "image", group, sample.name, suffix)
-            copy_file_atomic(folder.checked_image_path(sample), image_file)
+            shutil.copyfile(folder.checked_image_path(sample), image_file)  # plain writes: `out` is staged
             mask = folder.load_checked_mask(sample)
-            save_png_atomic(mask, _release_file(out, sample.object, "mask", group, sample.name, "_mask.png"))
-            save_png_atomic(colours[sample.object][mask],
-                            _release_file(out, sample.object, "rbg_mask", group, sample.name, "_rbg_mask.png"))
+            save_png(mask, _release_file(out, sample.object, "mask", group, sample.name, "_mask.png"))
+            save_png(colours[sample.object][mask],
+                     _release_file(out, sample.object, "rbg_mask", group, sample.name, "_rbg_mask.png"))
             if sample.caption:
                 captions.append((image_file.relative_to(out).as_posix(), sample.caption))
         write_json_atomic(out / CLASSES_FILE,

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import shutil
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -73,17 +74,17 @@ from defectspectrum.draw import class_colors
 from defectspectrum.errors import FormatError, InputError
 from defectspectrum.io import (
     IMAGE_EXTENSIONS,
-    copy_file_atomic,
     list_images,
     open_image,
     read_json,
     read_mask_pixels,
     read_text,
-    save_png_atomic,
+    save_png,
     to_png_mode,
     write_json_atomic,
     write_text_atomic,
 )
+from defectspectrum.json_stream import ArraySpool, write_object
 from defectspectrum.paths import (
     MAX_NAME,
     Containment,
@@ -477,12 +478,13 @@ def export_paths(sample: Sample, suffix: str, taken: dict[str, set[str]],
 
 
 def _write_image(source: Path, target: Path, suffix: str) -> None:
-    """Copy `source` where it already has the export's suffix, else save its decoded pixels as PNG."""
+    """Copy `source` where it already has the export's suffix, else save its decoded pixels as PNG; plain
+    writes: `target` lies in a staging folder, published whole."""
     if _SAME_SUFFIX.get(source.suffix.lower(), source.suffix.lower()) == suffix:
-        copy_file_atomic(source, target)
+        shutil.copyfile(source, target)
         return
     image = open_image(source)
-    save_png_atomic(image if image.mode in _PNG_MODES else to_png_mode(image), target)
+    save_png(image if image.mode in _PNG_MODES else to_png_mode(image), target)
 
 
 def _dataset_lines(name: str, split_path: str, train: bool) -> list[str]:
@@ -573,17 +575,19 @@ def export_mmseg(folder: DSFolder, dst: Path) -> Path:
     folders = {split_folder(s.split, suffix) for s in samples if s.split is None or isinstance(s.split, str)}
     split_dirs = split_folder_names(folders)
     planned = [(sample, export_paths(sample, suffix, taken, split_dirs)) for sample in samples]
-    with staged_folder(dst) as tmp:
+    with staged_folder(dst) as tmp:  # one rename publishes it all: files inside are written plainly
         output_path(tmp, IMG_DIR).mkdir()
         output_path(tmp, ANN_DIR).mkdir()
-        records: list[dict[str, Any]] = []
+        records = ArraySpool(tmp / f".{SAMPLES_JSON}.part")
         split_counts: Counter[str] = Counter()
         for sample, paths in track(planned, "exporting mmseg"):
+            for top in (IMG_DIR, ANN_DIR):
+                output_path(tmp, top, paths.split_dir).mkdir(exist_ok=True)
             _write_image(folder.checked_image_path(sample),
                          output_path(tmp, IMG_DIR, paths.split_dir, paths.image_file), suffix)
             mask = folder.load_checked_mask(sample)
-            save_png_atomic(lookup[sample.object][mask].astype(np.uint8),
-                            output_path(tmp, ANN_DIR, paths.split_dir, paths.mask_file))
+            save_png(lookup[sample.object][mask].astype(np.uint8),
+                     output_path(tmp, ANN_DIR, paths.split_dir, paths.mask_file))
             split_counts[paths.split_dir] += 1
             records.append({"image": paths.image_rel, "mask": paths.mask_rel, "object": sample.object,
                             "name": sample.name, "split": sample.split, "caption": sample.caption,
@@ -593,7 +597,7 @@ def export_mmseg(folder: DSFolder, dst: Path) -> Path:
             "format": WRITER_FORMAT, "version": 1, "name": folder.name, "classes": classes,
             "objects": {name: {"classes": list(cm.names)} for name, cm in folder.objects.items()},
         })
-        write_json_atomic(output_path(tmp, SAMPLES_JSON), {"samples": records})
+        write_object(output_path(tmp, SAMPLES_JSON), {"samples": records})
         write_json_atomic(output_path(tmp, METAINFO_JSON), {
             "classes": [e.label for e in entries], "palette": class_colors(len(entries)).tolist()})
         write_text_atomic(output_path(tmp, DATASET_CONFIG), dataset_config(entries, suffix, split_counts))
