@@ -426,6 +426,37 @@ def check_image(path: Path) -> tuple[int, int]:
         return image.height, image.width
 
 
+_JPEG_TAIL = 1 << 16  # where a JPEG's end marker is looked for: data some cameras append after it stays allowed
+
+
+def _jpeg_problem(path: Path) -> str | None:
+    """What shows a JPEG cut short without decoding it, or None: no end-of-image marker (FF D9) in its
+    last 64 KiB. (Damage inside the entropy-coded data is not seen; a full decode mostly passes it too.)"""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        handle.seek(max(0, size - _JPEG_TAIL))
+        return None if b"\xff\xd9" in handle.read() else "no end-of-image marker: the file was cut short"
+
+
+def check_image_file(path: Path) -> tuple[int, int]:
+    """`check_image` without decoding where the format allows a cheap check; returns (height, width).
+
+    PNG: the header within the pixel limit and every chunk's length and checksum (`_png_problem`);
+    JPEG: the header and its end marker (`_jpeg_problem`). Float images are refused from the header.
+    Other formats, and 32-bit integer images (whose values must be looked at), are decoded (`check_image`).
+    For copying a file byte for byte (`data convert`): its size comes from the header."""
+    path = Path(path)
+    image = _open_header(path)
+    with image:
+        if image.format not in ("PNG", "JPEG") or image.mode in ("I", "I;32", "I;32B", "I;32L"):
+            return check_image(path)
+        problem = _png_problem(path) if image.format == "PNG" else _jpeg_problem(path)
+        if problem is not None:
+            raise InputError(f"{path}: damaged {image.format} ({problem}); re-export or remove the file")
+        check_image_pixels(image, path)  # the mode alone: a float image is refused
+        return image.height, image.width
+
+
 def image_view(image: Image.Image, path: Path | str | None = None) -> Image.Image:
     """A decoded image as 8-bit "L" or "RGB" for viewing: 16-bit grey as value >> 8 (linear, lossy
     view), 1-bit as 0/255, palettes expanded, alpha dropped; InputError where `check_image_pixels` says."""

@@ -21,6 +21,7 @@ from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.dsfolder import (
     DSFolder,
     check_mask,
+    kept_as_is,
     staged_ds_folder,
     write_sample_files,
 )
@@ -28,7 +29,7 @@ from defectspectrum.data.formats import open_reader
 from defectspectrum.data.formats.base import Reader, SourceSample
 from defectspectrum.data.sample import GOOD, Sample
 from defectspectrum.errors import InputError
-from defectspectrum.io import check_image_pixels, open_image, pixel_limit, set_max_pixels
+from defectspectrum.io import check_image_file, check_image_pixels, open_image, pixel_limit, set_max_pixels
 from defectspectrum.io import max_pixels as current_max_pixels
 from defectspectrum.paths import require_apart, safe_name, unique_name
 from defectspectrum.progress import track
@@ -93,15 +94,21 @@ def convert_sample(context: _Context, item: SourceSample, name: str) -> Converte
     are written directly: the folder's final rename publishes them); returns its index record and
     whether the mask written has a defect pixel.
 
-    The image is decoded once, within the pixel limit: a damaged, oversized or float image is an
-    InputError before anything of it is written, and the decoded image serves any re-encoding."""
-    image = open_image(item.image)
-    check_image_pixels(image, item.image)
-    size = (image.height, image.width)
+    A damaged, oversized or float image is an InputError before anything of it is written. An image
+    copied byte for byte (PNG, JPEG) is checked without decoding it (`io.check_image_file`: header,
+    chunks and checksums, end marker), its size read from the header; one to re-encode is decoded
+    once, and the decoded image serves the re-encoding."""
+    decoded = None
+    if kept_as_is(item.image):
+        size = check_image_file(item.image)
+    else:
+        decoded = open_image(item.image)
+        check_image_pixels(decoded, item.image)
+        size = (decoded.height, decoded.width)
     mask = fit_mask(context.reader.load_mask(item, size), size, item, context.resize_masks)
     mask = check_mask(mask, context.class_maps[item.object], item.mask_origin)
-    image_rel, mask_rel = write_sample_files(context.root, item.object, name, item.image, mask, decoded=image,
-                                             atomic=False)
+    image_rel, mask_rel = write_sample_files(context.root, item.object, name, item.image, mask, decoded=decoded,
+                                             atomic=False, checked=True)
     has_defect = bool(mask.any())
     sample = Sample(id=f"{item.object}/{name}", object=item.object, image=image_rel, mask=mask_rel,
                     split=item.split, caption=item.caption, synthetic=item.synthetic,

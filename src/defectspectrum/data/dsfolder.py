@@ -116,29 +116,33 @@ def check_mask(mask: np.ndarray, class_map: ClassMap, where: str) -> np.ndarray:
     return mask.astype(np.uint8, copy=False)
 
 
+def kept_as_is(image: Path | np.ndarray | Image.Image) -> bool:
+    """Whether `write_sample_files` copies `image` byte for byte: a PNG/JPEG/BMP file."""
+    return isinstance(image, Path) and image.suffix.lower() in KEEP_AS_IS_EXTENSIONS
+
+
 def write_sample_files(
     root: Path, object_name: str, name: str, image: Path | np.ndarray | Image.Image, mask: np.ndarray,
-    decoded: Image.Image | None = None, atomic: bool = True,
+    decoded: Image.Image | None = None, atomic: bool = True, checked: bool = False,
 ) -> tuple[str, str]:
     """Write one sample's image and mask under `root`; returns their relative paths.
 
     A PNG/JPEG/BMP source file is copied byte for byte (no re-encoding loss); other formats, PIL images
-    and arrays are saved as PNG (grey stays grey). A source file is decoded once and checked first
-    (`io.check_image`); `decoded` is that decoded, checked file, if the caller has it. Each file is
-    written atomically unless `atomic` is false, for a `root` that is a private staging folder (one
-    rename publishes it all).
+    and arrays are saved as PNG (grey stays grey). A source file is checked first (`io.check_image`,
+    a full decode) unless the caller did: `decoded` is that decoded, checked file, or `checked` says the
+    caller checked it otherwise (`io.check_image_file`). Each file is written atomically unless `atomic`
+    is false, for a `root` that is a private staging folder (one rename publishes it all).
     """
-    suffix = Path(image).suffix.lower() if isinstance(image, Path) else ".png"
+    keep = kept_as_is(image)
+    suffix = Path(image).suffix.lower() if keep and isinstance(image, Path) else ".png"
     suffix = ".jpg" if suffix == ".jpeg" else suffix
-    keep = isinstance(image, Path) and suffix in KEEP_AS_IS_EXTENSIONS
-    suffix = suffix if keep else ".png"
     image_rel, mask_rel = sample_paths(object_name, name, suffix)  # checks both names
     image_file = output_path(root, object_name, "images") / f"{name}{suffix}"
     mask_file = output_path(root, object_name, "masks") / f"{name}.png"
     output = atomic_path if atomic else direct_path
     with output(image_file) as target:
         if keep and isinstance(image, Path):
-            if decoded is None:
+            if decoded is None and not checked:
                 check_image(image)  # a damaged or oversized image is an error, never a copy
             shutil.copyfile(image, target)
         else:
