@@ -52,7 +52,7 @@ from defectspectrum.errors import InputError, SchemaError
 from defectspectrum.io import (
     KEEP_AS_IS_EXTENSIONS,
     atomic_path,
-    check_image,
+    check_image_file,
     direct_path,
     image_size,
     mask_indices,
@@ -128,10 +128,10 @@ def write_sample_files(
     """Write one sample's image and mask under `root`; returns their relative paths.
 
     A PNG/JPEG/BMP source file is copied byte for byte (no re-encoding loss); other formats, PIL images
-    and arrays are saved as PNG (grey stays grey). A source file is checked first (`io.check_image`,
-    a full decode) unless the caller did: `decoded` is that decoded, checked file, or `checked` says the
-    caller checked it otherwise (`io.check_image_file`). Each file is written atomically unless `atomic`
-    is false, for a `root` that is a private staging folder (one rename publishes it all).
+    and arrays are saved as PNG (grey stays grey). A source file is checked first (`io.check_image_file`)
+    unless the caller did: `decoded` is that decoded, checked file, or `checked` says the caller checked it.
+    Each file is written atomically unless `atomic` is false, for a `root` that is a private staging
+    folder (one rename publishes it all).
     """
     keep = kept_as_is(image)
     suffix = Path(image).suffix.lower() if keep and isinstance(image, Path) else ".png"
@@ -143,7 +143,7 @@ def write_sample_files(
     with output(image_file) as target:
         if keep and isinstance(image, Path):
             if decoded is None and not checked:
-                check_image(image)  # a damaged or oversized image is an error, never a copy
+                check_image_file(image)  # a damaged or oversized image is an error, never a copy
             shutil.copyfile(image, target)
         else:
             if isinstance(image, Path):
@@ -453,10 +453,11 @@ class DSFolder:
         return mask_indices(open_image(path), path)
 
     def checked_image_path(self, sample: Sample) -> Path:
-        """The sample's image file after decoding it once, within the pixel limit (`io.check_image`):
-        exports call it before copying the bytes, so a damaged image is an error, never a copy."""
+        """The sample's image file after checking it, within the pixel limit (`io.check_image_file`: cheap
+        for PNG and JPEG, a decode otherwise): exports call it before copying the bytes, so a damaged
+        image is an error, never a copy."""
         path = self.image_path(sample)
-        check_image(path)
+        check_image_file(path)
         return path
 
     def load_checked_mask(self, sample: Sample) -> np.ndarray:
