@@ -165,3 +165,30 @@ def test_groups_of_clustered_hashes_are_the_components_of_brute_force() -> None:
     expected = sorted(sorted(c) for c in components.values() if len(c) > 1)
     assert [g.tolist() for g in NearDuplicateSearch(coarse, fine, 4).groups()] == expected
     assert len(expected) > 3
+
+
+def test_the_hashes_are_imagehash_phash_from_one_resize() -> None:
+    import imagehash
+    from PIL import Image
+
+    from defectspectrum.data.validate import perceptual_hashes
+
+    rng = np.random.default_rng(8)
+    close = []
+    for seed in range(12):
+        grey = Image.fromarray(cv2_smooth(rng, seed))
+        coarse, fine = perceptual_hashes(grey)
+        assert fine == np.packbits(imagehash.phash(grey, hash_size=16).hash.ravel()).tobytes()
+        reference = np.packbits(imagehash.phash(grey).hash.ravel())
+        close.append(int(popcount(np.frombuffer(coarse, np.uint64) ^ reference.view(np.uint64))[0]))
+    assert max(close) <= 4 and np.mean(close) <= 2
+
+
+def cv2_smooth(rng: np.random.Generator, seed: int) -> np.ndarray:
+    """A smooth random grey image of an odd size (structure at several scales)."""
+    import cv2
+
+    size = (97 + 13 * seed, 131 + 7 * seed)
+    noise = rng.random(size).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 2 + seed % 5)
+    return ((smooth - smooth.min()) / (np.ptp(smooth) + 1e-9) * 255).astype(np.uint8)

@@ -26,9 +26,9 @@ is one), not pairwise: n copies give n - 1 issues, not n(n - 1)/2. Near-duplicat
 per group (`near_duplicates.near_groups`: images joined by a chain of near pairs, with their identical
 copies), listing the group: one issue for a part photographed n times.
 
-Near-duplicates: 64-bit `imagehash.phash` within `hash_distance` bits, confirmed by a 256-bit
-phash (hash_size=16) within 4 x `hash_distance` bits. The 64-bit hash alone calls different,
-aligned MVTec capsules identical; the confirmation keeps re-encoded / brightened copies
+Near-duplicates: a 64-bit perceptual hash (phash) within `hash_distance` bits, confirmed by a 256-bit
+phash within 4 x `hash_distance` bits, both from one resize (`perceptual_hashes`). The 64-bit hash
+alone calls different, aligned MVTec capsules identical; the confirmation keeps re-encoded / brightened copies
 (measured: <= 14 of 256 bits) while distinct real images stay >= 24 bits apart. The pairs are found
 by multi-index hashing (`near_duplicates`), exactly, without comparing every pair.
 
@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import imagehash
 import numpy as np
+import scipy.fft
 from PIL import Image
 from rich.console import Group
 from rich.table import Table
@@ -147,8 +147,17 @@ class _Hashes:
     fine: bytearray = field(default_factory=bytearray)
 
 
-def _pack(image_hash: imagehash.ImageHash) -> bytes:
-    return np.packbits(np.asarray(image_hash.hash, dtype=bool).ravel()).tobytes()
+def perceptual_hashes(grey: Image.Image) -> tuple[bytes, bytes]:
+    """The coarse (64-bit) and fine (256-bit) perceptual hashes of an 8-bit grey image, packed, from one
+    resize and one DCT: the image at 64 x 64 (Lanczos), its 2-D DCT-II, and the signs against the median
+    of the lowest 8 x 8 and 16 x 16 frequencies. The fine hash is `imagehash.phash(grey, hash_size=16)`
+    bit for bit; the coarse one reads the same low frequencies as `imagehash.phash(grey)` from the
+    finer resize (measured on 342 real images: 0.9 bits apart on average)."""
+    pixels = np.asarray(grey.resize((64, 64), Image.Resampling.LANCZOS), dtype=np.float64)
+    dct = scipy.fft.dct(scipy.fft.dct(pixels, axis=0), axis=1)
+    coarse, fine = dct[:8, :8], dct[:FINE_HASH_SIZE, :FINE_HASH_SIZE]
+    return (np.packbits((coarse > np.median(coarse)).ravel()).tobytes(),
+            np.packbits((fine > np.median(fine)).ravel()).tobytes())
 
 
 def _hash_view(image: Image.Image, path: Path) -> Image.Image:
@@ -248,8 +257,9 @@ class _Checker:
         h.splits.append(sample.split)
         h.files.append(sample.image)
         h.digests.append(digest.digest())
-        h.coarse += _pack(imagehash.phash(grey))
-        h.fine += _pack(imagehash.phash(grey, hash_size=FINE_HASH_SIZE))
+        coarse, fine = perceptual_hashes(grey)
+        h.coarse += coarse
+        h.fine += fine
 
     def duplicates(self, distance: int, mode: str = "auto") -> None:
         h = self.hashes
