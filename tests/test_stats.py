@@ -121,3 +121,14 @@ def test_cli_stats_writes_json(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "s.json").read_text())
     assert data["samples"] == 5 and data["objects"]["pill"]["defective"] == 3
+
+
+def test_workers_give_the_same_statistics(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    (folder.root / folder["pill/b"].mask).write_bytes(b"not a png")
+    one = compute_stats(folder).to_json()
+    assert one["unreadable"] == ["pill/b"] and one["objects"]["pill"]["classes"][0]["regions"] == 2
+    assert compute_stats(folder, workers=3).to_json() == one
+    result = CliRunner().invoke(app, ["data", "stats", str(folder.root), "-j", "2", "--json", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "s.json").read_text()) == one

@@ -274,3 +274,20 @@ def test_cli_near_duplicates_off(tmp_path: Path) -> None:
     assert runner.invoke(app, ["data", "validate", str(folder.root), "--near-duplicates", "off"]).exit_code == 0
     bad = runner.invoke(app, ["data", "validate", str(folder.root), "--near-duplicates", "maybe"])
     assert bad.exit_code == 2 and "choose one of auto, full, off" in bad.output
+
+
+def test_workers_give_the_same_report(tmp_path: Path) -> None:
+    folder = build(tmp_path / "ds")
+    (folder.root / folder["pill/b"].image).write_bytes(b"junk")
+    brighter = np.clip(texture(2).astype(int) + 2, 0, 255).astype(np.uint8)
+    folder.add_sample("pill", "bright", brighter, defect_mask(), split="train", defect_type="crack")
+    folder.add_sample("pill", "copy", texture(3), defect_mask(), split="train", defect_type="crack")
+    folder.add_sample("pill", "e", texture(20), np.zeros(SIZE, np.uint8), split="train", defect_type="crack")
+    folder.save()
+    one = validate(folder).to_json()
+    assert {"unreadable", "near-duplicate-across-splits", "duplicate-across-splits", "empty-mask"} <= set(
+        one["summary"]["by_code"])
+    assert validate(folder, workers=2).to_json() == one
+    result = CliRunner().invoke(app, ["data", "validate", str(folder.root), "-j", "2", "--json",
+                                      str(tmp_path / "r.json")])
+    assert result.exit_code == 1 and json.loads((tmp_path / "r.json").read_text()) == one

@@ -161,11 +161,12 @@ def export_command(
 def stats_command(
     ds: Path = typer.Argument(..., readable=False, help="A DS folder."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the statistics as JSON here."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes reading the masks."),
     max_pixels: int | None = max_pixels_option(),
 ) -> None:
     """Per object and class: images, regions, area percentiles and image sizes.
 
-    Example: defectspectrum data stats ds_mvtec --json stats.json
+    Example: defectspectrum data stats ds_mvtec --json stats.json -j 4
     """
     from defectspectrum.data.stats import compute_stats, stats_table
     from defectspectrum.io import pixel_limit, write_json_atomic
@@ -173,7 +174,7 @@ def stats_command(
     folder = open_ds(ds)
     check_report_outputs([json_out], folder.root)
     with pixel_limit(max_pixels):
-        stats = compute_stats(folder)
+        stats = compute_stats(folder, workers=workers)
     out.print(stats_table(stats))
     if json_out:
         write_json_atomic(json_out, stats.to_json())
@@ -190,6 +191,7 @@ def validate_command(
     near_duplicates: str = typer.Option("auto", "--near-duplicates",
                                         help="auto (search unless the images look so alike that it would take more "
                                              "than a minute), full or off."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes reading and hashing the files."),
     max_pixels: int | None = max_pixels_option(),
 ) -> None:
     """Check every file: readable, sizes match, indices in the class map, empty masks, duplicates across splits.
@@ -197,7 +199,7 @@ def validate_command(
     Near-duplicates (perceptual hash) are reported once per group of look-alike images, listing the group.
     Exit code 1 when errors are found.
 
-    Example: defectspectrum data validate ds_mvtec --json report.json
+    Example: defectspectrum data validate ds_mvtec --json report.json -j 4
 
     Example: defectspectrum data validate ds_line --near-duplicates full
     """
@@ -206,7 +208,8 @@ def validate_command(
 
     folder = open_ds(ds, lenient=True)  # bad index lines are reported, not fatal
     check_report_outputs([json_out], folder.root)
-    report = validate(folder, hash_distance=hash_distance, max_pixels=max_pixels, near_duplicates=near_duplicates)
+    report = validate(folder, hash_distance=hash_distance, max_pixels=max_pixels, near_duplicates=near_duplicates,
+                      workers=workers)
     out.print(validation_table(report))
     if json_out:
         write_json_atomic(json_out, report.to_json())

@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
-import signal
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,11 +22,10 @@ from defectspectrum.data.formats import open_reader
 from defectspectrum.data.formats.base import Reader, SourceSample
 from defectspectrum.data.sample import GOOD, Sample
 from defectspectrum.errors import InputError
-from defectspectrum.io import check_image_file, check_image_pixels, open_image, pixel_limit, set_max_pixels
-from defectspectrum.io import max_pixels as current_max_pixels
+from defectspectrum.io import check_image_file, check_image_pixels, open_image, pixel_limit
 from defectspectrum.paths import require_apart, safe_name, unique_name
 from defectspectrum.progress import track
-from defectspectrum.staging import process_alive
+from defectspectrum.workers import ordered_map
 
 
 @dataclass(frozen=True)
@@ -44,10 +36,8 @@ class _Context:
     root: Path
     class_maps: dict[str, ClassMap]
     resize_masks: bool
-    max_pixels: int  # the pixel limit, sent to worker processes (`io.max_pixels`)
 
 
-_WORKER_CONTEXT: list[_Context] = []  # set in each worker process by _init_worker
 
 
 class ConvertedSample(NamedTuple):
@@ -118,39 +108,8 @@ def convert_sample(context: _Context, item: SourceSample, name: str) -> Converte
     return ConvertedSample(sample, has_defect)
 
 
-def _init_worker(context: _Context, parent_pid: int) -> None:
-    exit_with_parent(parent_pid)
-    _WORKER_CONTEXT[:] = [context]
-    set_max_pixels(context.max_pixels)
-
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def exit_with_parent(parent_pid: int) -> None:
-    """Make this worker process end as soon as its parent ends (also when the parent is SIGKILLed and
-    cannot stop it): the kernel's parent-death signal on Linux, else a thread watching the parent."""
-    parent = os.getppid()
-    armed = False
-    if sys.platform.startswith("linux"):
-        try:
-            armed = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            armed = False
-    if not armed:
-        threading.Thread(target=_watch_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
-    if not process_alive(parent_pid) or (parent != parent_pid and not process_alive(parent)):
-        os._exit(1)  # the parent ended before the signal was armed
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(1)
-
-
-def _convert_in_worker(task: tuple[SourceSample, str]) -> ConvertedSample:
-    return convert_sample(_WORKER_CONTEXT[0], *task)
+def _convert_task(context: _Context, task: tuple[SourceSample, str]) -> ConvertedSample:
+    return convert_sample(context, *task)
 
 
 def unique_names(items: list[SourceSample]) -> list[str]:
@@ -162,13 +121,7 @@ def unique_names(items: list[SourceSample]) -> list[str]:
 
 
 def _run(context: _Context, tasks: list[tuple[SourceSample, str]], workers: int) -> Iterator[ConvertedSample]:
-    if workers <= 1:
-        for item, name in tasks:
-            yield convert_sample(context, item, name)
-        return
-    chunksize = max(1, min(64, len(tasks) // (workers * 4)))
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(context, os.getpid())) as pool:
-        yield from pool.map(_convert_in_worker, tasks, chunksize=chunksize)
+    return ordered_map(_convert_task, tasks, workers, context)
 
 
 def convert(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, overwrite: bool = False,
@@ -208,7 +161,7 @@ def _convert(source: Path, dst: Path, fmt: str, workers: int, overwrite: bool, r
         folder = DSFolder.create(staging, name or dst.name, class_maps)
         folder.meta.update(reader.meta())
         folder.meta["source"] = {"format": reader.name, "path": str(source.absolute())}
-        context = _Context(reader, staging, class_maps, resize_masks, current_max_pixels())
+        context = _Context(reader, staging, class_maps, resize_masks)
         tasks = list(zip(items, unique_names(items)))
         with_defects = 0
         for sample, has_defect in track(_run(context, tasks, workers), f"converting {reader.name}",

@@ -434,6 +434,11 @@ class DSFolder:
         """Background plus every (object, class) pair: the label space of one model over all objects."""
         return global_classes(self._objects)
 
+    def files_view(self) -> DSFolder:
+        """This folder without its samples (root, name, class maps): what a worker process needs to read
+        the files of samples it is given, cheap to send to it."""
+        return DSFolder(self._root, self.name, dict(self._objects))
+
     def image_path(self, sample: Sample) -> Path:
         """The sample's image file, checked to lie inside the folder (SchemaError otherwise)."""
         return self._inside(sample.image, f"{self.root}: sample {sample.id!r}")

@@ -18,9 +18,11 @@ from rich.table import Table
 from defectspectrum.cli_support import markup_text as escape
 from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.dsfolder import DSFolder
+from defectspectrum.data.sample import Sample
 from defectspectrum.errors import InputError
 from defectspectrum.progress import track
 from defectspectrum.regions import region_areas
+from defectspectrum.workers import ordered_map
 
 PERCENTILES = (5, 25, 50, 75, 95)
 UNASSIGNED = "unassigned"  # split key of samples without a split
@@ -114,6 +116,35 @@ class DatasetStats:
                 "objects": {name: obj.to_json() for name, obj in self.objects.items()}}
 
 
+@dataclass(frozen=True)
+class MaskFacts:
+    """What the statistics take from one mask: its (height, width) and, per class index present,
+    (pixels, region areas)."""
+
+    shape: tuple[int, int]
+    classes: dict[int, tuple[int, np.ndarray]]
+
+
+def mask_facts(mask: np.ndarray, classes: int) -> MaskFacts:
+    """`MaskFacts` of a class-index mask of an object with `classes` classes (indices beyond are counted
+    as present, without regions)."""
+    counts = np.bincount(mask.ravel(), minlength=classes)
+    present = [int(i) for i in np.flatnonzero(counts) if i > 0]
+    empty = np.zeros(0, np.int64)
+    return MaskFacts((int(mask.shape[0]), int(mask.shape[1])),
+                     {i: (int(counts[i]), region_areas(mask, i) if i < classes else empty) for i in present})
+
+
+def _measure(context: DSFolder, sample: Sample) -> MaskFacts | None:
+    """One sample's `MaskFacts`, None where its mask cannot be read (in a worker: `context` is the
+    folder's files view)."""
+    try:
+        mask = context.load_mask(sample)
+    except InputError:
+        return None
+    return mask_facts(mask, len(context.objects[sample.object]))
+
+
 class _ObjectAccumulator:
     def __init__(self, name: str, class_map: ClassMap) -> None:
         self.name = name
@@ -129,20 +160,17 @@ class _ObjectAccumulator:
         self.out_of_map: Counter[int] = Counter()
         self.unreadable: list[str] = []
 
-    def add(self, mask: np.ndarray) -> None:
-        height, width = mask.shape
+    def add(self, facts: MaskFacts) -> None:
+        height, width = facts.shape
         self.sizes[(height, width)] += 1
-        counts = np.bincount(mask.ravel(), minlength=len(self.class_map))
-        present = [int(i) for i in np.flatnonzero(counts) if i > 0]
-        if present:
+        if facts.classes:
             self.defective += 1
-        for index in present:
+        for index, (pixels, areas) in facts.classes.items():
             if index >= len(self.class_map):
                 self.out_of_map[index] += 1
                 continue
             self.images[index] += 1
-            self.pixels[index] += int(counts[index])
-            areas = region_areas(mask, index)
+            self.pixels[index] += pixels
             self.areas[index].extend(int(a) for a in areas)
             self.fractions[index].extend(float(a) * 100.0 / (height * width) for a in areas)
 
@@ -162,8 +190,8 @@ class _ObjectAccumulator:
             classes=classes, out_of_map=dict(sorted(self.out_of_map.items())), unreadable=self.unreadable)
 
 
-def compute_stats(folder: DSFolder) -> DatasetStats:
-    """Statistics of `folder`, reading each mask once.
+def compute_stats(folder: DSFolder, workers: int = 1) -> DatasetStats:
+    """Statistics of `folder`, reading each mask once (in `workers` processes: the result is the same).
 
     Masks that cannot be read are listed in `unreadable` and left out of the counts (run
     `defectspectrum data validate` for details). "Defective" means the mask has a defect pixel.
@@ -171,20 +199,20 @@ def compute_stats(folder: DSFolder) -> DatasetStats:
     accumulators = {name: _ObjectAccumulator(name, class_map) for name, class_map in folder.objects.items()}
     splits: Counter[str] = Counter()
     sizes: Counter[tuple[int, int]] = Counter()
-    for sample in track(list(folder), "stats"):
+    samples = list(folder)
+    results = ordered_map(_measure, samples, workers, folder.files_view())
+    for sample, facts in zip(samples, track(results, "stats", total=len(samples))):
         acc = accumulators[sample.object]
         acc.samples += 1
         acc.synthetic += int(sample.synthetic)
         acc.splits[sample.split or UNASSIGNED] += 1
         acc.defect_types[sample.defect_type or "unknown"] += 1
         splits[sample.split or UNASSIGNED] += 1
-        try:
-            mask = folder.load_mask(sample)
-        except InputError:
+        if facts is None:
             acc.unreadable.append(sample.id)
             continue
-        acc.add(mask)
-        sizes[mask.shape] += 1
+        acc.add(facts)
+        sizes[facts.shape] += 1
     return DatasetStats(name=folder.name, root=str(folder.root), samples=len(folder),
                         splits=dict(sorted(splits.items())),
                         image_sizes=_size_list(sizes),

@@ -64,6 +64,7 @@ from defectspectrum.io import (
     pixel_limit,
 )
 from defectspectrum.progress import track
+from defectspectrum.workers import ordered_map
 
 ERROR = "error"
 WARNING = "warning"
@@ -252,14 +253,17 @@ class _Checker:
             return
         digest = hashlib.sha1(f"{image.mode}{image.size}".encode())
         digest.update(image.tobytes())
+        self.add_hashes(sample, (digest.digest(), *perceptual_hashes(grey)))
+
+    def add_hashes(self, sample: Sample, hashes: tuple[bytes, bytes, bytes]) -> None:
+        """Keep a readable image's (pixel digest, coarse hash, fine hash) for the duplicate search."""
         h = self.hashes
         h.ids.append(sample.id)
         h.splits.append(sample.split)
         h.files.append(sample.image)
-        h.digests.append(digest.digest())
-        coarse, fine = perceptual_hashes(grey)
-        h.coarse += coarse
-        h.fine += fine
+        h.digests.append(hashes[0])
+        h.coarse += hashes[1]
+        h.fine += hashes[2]
 
     def duplicates(self, distance: int, mode: str = "auto") -> None:
         h = self.hashes
@@ -340,13 +344,26 @@ class _Checker:
                                      group=group))
 
 
+SampleResult = tuple[list[Issue], tuple[bytes, bytes, bytes] | None]
+
+
+def _check_sample(context: DSFolder, sample: Sample) -> SampleResult:
+    """One sample's file issues and image hashes (in a worker process: `context` is the folder's files
+    view)."""
+    checker = _Checker(context)
+    checker.check(sample)
+    h = checker.hashes
+    return checker.issues, (h.digests[0], bytes(h.coarse), bytes(h.fine)) if h.ids else None
+
+
 def validate(folder: DSFolder, hash_distance: int = 4, max_pixels: int | None = None,
-             near_duplicates: str = "auto") -> ValidationReport:
+             near_duplicates: str = "auto", workers: int = 1) -> ValidationReport:
     """Check every sample's files and look for duplicate images; one pass over the data. Lines a
     lenient open left out (`folder.problems`) are reported as `bad-index-entry` errors. Images above
     `max_pixels` (default `io.max_pixels()`) are reported as too large without being decoded.
     `near_duplicates`: `auto` searches unless the images look so alike that the search would take
-    more than about a minute (then a `near-duplicates-skipped` warning says so), `full` always, `off` never."""
+    more than about a minute (then a `near-duplicates-skipped` warning says so), `full` always, `off` never.
+    `workers` processes read and hash the files (the report is the same whatever their number)."""
     if near_duplicates not in NEAR_DUPLICATE_MODES:
         raise InputError(f"near_duplicates {near_duplicates!r}: choose one of {', '.join(NEAR_DUPLICATE_MODES)}")
     if not 0 <= hash_distance <= MAX_HASH_DISTANCE:
@@ -354,9 +371,13 @@ def validate(folder: DSFolder, hash_distance: int = 4, max_pixels: int | None = 
     checker = _Checker(folder)
     checker.issues.extend(Issue(ERROR, "bad-index-entry", problem.sample, SAMPLES_FILE, problem.message,
                                 line=problem.line) for problem in folder.problems)
+    samples = list(folder)
     with pixel_limit(max_pixels):
-        for sample in track(list(folder), "validate"):
-            checker.check(sample)
+        results = ordered_map(_check_sample, samples, workers, folder.files_view())
+        for sample, (issues, hashes) in zip(samples, track(results, "validate", total=len(samples))):
+            checker.issues.extend(issues)
+            if hashes is not None:
+                checker.add_hashes(sample, hashes)
     checker.duplicates(hash_distance, near_duplicates)
     return ValidationReport(root=str(folder.root), samples=len(folder), hash_distance=hash_distance,
                             issues=checker.issues)
