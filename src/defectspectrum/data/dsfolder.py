@@ -277,7 +277,7 @@ class DSFolder:
             self.add_object(object_name, class_map)
         self.meta: dict[str, Any] = dict(meta or {})
         self._samples: dict[str, Sample] = {}
-        self._folded_ids: dict[str, str] = {}  # lower-case id -> id: ids may not differ in case only
+        self._capitalised: dict[str, str] = {}  # lower-case id -> id, for ids with capitals (`_id_clash`)
         self.problems: tuple[IndexProblem, ...] = ()  # lines a lenient open left out
         self._index_seen: IndexState | None = None  # the index files as read or last saved (None: not known)
         for sample in samples:
@@ -372,7 +372,7 @@ class DSFolder:
         """Add every sound line of samples.jsonl; raise on the first bad one, or list them if `lenient`."""
         path = self._root / SAMPLES_FILE
         problems: list[IndexProblem] = []
-        lines: dict[str, int] = {}  # lower-case id -> its line
+        lines: dict[str, int] = {}  # id -> its line
         prefix = str(path)
         for number, raw in _index_lines(path):
             where = f"{prefix}:{number}"
@@ -380,11 +380,10 @@ class DSFolder:
             try:
                 data = _parse_line(raw, where)
                 sample = Sample.from_json(data, where)
-                folded = sample.id.lower()
-                if folded in lines:
-                    first = self._folded_ids[folded]
+                first = self._id_clash(sample.id)
+                if first is not None:
                     same = "" if first == sample.id else f" ({first!r}: ids may not differ in case only)"
-                    raise SchemaError(f"{where}: sample id {sample.id!r} repeats line {lines[folded]}{same}; "
+                    raise SchemaError(f"{where}: sample id {sample.id!r} repeats line {lines[first]}{same}; "
                                       "ids must be unique: remove or rename one of the two lines")
                 self._check(sample, where)
             except SchemaError as exc:
@@ -393,7 +392,7 @@ class DSFolder:
                 sample_id = data.get("id") if isinstance(data, dict) else None
                 problems.append(IndexProblem(number, sample_id if isinstance(sample_id, str) else None, str(exc)))
                 continue
-            lines[folded] = number
+            lines[sample.id] = number
             self._insert(sample)
         return problems
 
@@ -497,7 +496,7 @@ class DSFolder:
         """Write a sample's files and add it to the index (call `save()` to write the index)."""
         class_map = self.classes(object_name)
         name = safe_name(name)
-        clash = self._folded_ids.get(f"{object_name}/{name}".lower())
+        clash = self._id_clash(f"{object_name}/{name}")
         if clash is not None:
             raise InputError(f"{self.root}: sample {clash} already exists")
         sample = Sample(id=f"{object_name}/{name}", object=object_name, image="", mask="", split=split,
@@ -518,7 +517,7 @@ class DSFolder:
         where = f"{self.root}: sample {sample.id!r}"
         sample.check_types(where)
         self.classes(sample.object)
-        clash = self._folded_ids.get(sample.id.lower())
+        clash = self._id_clash(sample.id)
         if clash is not None:
             raise InputError(f"{self.root}: sample {clash} already exists"
                              + ("" if clash == sample.id else f" (ids may not differ in case only: {sample.id!r})"))
@@ -603,7 +602,14 @@ class DSFolder:
 
     def _insert(self, sample: Sample) -> None:
         self._samples[sample.id] = sample
-        self._folded_ids[sample.id.lower()] = sample.id
+        folded = sample.id.lower()
+        if folded != sample.id:  # most ids are lower case: they take no second string
+            self._capitalised[folded] = sample.id
+
+    def _id_clash(self, sample_id: str) -> str | None:
+        """The id already held that equals `sample_id` ignoring case, or None."""
+        folded = sample_id.lower()
+        return folded if folded in self._samples else self._capitalised.get(folded)
 
 
 IndexState = tuple[tuple[int, ...] | None, ...]

@@ -7,6 +7,7 @@ Field types are strict (a line with a wrong type is refused, naming the line): `
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -54,7 +55,7 @@ def check_field_types(values: Mapping[str, Any], where: str) -> None:
             raise SchemaError(f"{where}: field {key!r} must be true or false, not {_json_type(value)}; fix that line")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One image–mask pair of a DS folder; paths are relative to the folder root."""
 
@@ -86,7 +87,7 @@ class Sample:
     def check_types(self, where: str) -> None:
         """SchemaError naming `where` unless every field has its type (for samples built in Python;
         `from_json` checks records as it reads them)."""
-        check_field_types(vars(self), where)
+        check_field_types({name: getattr(self, name) for name in (*_FIELDS, "extra")}, where)
         if not isinstance(self.extra, dict):
             raise SchemaError(f"{where}: 'extra' must be a dict, not {_json_type(self.extra)}")
 
@@ -106,8 +107,12 @@ class Sample:
         check_field_types(data, where)
         fields = _FIELDS
         known = {key: data[key] for key in fields if key in data}
+        for key in _REPEATED_FIELDS:  # the same few values on every line: one string each, not one a line
+            if isinstance(known.get(key), str):
+                known[key] = sys.intern(known[key])
         extra = {key: value for key, value in data.items() if key not in fields}
         return cls(**known, extra=extra)
 
 
 _FIELDS = frozenset(Sample.__dataclass_fields__) - {"extra"}
+_REPEATED_FIELDS = ("object", "split", "defect_type")
