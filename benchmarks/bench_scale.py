@@ -7,6 +7,10 @@ Printed: seconds, milliseconds per image, peak RSS, and the slopes between sizes
 added image costs). `--code DIR` runs another checkout's `src` (e.g. a worktree of an older commit),
 for figures before and after a change.
 
+Part `index`: writes a samples.jsonl of 100k and 1M lines (four products, relative paths and an
+absolute source path like `data convert` writes) and opens it as a DSFolder: seconds, and the bytes
+a sample the open folder holds (tracemalloc), with the peak while opening.
+
 Part `near-duplicates`: `data validate`'s near-duplicate search alone,
 on generated hash sets with the pair densities of real lines, against numpy brute force in the same run.
 
@@ -25,6 +29,7 @@ default (`--near-duplicates auto`) runs the search or skips it. Where both run, 
 
     python benchmarks/bench_scale.py commands                              # 1k, 5k and 20k images
     python benchmarks/bench_scale.py commands --sizes 1000,5000 --code ../old/src
+    python benchmarks/bench_scale.py index                                 # 100k and 1M lines
     python benchmarks/bench_scale.py near-duplicates                       # 100k and 1M
     python benchmarks/bench_scale.py near-duplicates --sizes 20000,100000 --lines magnetic-tile
 """
@@ -32,6 +37,7 @@ default (`--near-duplicates auto`) runs the search or skips it. Where both run, 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -245,9 +251,46 @@ def commands_part(sizes: list[int], code: Path | None, work: Path) -> None:
             print(f"{name:13} {time_slope:7.2f} ms/image {memory_slope:8.2f} KiB/image")
 
 
+def write_index(folder: Path, count: int) -> None:
+    """A DS folder index of `count` samples (files absent: opening reads the index only)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    objects = {name: {"classes": ["background", *DEFECTS]} for name in PRODUCTS}
+    (folder / "dataset.json").write_text(json.dumps({"format": "defectspectrum", "version": 1, "name": folder.name,
+                                                     "objects": objects}))
+    with (folder / "samples.jsonl").open("w") as out:
+        for index in range(count):
+            product, kind = PRODUCTS[index % len(PRODUCTS)], ("good", *DEFECTS)[index // len(PRODUCTS) % 3]
+            name = f"{kind}_{index:07d}"
+            out.write(json.dumps({
+                "id": f"{product}/{name}", "object": product, "image": f"{product}/images/{name}.png",
+                "mask": f"{product}/masks/{name}.png", "split": "val" if index % 5 == 0 else "train",
+                "caption": None, "synthetic": False, "source": f"/data/line/{product}/test/{kind}/{index:07d}.png",
+                "defect_type": kind}) + "\n")
+
+
+def index_part(sizes: list[int], work: Path) -> None:
+    from defectspectrum.data.dsfolder import DSFolder
+
+    print(f"{'lines':>9} {'open s':>8} {'held B/sample':>14} {'peak B/sample':>14}")
+    for n in sizes:
+        folder = work / f"index_{n}"
+        write_index(folder, n)
+        start = time.perf_counter()
+        opened = DSFolder.open(folder)
+        seconds = time.perf_counter() - start  # tracemalloc slows Python code: timed without it
+        del opened
+        tracemalloc.start()
+        held_folder = DSFolder.open(folder)
+        held, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert len(held_folder) == n
+        print(f"{n:9d} {seconds:8.1f} {held / n:14.0f} {peak / n:14.0f}", flush=True)
+        shutil.rmtree(folder)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["commands", "near-duplicates"])
+    parser.add_argument("part", choices=["commands", "index", "near-duplicates"])
     parser.add_argument("--sizes", help="Sizes, comma-separated (default: 1000,5000,20000 images for commands, "
                                         "100000,1000000 hashes for near-duplicates).")
     parser.add_argument("--code", type=Path, help="commands: run the package from this src folder instead.")
@@ -257,6 +300,10 @@ def main() -> None:
     parser.add_argument("--baseline-seconds", type=float, default=120.0,
                         help="Run brute force where it is estimated to take at most this; estimate it otherwise.")
     args = parser.parse_args()
+    if args.part == "index":
+        with tempfile.TemporaryDirectory() as work:
+            index_part([int(v) for v in (args.sizes or "100000,1000000").split(",")], Path(work))
+        return
     if args.part == "near-duplicates":
         sizes = [int(v) for v in (args.sizes or "100000,1000000").split(",")]
         near_duplicate_part(sizes, args.lines.split(","), args.baseline_seconds)

@@ -192,3 +192,12 @@ def cv2_smooth(rng: np.random.Generator, seed: int) -> np.ndarray:
     noise = rng.random(size).astype(np.float32)
     smooth = cv2.GaussianBlur(noise, (0, 0), 2 + seed % 5)
     return ((smooth - smooth.min()) / (np.ptp(smooth) + 1e-9) * 255).astype(np.uint8)
+
+
+def test_worker_processes_find_the_same_pairs() -> None:
+    coarse, fine = clustered(9, n=800, centres=5)
+    search = NearDuplicateSearch(coarse, fine, 4)
+    alone = {pair for i, j in search.pair_blocks() for pair in zip(i.tolist(), j.tolist())}
+    shared = [pair for i, j in search.pair_blocks(workers=2) for pair in zip(i.tolist(), j.tolist())]
+    assert len(shared) == len(set(shared)) and set(shared) == alone == brute_force(coarse, fine, 4, 16)
+    assert [g.tolist() for g in search.groups(workers=2)] == [g.tolist() for g in search.groups()]

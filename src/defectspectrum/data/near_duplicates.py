@@ -25,10 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from defectspectrum.workers import ordered_map
 
 _BLOCK_PAIRS = 1 << 20  # candidate pairs checked at once
 _SMALL_RUN = 32  # runs of equal keys up to this size are paired by offsets, bigger ones blockwise
@@ -179,27 +182,45 @@ class NearDuplicateSearch:
                 i, j = i[keep], j[keep]
         return np.minimum(i, j), np.maximum(i, j)
 
-    def pair_blocks(self, progress: Callable[[list[Key]], Iterable[Key]] | None = None
+    def pair_blocks(self, progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None, workers: int = 1
                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Every near pair once, as blocks of (i, j) int64 arrays (i < j); `progress` wraps the keys."""
+        """Every near pair once, as blocks of (i, j) int64 arrays (i < j); `progress` wraps the keys. With
+        `workers` > 1 the keys are searched in worker processes (one block a key comes back)."""
+        if workers > 1 and len(self.keys) > 1:
+            results = ordered_map(_pairs_of_key, self.keys, workers, self)
+            yield from (progress(results) if progress else results)
+            return
         for key in progress(self.keys) if progress else self.keys:
-            keys = self._key_values(key)
-            order = np.argsort(keys)
-            sorted_coarse, sorted_fine = self.coarse[order], self.fine[order]
-            waiting: list[tuple[np.ndarray, np.ndarray]] = []
-            size = 0
-            for block in _run_pairs(keys[order]):
-                waiting.append(block)
-                size += len(block[0])
-                if size >= _BLOCK_PAIRS:
-                    yield self._check(key, order, sorted_coarse, sorted_fine, *map(np.concatenate, zip(*waiting)))
-                    waiting, size = [], 0
-            if size:
-                yield self._check(key, order, sorted_coarse, sorted_fine, *map(np.concatenate, zip(*waiting)))
+            yield from self.key_pair_blocks(key)
 
-    def groups(self, progress: Callable[[list[Key]], Iterable[Key]] | None = None) -> list[np.ndarray]:
+    def key_pair_blocks(self, key: Key) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The near pairs whose first shared key of the plan is `key`, in blocks."""
+        keys = self._key_values(key)
+        order = np.argsort(keys)
+        sorted_coarse, sorted_fine = self.coarse[order], self.fine[order]
+        waiting: list[tuple[np.ndarray, np.ndarray]] = []
+        size = 0
+        for block in _run_pairs(keys[order]):
+            waiting.append(block)
+            size += len(block[0])
+            if size >= _BLOCK_PAIRS:
+                yield self._check(key, order, sorted_coarse, sorted_fine, *map(np.concatenate, zip(*waiting)))
+                waiting, size = [], 0
+        if size:
+            yield self._check(key, order, sorted_coarse, sorted_fine, *map(np.concatenate, zip(*waiting)))
+
+    def groups(self, progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
+               workers: int = 1) -> list[np.ndarray]:
         """The near-duplicate groups (`near_groups` of every near pair)."""
-        return near_groups(len(self.coarse), self.pair_blocks(progress))
+        return near_groups(len(self.coarse), self.pair_blocks(progress, workers))
+
+
+def _pairs_of_key(search: NearDuplicateSearch, key: Key) -> tuple[np.ndarray, np.ndarray]:
+    """One key's near pairs in one block (in a worker process)."""
+    blocks = list(search.key_pair_blocks(key))
+    if not blocks:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate([i for i, _ in blocks]), np.concatenate([j for _, j in blocks])
 
 
 def near_pairs(coarse: np.ndarray, fine: np.ndarray, distance: int,

@@ -265,7 +265,7 @@ class _Checker:
         h.coarse += hashes[1]
         h.fine += hashes[2]
 
-    def duplicates(self, distance: int, mode: str = "auto") -> None:
+    def duplicates(self, distance: int, mode: str = "auto", workers: int = 1) -> None:
         h = self.hashes
         if len(h.ids) < 2:
             return
@@ -284,15 +284,17 @@ class _Checker:
         coarse = np.frombuffer(bytes(h.coarse), np.uint64)[chosen]
         fine = np.frombuffer(bytes(h.fine), np.uint64).reshape(-1, FINE_HASH_SIZE**2 // 64)[chosen]
         search = NearDuplicateSearch(coarse, fine, distance)  # distinct images only
-        if mode == "auto" and search.estimated_candidates > NEAR_DUPLICATE_BUDGET:
-            minutes = search.estimated_candidates * SECONDS_PER_CANDIDATE / 60
+        if mode == "auto" and search.estimated_candidates > NEAR_DUPLICATE_BUDGET * workers:
+            minutes = search.estimated_candidates * SECONDS_PER_CANDIDATE / 60 / workers
             self.issues.append(Issue(
                 WARNING, "near-duplicates-skipped", None, None,
                 f"near-duplicate search skipped: the {len(reps)} distinct images look alike (one product, one "
                 f"view), so it would check ~{search.estimated_candidates:.1e} candidate pairs (~{minutes:.0f} min); "
-                "exact duplicates were checked. Run with --near-duplicates full to search anyway"))
+                "exact duplicates were checked. Run with --near-duplicates full to search anyway (-j N: "
+                "N processes)"))
             return
-        for near in search.groups(lambda keys: track(keys, "near-duplicates")):
+        keys = len(search.keys)
+        for near in search.groups(lambda blocks: track(blocks, "near-duplicates", total=keys), workers):
             self._near_group(sorted(j for index in near.tolist() for j in groups[index]))
 
     def _representative(self, group: list[int]) -> int:
@@ -363,7 +365,8 @@ def validate(folder: DSFolder, hash_distance: int = 4, max_pixels: int | None = 
     `max_pixels` (default `io.max_pixels()`) are reported as too large without being decoded.
     `near_duplicates`: `auto` searches unless the images look so alike that the search would take
     more than about a minute (then a `near-duplicates-skipped` warning says so), `full` always, `off` never.
-    `workers` processes read and hash the files (the report is the same whatever their number)."""
+    `workers` processes read and hash the files and search the near-duplicates (the report is the same
+    whatever their number)."""
     if near_duplicates not in NEAR_DUPLICATE_MODES:
         raise InputError(f"near_duplicates {near_duplicates!r}: choose one of {', '.join(NEAR_DUPLICATE_MODES)}")
     if not 0 <= hash_distance <= MAX_HASH_DISTANCE:
@@ -378,7 +381,7 @@ def validate(folder: DSFolder, hash_distance: int = 4, max_pixels: int | None = 
             checker.issues.extend(issues)
             if hashes is not None:
                 checker.add_hashes(sample, hashes)
-    checker.duplicates(hash_distance, near_duplicates)
+    checker.duplicates(hash_distance, near_duplicates, workers)
     return ValidationReport(root=str(folder.root), samples=len(folder), hash_distance=hash_distance,
                             issues=checker.issues)
 
