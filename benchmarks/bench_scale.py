@@ -205,21 +205,37 @@ def write_mvtec_set(root: Path, count: int, seed: int = 0) -> None:
         cv2.imwrite(str(folder / f"{name}.png"), image, png)
 
 
+_CHILD = """
+import atexit, runpy, sys
+def peak():
+    try:
+        with open("/proc/self/status") as status:  # VmHWM: this process's own peak, not its parent's
+            line = next(line for line in status if line.startswith("VmHWM:"))
+        sys.stderr.write("PEAK_KB " + line.split()[1] + "\\n")
+    except OSError:
+        pass
+atexit.register(peak)
+sys.argv = ["defectspectrum", *sys.argv[1:]]
+runpy.run_module("defectspectrum", run_name="__main__")
+"""
+
+
 def run_command(args: list[str], code: Path | None) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of `defectspectrum ARGS` in a fresh process (exit codes 0 and 1 pass:
-    validate exits 1 on errors)."""
+    validate exits 1 on errors). The peak is the child's own VmHWM (Linux): `wait4`'s ru_maxrss would
+    count the RSS the child had as a fork of this process."""
     env = {**os.environ, "DEFECTSPECTRUM_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     if code is not None:
         env["PYTHONPATH"] = str(code)
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "defectspectrum", *args], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    process = subprocess.run([sys.executable, "-c", _CHILD, *args], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, check=False)
     seconds = time.perf_counter() - start
-    error = process.stderr.read().decode(errors="replace") if process.stderr else ""
-    if os.waitstatus_to_exitcode(status) not in (0, 1):
+    error = process.stderr.decode(errors="replace")
+    if process.returncode not in (0, 1):
         raise SystemExit(f"defectspectrum {' '.join(args)} failed:\n{error[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    peaks = [line.split()[1] for line in error.splitlines() if line.startswith("PEAK_KB ")]
+    return seconds, int(peaks[-1]) / 1024 if peaks else float("nan")
 
 
 def commands_part(sizes: list[int], code: Path | None, work: Path) -> None:
