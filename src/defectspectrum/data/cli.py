@@ -191,7 +191,8 @@ def validate_command(
     near_duplicates: str = typer.Option("auto", "--near-duplicates",
                                         help="auto (search unless the images look so alike that it would take more "
                                              "than a minute), full or off."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes reading and hashing the files."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1,
+                                help="Worker processes reading and hashing the files and searching near-duplicates."),
     max_pixels: int | None = max_pixels_option(),
 ) -> None:
     """Check every file: readable, sizes match, indices in the class map, empty masks, duplicates across splits.
