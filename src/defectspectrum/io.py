@@ -61,6 +61,7 @@ MAX_PIXELS_ENV = "DEFECTSPECTRUM_MAX_PIXELS"
 MAX_SIDE = 1 << 20
 SINGLE_CHANNEL_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")  # masks: one value a pixel
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_INT32_MODES = ("I", "I;32", "I;32B", "I;32L")  # 32-bit integers: their values must be looked at
 _ALPHA_MODES = {"LA": 1, "La": 1, "PA": 1, "RGBA": 3, "RGBa": 3}  # mode -> channels before the alpha
 
 Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS  # Pillow's own check; `_open_header` keeps it at `max_pixels()`
@@ -351,9 +352,13 @@ def open_image(path: Path) -> Image.Image:
         problem = _png_problem(path)
         if problem is not None:
             image.close()
-            raise InputError(f"{path}: damaged PNG ({problem}); re-export or remove the file")
+            raise _damaged(path, "PNG", problem)
     _decode(path, image, image.load)
     return image
+
+
+def _damaged(path: Path, kind: str, problem: str) -> InputError:
+    return InputError(f"{path}: damaged {kind} ({problem}); re-export or remove the file")
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -410,7 +415,7 @@ def check_image_pixels(image: Image.Image, path: Path | str | None = None) -> No
         raise InputError(f"{where}: a floating-point image; its values have no fixed 8/16-bit scale, so it "
                          "cannot be shown or stored without changing them: rescale it to 8- or 16-bit "
                          "integers (e.g. a 16-bit PNG) first")
-    if image.mode in ("I", "I;32", "I;32B", "I;32L"):
+    if image.mode in _INT32_MODES:
         values = np.asarray(image)
         low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
         if low < 0 or high > 65535:
@@ -448,11 +453,11 @@ def check_image_file(path: Path) -> tuple[int, int]:
     path = Path(path)
     image = _open_header(path)
     with image:
-        if image.format not in ("PNG", "JPEG") or image.mode in ("I", "I;32", "I;32B", "I;32L"):
+        if image.format not in ("PNG", "JPEG") or image.mode in _INT32_MODES:
             return check_image(path)
         problem = _png_problem(path) if image.format == "PNG" else _jpeg_problem(path)
         if problem is not None:
-            raise InputError(f"{path}: damaged {image.format} ({problem}); re-export or remove the file")
+            raise _damaged(path, image.format, problem)
         check_image_pixels(image, path)  # the mode alone: a float image is refused
         return image.height, image.width
 
@@ -463,7 +468,7 @@ def image_view(image: Image.Image, path: Path | str | None = None) -> Image.Imag
     check_image_pixels(image, path)
     if image.mode in ("L", "RGB"):
         return image
-    if image.mode in (*_SIXTEEN_BIT_MODES, "I", "I;32", "I;32B", "I;32L"):
+    if image.mode in (*_SIXTEEN_BIT_MODES, *_INT32_MODES):
         values = np.asarray(image).astype(np.uint32)
         return Image.fromarray((values >> 8).astype(np.uint8))
     if image.mode in ("1", "LA", "La"):
@@ -548,7 +553,7 @@ def to_png_mode(image: Image.Image, path: Path | str | None = None) -> Image.Ima
                          "stored with 8; save it as a 16-bit PNG (copied as is) or as 8-bit first")
     if image.mode in ("L", "RGB", "I;16"):
         return image
-    if image.mode in (*_SIXTEEN_BIT_MODES, "I", "I;32", "I;32B", "I;32L"):
+    if image.mode in (*_SIXTEEN_BIT_MODES, *_INT32_MODES):
         return Image.fromarray(np.asarray(image).astype(np.uint16))
     if image.mode in ("1", "LA", "La"):
         return image.convert("L")

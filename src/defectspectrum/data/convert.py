@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,8 +35,6 @@ class _Context:
     root: Path
     class_maps: dict[str, ClassMap]
     resize_masks: bool
-
-
 
 
 class ConvertedSample(NamedTuple):
@@ -120,10 +117,6 @@ def unique_names(items: list[SourceSample]) -> list[str]:
 
 
 
-def _run(context: _Context, tasks: list[tuple[SourceSample, str]], workers: int) -> Iterator[ConvertedSample]:
-    return ordered_map(_convert_task, tasks, workers, context)
-
-
 def convert(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, overwrite: bool = False,
             resize_masks: bool = False, name: str | None = None, kept: list[str] | None = None,
             max_pixels: int | None = None, **reader_options: Any) -> DSFolder:
@@ -164,8 +157,8 @@ def _convert(source: Path, dst: Path, fmt: str, workers: int, overwrite: bool, r
         context = _Context(reader, staging, class_maps, resize_masks)
         tasks = list(zip(items, unique_names(items)))
         with_defects = 0
-        for sample, has_defect in track(_run(context, tasks, workers), f"converting {reader.name}",
-                                        total=len(tasks)):
+        converted = ordered_map(_convert_task, tasks, workers, context)
+        for sample, has_defect in track(converted, f"converting {reader.name}", total=len(tasks)):
             folder.add_record(sample)
             with_defects += has_defect
         folder.save()

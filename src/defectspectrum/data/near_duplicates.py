@@ -7,15 +7,17 @@ force comparison finds.
 How (multi-index hashing, Norouzi et al., CVPR 2012, by the pigeonhole principle): cut the coarse hash
 into `distance + 1` disjoint bands of bits; two hashes within `distance` bits differ in at most
 `distance` bands, so they agree exactly on at least one. Likewise the fine hash in `fine_distance + 1`
-bands. A near pair therefore shares at least one joint key (coarse band a, fine band b). For each joint
-key the hashes are sorted by it; images with equal keys are the candidates, checked on both full hashes
-in numpy, and a pair is kept at the first key it shares only, so it is found once.
+bands. So every near pair shares a key of each of three exact key sets: a coarse band, a fine band, or
+the two joined. For each key of the chosen set the hashes are sorted by it; images with equal keys are
+the candidates, checked on both full hashes in numpy, and a pair is kept at the first key it shares
+only, so it is found once.
 
-Cost: one sort of n keys per joint key ((d + 1)(4d + 1) = 85 at the default d = 4), plus the candidates.
-Unrelated images rarely share a 28-bit joint key, so on typical data the candidates are few and the
-search is near linear: seconds at a million hashes. On a line of near-identical parts (aligned, same
-product) many unrelated pairs share keys; the search stays exact and its memory stays bounded (the
-candidates are checked in blocks), but its time grows with those candidates.
+Cost: one sort of n hashes per key, plus the candidates. `NearDuplicateSearch` plans which set costs
+least from a sample of the hashes (`estimated_candidates`). Unrelated, varied images rarely share a
+key and the search is near linear; on a line of look-alike parts (same product, same view) unrelated
+images share bands often and the candidates grow with the square of the line (measured in
+`benchmarks/bench_scale.py`). The search stays exact and its memory bounded (candidates are checked in
+blocks) whatever their number.
 
 `near_groups` joins the pairs into groups (connected components: a chain of near pairs is one group), so
 a part photographed n times is one finding, not n(n - 1)/2.
@@ -143,7 +145,8 @@ class NearDuplicateSearch:
             if self.fine_distance < fine_bits else np.zeros((n, 1), np.uint32)
         self.keys, self.estimated_candidates = self._plan(sample) if n > 1 else ([], 0)
 
-    def _key_values(self, key: Key, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+    def key_values(self, key: Key, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """The values of `key` for `rows` (every hash by default): what the hashes are sorted by."""
         a, b = key
         if b is None:
             assert a is not None
@@ -160,7 +163,7 @@ class NearDuplicateSearch:
         scale = n * (n - 1) / max(len(rows) * (len(rows) - 1), 1)
         best: tuple[float, list[Key], int] | None = None
         for keys in schemes(self.coarse_table.shape[1], self.fine_table.shape[1]).values():
-            candidates = round(scale * sum(run_pair_count(self._key_values(key, rows)) for key in keys))
+            candidates = round(scale * sum(run_pair_count(self.key_values(key, rows)) for key in keys))
             cost = len(keys) * n * _SORT_COST + candidates
             if best is None or cost < best[0]:
                 best = (cost, keys, candidates)
@@ -195,7 +198,7 @@ class NearDuplicateSearch:
 
     def key_pair_blocks(self, key: Key) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The near pairs whose first shared key of the plan is `key`, in blocks."""
-        keys = self._key_values(key)
+        keys = self.key_values(key)
         order = np.argsort(keys)
         sorted_coarse, sorted_fine = self.coarse[order], self.fine[order]
         waiting: list[tuple[np.ndarray, np.ndarray]] = []

@@ -634,9 +634,7 @@ def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bo
     with staged_folder(dst) as staging:
         annotations_dir = output_path(staging, ANNOTATIONS_DIR)
         annotations_dir.mkdir(parents=True, exist_ok=True)
-        bar = track((item for key in order for item in zip([key] * len(groups[key]), groups[key],
-                                                             _export_names(groups[key]))),
-                    "exporting coco", total=len(samples))
+        tasks = ((key, sample, name) for key in order for sample, name in zip(groups[key], _export_names(groups[key])))
         current: str | None = None
         images = annotations = None
         rle_regions = 0
@@ -649,7 +647,7 @@ def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bo
                 META_KEY: {"format": WRITER_FORMAT, "version": 1, "name": folder.name, "objects": objects,
                            "segmentation": "polygons" if polygons else "rle", "rle_regions": rle_regions}})
 
-        for key, sample, file_name in bar:  # split after split
+        for key, sample, file_name in track(tasks, "exporting coco", total=len(samples)):  # split after split
             if key != current:
                 if current is not None:
                     finish(current)

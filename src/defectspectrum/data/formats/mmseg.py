@@ -578,11 +578,12 @@ def export_mmseg(folder: DSFolder, dst: Path) -> Path:
     with staged_folder(dst) as tmp:  # one rename publishes it all: files inside are written plainly
         output_path(tmp, IMG_DIR).mkdir()
         output_path(tmp, ANN_DIR).mkdir()
+        for split_dir in {paths.split_dir for _, paths in planned}:
+            output_path(tmp, IMG_DIR, split_dir).mkdir()
+            output_path(tmp, ANN_DIR, split_dir).mkdir()
         records = ArraySpool(tmp / f".{SAMPLES_JSON}.part")
         split_counts: Counter[str] = Counter()
         for sample, paths in track(planned, "exporting mmseg"):
-            for top in (IMG_DIR, ANN_DIR):
-                output_path(tmp, top, paths.split_dir).mkdir(exist_ok=True)
             _write_image(folder.checked_image_path(sample),
                          output_path(tmp, IMG_DIR, paths.split_dir, paths.image_file), suffix)
             mask = folder.load_checked_mask(sample)
