@@ -368,7 +368,7 @@ def validate(folder: DSFolder, hash_distance: int = 4, max_pixels: int | None = 
     `workers` processes read and hash the files and search the near-duplicates (the report is the same
     whatever their number)."""
     if near_duplicates not in NEAR_DUPLICATE_MODES:
-        raise InputError(f"near_duplicates {near_duplicates!r}: choose one of {', '.join(NEAR_DUPLICATE_MODES)}")
+        raise InputError(f"--near-duplicates {near_duplicates!r}: choose one of {', '.join(NEAR_DUPLICATE_MODES)}")
     if not 0 <= hash_distance <= MAX_HASH_DISTANCE:
         raise InputError(f"hash distance {hash_distance}: must be 0..{MAX_HASH_DISTANCE} bits (4 is the default)")
     checker = _Checker(folder)
