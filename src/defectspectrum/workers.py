@@ -19,8 +19,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Sized
+from concurrent.futures import Future, ProcessPoolExecutor
+from itertools import chain, islice
 from typing import Any, TypeVar
 
 from defectspectrum.io import max_pixels, set_max_pixels
@@ -64,19 +66,51 @@ def _start_worker(context: Any, setup: Callable[[Any], None] | None, parent_pid:
         setup(context)
 
 
-def _call(function: Callable[[Any, Any], Any], item: Any) -> Any:
-    return function(_CONTEXT[0], item)
+def _call_chunk(function: Callable[[Any, Any], Any], chunk: list[Any]) -> list[Any]:
+    return [function(_CONTEXT[0], item) for item in chunk]
 
 
-def ordered_map(function: Callable[[C, T], R], items: Sequence[T], workers: int, context: C,
-                setup: Callable[[C], None] | None = None) -> Iterator[R]:
+def ordered_map(function: Callable[[C, T], R], items: Iterable[T], workers: int, context: C,
+                setup: Callable[[C], None] | None = None) -> Generator[R, None, None]:
     """`function(context, item)` for each item, in order, in `workers` processes (here where <= 1).
-    `function` and `setup` must be module-level functions (they are pickled by name)."""
-    if workers <= 1 or len(items) < 2:
-        for item in items:
+    `function` and `setup` must be module-level functions (they are pickled by name).
+
+    `items` is read as the results are taken, a bounded window ahead (`2 * workers` chunks of at most
+    64 items), so a stream of any length is never held whole. An error raised by `items` itself
+    comes where it stands in the stream, after the results of the items before it, as it would in
+    one process."""
+    iterator = iter(items)
+    first = list(islice(iterator, 2))
+    if workers <= 1 or len(first) < 2:
+        for item in chain(first, iterator):
             yield function(context, item)
         return
-    chunksize = max(1, min(64, len(items) // (workers * 4)))
+    known = len(items) if isinstance(items, Sized) else None
     with ProcessPoolExecutor(max_workers=workers, initializer=_start_worker,
                              initargs=(context, setup, os.getpid(), max_pixels())) as pool:
-        yield from pool.map(_call, [function] * len(items), items, chunksize=chunksize)
+        pending: deque[Future[list[R]]] = deque()
+        stream = chain(first, iterator)
+        read, ended = 0, False
+        failure: Exception | None = None
+        try:
+            while True:
+                while not ended and len(pending) < 2 * workers:
+                    # chunks as pool.map's for a known length; for a stream, as if it ended here
+                    size = max(1, min(64, (known if known is not None else read) // (workers * 4)))
+                    chunk: list[T] = []
+                    try:
+                        chunk.extend(islice(stream, size))
+                    except Exception as exc:  # the stream's own error: raised once the items before it are done
+                        failure = exc
+                    ended = failure is not None or len(chunk) < size
+                    if chunk:
+                        read += len(chunk)
+                        pending.append(pool.submit(_call_chunk, function, chunk))
+                if not pending:
+                    break
+                yield from pending.popleft().result()
+            if failure is not None:
+                raise failure
+        finally:
+            for future in pending:
+                future.cancel()
