@@ -14,7 +14,8 @@ from PIL import Image
 from defectspectrum.data import DSFolder
 from defectspectrum.data.classes import ClassMap, global_lookup
 from defectspectrum.data.convert import convert
-from defectspectrum.data.dsfolder import staged_ds_folder
+from defectspectrum.data.dsfolder import DATASET_FILE, SAMPLES_FILE, IndexWriter, staged_ds_folder
+from defectspectrum.data.sample import Sample
 from defectspectrum.errors import InputError, SchemaError
 
 
@@ -199,3 +200,22 @@ def test_create_with_overwrite_replaces_a_ds_folder_and_keeps_the_users_files(tm
     assert (tmp_path / "ds" / "notes.txt").read_text() == "mine"
     assert list(DSFolder.open(tmp_path / "ds").objects) == ["wood"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"], "no staging or lock left beside it"
+
+
+def test_index_writer_writes_save_s_bytes_and_checks_like_add_record(tmp_path: Path) -> None:
+    objects = {"metal": ClassMap.from_defects(["scratch"])}
+    samples = [Sample(id=f"metal/{name}", object="metal", image=f"metal/images/{name}.png",
+                      mask=f"metal/masks/{name}.png", caption="ö", extra={"k": [1]}) for name in ("a", "B", "c")]
+    with IndexWriter(tmp_path / "streamed", "x", objects, {"m": 1}) as index:
+        for sample in samples:
+            index.add(sample)
+        for bad, error in ((samples[0], "sample metal/a already exists"),
+                           (samples[1].replace(id="metal/b"), "sample metal/B already exists \\(ids may not differ"),
+                           (samples[2].replace(id="wood/d", object="wood"), "unknown object 'wood'"),
+                           (samples[2].replace(id="metal/e", image="../e.png"), "'../e.png'")):
+            with pytest.raises(InputError, match=error):  # (SchemaError is one)
+                index.add(bad)
+    assert index.count == 3
+    DSFolder(tmp_path / "saved", "x", objects, samples, meta={"m": 1}).save()
+    for file in (DATASET_FILE, SAMPLES_FILE):
+        assert (tmp_path / "streamed" / file).read_bytes() == (tmp_path / "saved" / file).read_bytes()

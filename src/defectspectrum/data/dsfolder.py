@@ -31,12 +31,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from types import MappingProxyType, TracebackType
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
@@ -514,15 +514,20 @@ class DSFolder:
     def add_record(self, sample: Sample) -> None:
         """Index a sample whose files are already written (as parallel converters do); it is held to
         the rules `open` checks (SchemaError otherwise)."""
+        self._admit(sample, self._id_clash)
+        self._insert(sample)
+
+    def _admit(self, sample: Sample, id_clash: Callable[[str], str | None]) -> None:
+        """Raise unless `sample` may join this index (`add_record`'s checks); `id_clash(id)` is the id
+        already held that equals `id` ignoring case, or None."""
         where = f"{self.root}: sample {sample.id!r}"
         sample.check_types(where)
         self.classes(sample.object)
-        clash = self._id_clash(sample.id)
+        clash = id_clash(sample.id)
         if clash is not None:
             raise InputError(f"{self.root}: sample {clash} already exists"
                              + ("" if clash == sample.id else f" (ids may not differ in case only: {sample.id!r})"))
         self._check(sample, where)
-        self._insert(sample)
 
     def update(self, samples: Iterable[Sample]) -> None:
         """Replace existing samples (matched by id), e.g. after setting splits or captions; every
@@ -554,9 +559,8 @@ class DSFolder:
                              f"opened (first: line {self.problems[0].line}); saving would drop them: fix the file "
                              "(see `defectspectrum data validate`) and open it again")
         self.root.mkdir(parents=True, exist_ok=True)
-        dataset = {"format": FORMAT, "version": VERSION, "name": self.name,
-                   "objects": {name: {"classes": list(cm.names)} for name, cm in self._objects.items()}, **self.meta}
-        lines = "".join(json.dumps(s.to_json(), ensure_ascii=False) + "\n" for s in self)
+        dataset = dataset_document(self.name, self._objects, self.meta)
+        lines = "".join(index_line(sample) for sample in self)
         with _folder_lock(self.root):
             if self._index_seen is not None and index_state(self.root) != self._index_seen:
                 raise InputError(f"{self.root}: its index was rewritten by another run since this one read it; "
@@ -608,8 +612,85 @@ class DSFolder:
 
     def _id_clash(self, sample_id: str) -> str | None:
         """The id already held that equals `sample_id` ignoring case, or None."""
-        folded = sample_id.lower()
-        return folded if folded in self._samples else self._capitalised.get(folded)
+        return _held_twin(sample_id, self._samples, self._capitalised)
+
+
+def _held_twin(sample_id: str, lower_ids: Container[str], capitalised: Mapping[str, str]) -> str | None:
+    """The id held that equals `sample_id` ignoring case, or None: ids are held as `lower_ids` (which
+    holds every lower-case one) and `capitalised` (lower-case form -> id, for ids with capitals)."""
+    folded = sample_id.lower()
+    return folded if folded in lower_ids else capitalised.get(folded)
+
+
+def dataset_document(name: str, objects: Mapping[str, ClassMap], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The content of dataset.json."""
+    return {"format": FORMAT, "version": VERSION, "name": name,
+            "objects": {object_name: {"classes": list(cm.names)} for object_name, cm in objects.items()}, **meta}
+
+
+def index_line(sample: Sample) -> str:
+    """A sample's samples.jsonl line, its newline included."""
+    return json.dumps(sample.to_json(), ensure_ascii=False) + "\n"
+
+
+class IndexWriter:
+    """The index of a new DS folder, written as its samples come: for a folder being built in a
+    private staging folder (`staged_ds_folder`), whose one rename publishes it, so the files are
+    written in place. dataset.json is written at once, each sample's samples.jsonl line as it is
+    added (a line on disk each); the bytes are those `DSFolder.save` writes for the same samples in
+    the same order.
+
+    Each sample is held to the rules `DSFolder.add_record` checks, with the same errors; of the
+    samples only their ids are kept (for the clash check, ignoring case), so memory stays small
+    whatever their number.
+
+    ```python
+    with IndexWriter(staging, "line 4", class_maps, meta) as index:
+        for sample in converted:
+            index.add(sample)
+    ```
+    """
+
+    def __init__(self, root: Path, name: str, objects: Mapping[str, ClassMap],
+                 meta: Mapping[str, Any] | None = None) -> None:
+        self.folder = DSFolder(root, name, objects, meta=meta)  # its class maps and rules; it holds no sample
+        self.count = 0  # samples added
+        self._lower_ids: set[str] = set()  # the lower-case ids added
+        self._capitalised: dict[str, str] = {}  # lower-case form -> id, for ids with capitals
+        root = self.folder.root
+        root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(root / DATASET_FILE, dataset_document(self.folder.name, self.folder.objects,
+                                                                self.folder.meta))
+        self._handle: IO[str] | None = open(root / SAMPLES_FILE, "w", encoding="utf-8", buffering=1)
+
+    def add(self, sample: Sample) -> None:
+        """Check `sample` (as `DSFolder.add_record` does) and write its line."""
+        if self._handle is None:
+            raise ValueError(f"{self.folder.root / SAMPLES_FILE}: this index writer is closed")
+        self.folder._admit(sample, self._id_clash)
+        self._handle.write(index_line(sample))
+        folded = sample.id.lower()
+        if folded == sample.id:
+            self._lower_ids.add(sample.id)
+        else:
+            self._capitalised[folded] = sample.id
+        self.count += 1
+
+    def _id_clash(self, sample_id: str) -> str | None:
+        return _held_twin(sample_id, self._lower_ids, self._capitalised)
+
+    def close(self) -> None:
+        """Finish samples.jsonl (also after an error: the staging folder is then removed)."""
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            handle.close()
+
+    def __enter__(self) -> IndexWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
 
 
 IndexState = tuple[tuple[int, ...] | None, ...]
