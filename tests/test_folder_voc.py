@@ -120,7 +120,7 @@ def test_voc_tree_converts_through_the_cli_with_splits_classes_and_skips(tmp_pat
 def test_voc_one_level_down_is_not_a_class_folder(tmp_path: Path) -> None:
     expected = _voc_tree(tmp_path / "VOCdevkit" / "VOC2012")
     result = convert_counted(tmp_path / "VOCdevkit", tmp_path / "ds", "folder", classes=["voc"])
-    folder = result.folder
+    folder = result.open()
     assert list(folder.objects) == ["VOCdevkit"]
     assert folder.objects["VOCdevkit"].names == ("background", *VOC_CLASSES)
     assert (len(folder), result.with_defects, result.skipped) == (5, 4, 3)
@@ -133,8 +133,8 @@ def test_voc_without_lists_skips_images_without_masks(tmp_path: Path) -> None:
     for path in (root / "ImageSets" / "Segmentation").iterdir():
         path.unlink()
     result = convert_counted(root, tmp_path / "ds", "folder", classes=["voc"])
-    assert sorted(s.name for s in result.folder) == sorted(MASKED)
-    assert all(s.split is None for s in result.folder)
+    assert sorted(s.name for s in result.open()) == sorted(MASKED)
+    assert all(s.split is None for s in result.open())
     assert result.skipped == 3
 
 
@@ -208,7 +208,7 @@ def test_the_mask_folder_that_pairs_most_images_wins_over_list_order(tmp_path: P
         _png(src / "gt" / f"{stem}_gt.png", _blob())  # pairs all three
     result = convert_counted(src, tmp_path / "ds", "folder")
     assert result.with_defects == 3
-    assert all(s.defect_type == "defect" for s in result.folder)
+    assert all(s.defect_type == "defect" for s in result.open())
 
 
 def test_mask_folder_inside_the_image_folder_is_used(tmp_path: Path) -> None:
@@ -264,8 +264,8 @@ def test_empty_mask_folder_keeps_every_image_defect_free(tmp_path: Path) -> None
     _images(src / "images")
     (src / "masks").mkdir()
     result = convert_counted(src, tmp_path / "ds", "folder")
-    assert len(result.folder) == 2 and result.with_defects == 0
-    assert all(s.is_good for s in result.folder)
+    assert len(result.open()) == 2 and result.with_defects == 0
+    assert all(s.is_good for s in result.open())
 
 
 def test_masks_nested_differently_from_the_images_are_an_error(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from defectspectrum.cli import app
 from defectspectrum.data import dsfolder as dsfolder_module
 from defectspectrum.data.classes import ClassMap
-from defectspectrum.data.convert import unique_names
+from defectspectrum.data.convert import named
 from defectspectrum.data.dsfolder import DSFolder, IndexProblem, sample_paths, write_sample_files
 from defectspectrum.data.formats.base import SourceSample
 from defectspectrum.data.formats.ds_release import export_ds_release
@@ -358,7 +358,7 @@ def test_sample_file_writers_refuse_hostile_names(tmp_path: Path, object_name: s
 
 def test_unique_names_stay_safe_at_full_length() -> None:
     items = [SourceSample("o", "x" * 300, Path("a.png"), None) for _ in range(3)]
-    names = unique_names(items)
+    names = [name for _, name in named(items)]
     assert len(set(names)) == 3 and all(is_safe_name(n) for n in names)
 
 

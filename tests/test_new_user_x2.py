@@ -157,9 +157,9 @@ def test_an_all_black_mask_outside_class_folders_is_a_defect_free_sample(tmp_pat
         _image_and_masks(src / "images", src / "masks", names, ".jpg" if layout == "folder-jpeg-masks" else ".png")
     result = convert_counted(src, tmp_path / "ds", layout.split("-")[0])
     assert (result.with_defects, result.defect_free) == (1, 2)
-    types = {sample.id.split("/")[1]: sample.defect_type for sample in result.folder}
+    types = {sample.id.split("/")[1]: sample.defect_type for sample in result.open()}
     assert types["b"] == types["c"] == "good" and types["a"] != "good"
-    assert not [issue for issue in validate(result.folder).issues if issue.code == "empty-mask"]
+    assert not [issue for issue in validate(result.open()).issues if issue.code == "empty-mask"]
 
 
 def test_an_all_black_mask_in_a_class_folder_keeps_its_class_and_is_flagged(tmp_path: Path) -> None:
@@ -203,8 +203,8 @@ def test_a_good_folder_holds_defect_free_images_and_is_no_class(tmp_path: Path) 
     _image_and_masks(src / "scratch" / "images", src / "scratch" / "masks", {"a": True})
     _image_and_masks(src / "good" / "images", src / "good" / "masks", {"b": False})
     result = convert_counted(src, tmp_path / "ds", "folder")
-    assert result.folder.objects["src"].names == ("background", "scratch")
-    assert {s.name: s.defect_type for s in result.folder} == {"scratch_a": "scratch", "good_b": "good"}
+    assert result.open().objects["src"].names == ("background", "scratch")
+    assert {s.name: s.defect_type for s in result.open()} == {"scratch_a": "scratch", "good_b": "good"}
     _image_and_masks(src / "good" / "images", src / "good" / "masks", {"d": True})  # a defect in good/
     with pytest.raises(FormatError, match=r"good/masks/d.png: the mask of an image in a good/ folder has defect"):
         convert_counted(src, tmp_path / "ds2", "folder")

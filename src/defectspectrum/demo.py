@@ -131,7 +131,7 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
     done(1, "synth", f"{len(MATERIALS)} materials, {n_types} defect folders, {size}x{size} px -> {_rel(source, out)}")
 
     converted = convert_counted(source, out / "ds", "auto", name="demo")
-    folder = converted.folder
+    folder = converted.open()
     done(2, "convert", f"{converted.summary()} -> {_rel(folder.root, out)}")
 
     split_counts = assign_splits(folder, rule="first-k", k=k)

@@ -86,7 +86,7 @@ def convert_command(
     result = convert_counted(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks,
                              name=name, kept=kept, max_pixels=max_pixels, classes=parse_csv(classes),
                              mask_suffix=mask_suffix, palette=palette, object_name=object_name, images=images)
-    wrote(result.folder.root, f": {result.summary()}")
+    wrote(result.root, f": {result.summary()}")
     if kept:
         shown = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
         say(f"kept {len(kept)} file(s) of yours from the replaced folder: {shown}")

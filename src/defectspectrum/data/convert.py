@@ -1,8 +1,13 @@
-"""Convert any source layout into a DS folder (one process or several)."""
+"""Convert any source layout into a DS folder (one process or several), streaming: the reader's
+samples are converted as they are listed and each index line is written as its sample is done
+(`dsfolder.IndexWriter`), so memory does not grow with the samples beyond their ids and names."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -12,6 +17,7 @@ import numpy as np
 from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.dsfolder import (
     DSFolder,
+    IndexWriter,
     check_mask,
     kept_as_is,
     staged_ds_folder,
@@ -46,21 +52,28 @@ class ConvertedSample(NamedTuple):
 
 @dataclass(frozen=True)
 class ConvertResult:
-    """What a conversion wrote, counted from the masks written (not from the samples' defect types)."""
+    """What a conversion wrote, counted from the masks written (not from the samples' defect types):
+    counts only, so that nothing of the size of the data set is held (`open()` reads the folder)."""
 
-    folder: DSFolder
+    root: Path  # the DS folder written
+    samples: int
+    objects: int  # objects in its dataset.json
     with_defects: int  # samples whose mask has at least one non-background pixel
     skipped: int = 0  # source images the reader left out on purpose (e.g. VOC images without a mask)
 
     @property
     def defect_free(self) -> int:
         """Samples whose mask is all background."""
-        return len(self.folder) - self.with_defects
+        return self.samples - self.with_defects
+
+    def open(self) -> DSFolder:
+        """The DS folder written, read from disk."""
+        return DSFolder.open(self.root)
 
     def summary(self) -> str:
         """`400 samples (52 with defects, 348 defect-free) in 1 object(s)`, plus the skipped images."""
-        text = (f"{len(self.folder)} samples ({self.with_defects} with defects, {self.defect_free} defect-free) "
-                f"in {len(self.folder.objects)} object(s)")
+        text = (f"{self.samples} samples ({self.with_defects} with defects, {self.defect_free} defect-free) "
+                f"in {self.objects} object(s)")
         return text + (f"; skipped {self.skipped} unlabelled image(s)" if self.skipped else "")
 
 
@@ -109,27 +122,29 @@ def _convert_task(context: _Context, task: tuple[SourceSample, str]) -> Converte
     return convert_sample(context, *task)
 
 
-def unique_names(items: list[SourceSample]) -> list[str]:
-    """File-safe sample names, unique within each object (`-2`, `-3`, ... appended on clashes)."""
+def named(items: Iterable[SourceSample]) -> Iterator[tuple[SourceSample, str]]:
+    """Each item with its file-safe sample name, unique within its object (`-2`, `-3`, ... appended on
+    clashes), as the items come; what is kept is one lower-case name a sample."""
     taken: dict[str, set[str]] = {}
-    return [unique_name(safe_name(item.name), taken.setdefault(item.object, set())) for item in items]
-
-
+    for item in items:
+        yield item, unique_name(safe_name(item.name), taken.setdefault(item.object, set()))
 
 
 def convert(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, overwrite: bool = False,
             resize_masks: bool = False, name: str | None = None, kept: list[str] | None = None,
             max_pixels: int | None = None, **reader_options: Any) -> DSFolder:
-    """Convert the data set at `source` into a new DS folder at `dst` (see `convert_counted`)."""
+    """Convert the data set at `source` into a new DS folder at `dst` (see `convert_counted`); returns
+    the folder, read back from `dst`."""
     return convert_counted(source, dst, fmt, workers=workers, overwrite=overwrite, resize_masks=resize_masks,
-                           name=name, kept=kept, max_pixels=max_pixels, **reader_options).folder
+                           name=name, kept=kept, max_pixels=max_pixels, **reader_options).open()
 
 
 def convert_counted(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, overwrite: bool = False,
                     resize_masks: bool = False, name: str | None = None, kept: list[str] | None = None,
                     max_pixels: int | None = None, **reader_options: Any) -> ConvertResult:
     """Convert the data set at `source` (layout `fmt`, or detected) into a new DS folder at `dst`;
-    returns the folder with the count of samples whose written mask has a defect pixel.
+    returns the counts of what it wrote (`ConvertResult`: samples, objects, samples whose written mask
+    has a defect pixel, images the reader skipped).
 
     Sources are only read. `dst` must be new or empty (or a DS folder with `overwrite`). The
     folder is written beside `dst` and moved into place only when every sample converted, so a
@@ -137,6 +152,10 @@ def convert_counted(source: Path, dst: Path, fmt: str = "auto", *, workers: int 
     carried into the new one; `kept`, where given, receives their paths relative to `dst`.
     Images above `max_pixels` (default `io.max_pixels()`) are refused from their header, before
     they are decoded.
+
+    The source is read as it is converted (with `workers`, a bounded window ahead), and each
+    sample's index line written once it is done; an error in the source's listing (say a missing
+    mask) comes where it stands, after the samples before it.
     """
     with pixel_limit(max_pixels):
         return _convert(Path(source), Path(dst), fmt, workers, overwrite, resize_masks, name, kept, reader_options)
@@ -147,20 +166,18 @@ def _convert(source: Path, dst: Path, fmt: str, workers: int, overwrite: bool, r
     reader = open_reader(fmt, source, **reader_options)
     require_apart(source, dst, "choose another DST")
     class_maps = reader.class_maps()
-    items = list(reader.samples())
-    if not items:
+    listed = iter(reader.samples())
+    first = next(listed, None)
+    if first is None:
         raise reader.empty_error()
     with staged_ds_folder(dst, overwrite, kept) as staging:
-        folder = DSFolder.create(staging, name or dst.name, class_maps)
-        folder.meta.update(reader.meta())
-        folder.meta["source"] = {"format": reader.name, "path": str(source.absolute())}
-        context = _Context(reader, staging, class_maps, resize_masks)
-        tasks = list(zip(items, unique_names(items)))
-        with_defects = 0
-        converted = ordered_map(_convert_task, tasks, workers, context)
-        for sample, has_defect in track(converted, f"converting {reader.name}", total=len(tasks)):
-            folder.add_record(sample)
-            with_defects += has_defect
-        folder.save()
-    folder.root = dst
-    return ConvertResult(folder, with_defects, reader.skipped)
+        meta = {**reader.meta(), "source": {"format": reader.name, "path": str(source.absolute())}}
+        with IndexWriter(staging, name or dst.name, class_maps, meta) as index:
+            context = _Context(reader, staging, class_maps, resize_masks)
+            with_defects = 0
+            # closed on an error, so that no worker still writes into the staging folder as it is removed
+            with closing(ordered_map(_convert_task, named(chain([first], listed)), workers, context)) as converted:
+                for sample, has_defect in track(converted, f"converting {reader.name}"):
+                    index.add(sample)
+                    with_defects += has_defect
+    return ConvertResult(dst, index.count, len(class_maps), with_defects, reader.skipped)
