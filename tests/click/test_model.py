@@ -10,8 +10,9 @@ torch = pytest.importorskip("torch")
 from click_helpers import TINY  # noqa: E402
 
 from defectspectrum.click.clicks import Click, click_maps  # noqa: E402
-from defectspectrum.click.focus import focus_box, grow_box, merge, target_box  # noqa: E402
+from defectspectrum.click.focus import focus_box, grow_box, keep_clicked_parts, merge, target_box  # noqa: E402
 from defectspectrum.click.model import ClickModelConfig, build_click_model, click_input, state_size  # noqa: E402
+from defectspectrum.click.predictor import ClickPredictor  # noqa: E402
 from defectspectrum.errors import InputError  # noqa: E402
 
 
@@ -87,3 +88,36 @@ def test_target_box_leaves_out_mask_parts_far_from_the_clicks() -> None:
     assert box[0] <= 20 and box[1] >= 40 and box[2] <= 20 and box[3] >= 40  # the near one is
     far = target_box(previous, [Click(200, 200, True)], focus_min=32)
     assert far[1] - far[0] <= 40 and far[0] <= 200 < far[1]  # a click away from every part: the click alone
+
+
+def test_keep_clicked_parts_drops_new_parts_no_positive_click_reaches() -> None:
+    mask = np.zeros((60, 60), bool)
+    mask[10:20, 10:20] = True  # the clicked defect
+    mask[40:50, 40:50] = True  # a look-alike spot elsewhere, new with this click
+    mask[5:8, 50:58] = True  # part of the previous (imported) mask: stays
+    previous = np.zeros_like(mask)
+    previous[5:8, 50:55] = True
+    out = keep_clicked_parts(mask, previous, [Click(15, 15, True), Click(45, 45, False)])
+    assert out[10:20, 10:20].all() and out[5:8, 50:58].all() and not out[40:50, 40:50].any()
+    assert keep_clicked_parts(mask, previous, [Click(21, 21, True)])[10:20, 10:20].all()  # 3 px reach
+    # no positive click, or none reaching a part: the mask as it is
+    np.testing.assert_array_equal(keep_clicked_parts(mask, previous, [Click(45, 45, False)]), mask)
+    np.testing.assert_array_equal(keep_clicked_parts(mask, previous, [Click(30, 30, True)]), mask)
+
+
+class BrightParts(torch.nn.Module):
+    """A stand-in ClickNet that segments every bright pixel, whatever the clicks."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[:, :1] > 0).float() * 20 - 10
+
+
+def test_predictor_adds_only_the_clicked_part_of_the_first_pass() -> None:
+    image = np.zeros((80, 80, 3), np.uint8)
+    image[10:25, 10:25] = 255
+    image[50:70, 45:70] = 255
+    only = ClickPredictor(BrightParts(), TINY, coarse_side=80, focus_side=80, focus_min=16)
+    mask = only.predict(image, [Click(15, 15, True)], np.zeros((80, 80), bool))
+    assert mask[12:23, 12:23].all() and not mask[50:70, 45:70].any()
+    every = ClickPredictor(BrightParts(), TINY, coarse_side=80, focus_side=80, focus_min=16, clicked_parts_only=False)
+    assert every.predict(image, [Click(15, 15, True)], np.zeros((80, 80), bool))[52:68, 47:68].all()

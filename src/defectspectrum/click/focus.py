@@ -14,6 +14,12 @@ many (an imported mask) looks at that defect only, at full detail.
 
 Merging (`merge`): inside the box the refined mask replaces the previous one; every pixel outside
 the box keeps the previous mask, so a click never changes anything far from where it was made.
+
+Clicked parts only (`keep_clicked_parts`): an object is one connected region, so a click may add only
+parts connected to a positive click. Each 8-connected part of the new mask that holds no positive
+click (within `CLICK_REACH` px) and overlaps nothing of the previous mask is dropped: the look-alike
+spots the coarse pass finds elsewhere in the image, which no later click would look at again. Parts
+of the previous mask (an imported mask's other defects) always stay.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ Box = tuple[int, int, int, int]  # (y0, y1, x0, x1), ends excluded
 
 FOCUS_MARGIN = 0.4
 FOCUS_MIN = 64
+CLICK_REACH = 3
 
 
 def bounding_box(region: np.ndarray) -> Box | None:
@@ -109,3 +116,23 @@ def merge(previous: np.ndarray, refined: np.ndarray, box: Box) -> np.ndarray:
         else refined[y0:y1, x0:x1]
     out[y0:y1, x0:x1] = part
     return out
+
+
+def keep_clicked_parts(mask: np.ndarray, previous: np.ndarray, clicks: list[Click] | tuple[Click, ...],
+                       reach: int = CLICK_REACH) -> np.ndarray:
+    """`mask` (bool H x W) without its 8-connected parts that hold no positive click (within `reach` px)
+    and overlap nothing of `previous`; `mask` itself where no part holds a positive click."""
+    mask = np.asarray(mask, bool)
+    positives = [c for c in clicks if c.positive]
+    if not positives or not mask.any():
+        return mask
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    clicked = np.zeros(count, bool)
+    for c in positives:
+        clicked[labels[max(c.y - reach, 0):c.y + reach + 1, max(c.x - reach, 0):c.x + reach + 1]] = True
+    clicked[0] = False
+    if not clicked.any():
+        return mask
+    clicked[labels[np.asarray(previous, bool)]] = True
+    clicked[0] = False
+    return clicked[labels]

@@ -12,6 +12,8 @@ Per click, at most two passes of the model, each at a fixed input size whatever 
    step 1 already saw that box at full resolution or finer (its crop was not shrunk).
 3. Merge: inside the focus box the refined mask replaces the previous one; outside it the previous
    mask is kept (after the coarse pass: the coarse mask).
+4. Clicked parts only (`focus.keep_clicked_parts`, on unless `clicked_parts_only=False`): new parts
+   connected to no positive click are dropped, so look-alike spots elsewhere in the image are not added.
 
 Model input per pass: the crop of the normalised image, the click disks of the clicks inside the crop
 (at crop-input coordinates, radius `config.click_radius` input pixels) and the previous mask's crop.
@@ -32,7 +34,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from defectspectrum.click.clicks import Click, click_maps
-from defectspectrum.click.focus import FOCUS_MARGIN, FOCUS_MIN, Box, focus_box, merge, target_box
+from defectspectrum.click.focus import (
+    FOCUS_MARGIN,
+    FOCUS_MIN,
+    Box,
+    focus_box,
+    keep_clicked_parts,
+    merge,
+    target_box,
+)
 from defectspectrum.click.model import ClickModelConfig, click_input
 from defectspectrum.errors import InputError
 from defectspectrum.seg.preprocess import Preprocess
@@ -79,7 +89,7 @@ class ClickPredictor:
                  coarse_side: int = COARSE_SIDE,
                  focus_side: int = FOCUS_SIDE, focus_min: int = FOCUS_MIN, margin: float = FOCUS_MARGIN,
                  threshold: float = THRESHOLD, device: str | torch.device = "cpu",
-                 preprocess: Preprocess | None = None) -> None:
+                 preprocess: Preprocess | None = None, clicked_parts_only: bool = True) -> None:
         if min(coarse_side, focus_side, focus_min) < 8:
             raise InputError("coarse_side, focus_side and focus_min must be at least 8 px")
         self.device = torch.device(device)
@@ -89,6 +99,7 @@ class ClickPredictor:
         self.config = config
         self.coarse_side, self.focus_side, self.focus_min, self.margin = coarse_side, focus_side, focus_min, margin
         self.threshold = threshold
+        self.clicked_parts_only = clicked_parts_only
         self.preprocess = preprocess or Preprocess()
         self._cache: tuple[tuple[int, tuple[int, ...], int], ImageFeatures] | None = None
 
@@ -176,8 +187,10 @@ class ClickPredictor:
         box = focus_box(previous, new, clicks[-1], self.margin, self.focus_min)
         inside = looked[0] <= box[0] and box[1] <= looked[1] and looked[2] <= box[2] and box[3] <= looked[3]
         if inside and scale >= 1.0:  # step 1 saw the focus box at full resolution already
-            return merge(base, new, box)
-        return merge(base, self.refine(features, clicks, previous, box), box)
+            mask = merge(base, new, box)
+        else:
+            mask = merge(base, self.refine(features, clicks, previous, box), box)
+        return keep_clicked_parts(mask, previous, clicks) if self.clicked_parts_only else mask
 
     def predict(self, image: np.ndarray, clicks: Sequence[Click], previous: np.ndarray) -> np.ndarray:
         """`noc.Segmenter`: the object's mask (bool H x W) after the last of `clicks`."""
