@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from defectspectrum.data.dsfolder import DSFolder
-from defectspectrum.data.synth import MATERIALS
+from defectspectrum.data.synth import DEFAULT_MATERIALS, MATERIALS
 from defectspectrum.data.validate import validate
 from defectspectrum.demo import MARKER, main, prepare_out
 from defectspectrum.errors import InputError
@@ -60,7 +60,7 @@ def test_demo_writes_a_report_whose_images_exist(demo_run):
 def test_demo_ds_folder_is_valid_split_and_captioned(demo_run):
     out, _ = demo_run
     folder = DSFolder.open(out / "ds")
-    assert set(folder.objects) == set(MATERIALS)
+    assert set(folder.objects) == set(DEFAULT_MATERIALS)
     assert validate(folder).ok
     assert all(s.split in ("train", "val") for s in folder)
     assert all(s.caption for s in folder)
@@ -69,7 +69,7 @@ def test_demo_ds_folder_is_valid_split_and_captioned(demo_run):
     assert set(groups.values()) == {1}
     shown = sorted(p.name for p in (out / "show").iterdir())
     assert "contact_sheet.png" in shown and "show.json" in shown
-    n_types = sum(len(classes) + 1 for classes in MATERIALS.values())
+    n_types = sum(len(MATERIALS[m]) + 1 for m in DEFAULT_MATERIALS)
     assert len(shown) - 2 == n_types  # one overlay per (object, defect type)
     assert (out / MARKER).is_file() and (out / "stats.json").is_file() and (out / "validation.json").is_file()
 

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from defectspectrum.data.synth import (
+    DEFAULT_MATERIALS,
     MATERIALS,
     render_sample,
     render_surface,
@@ -17,7 +18,7 @@ from defectspectrum.data.synth import (
     write_release_layout,
 )
 
-DEFECT_NAMES = {"scratch", "crack", "spot", "hole", "stain"}
+DEFECT_NAMES = {"scratch", "crack", "spot", "hole", "stain", "streak", "patch", "inclusion"}
 
 
 def rng(seed: int) -> np.random.Generator:
@@ -25,7 +26,7 @@ def rng(seed: int) -> np.random.Generator:
 
 
 def test_materials_catalogue() -> None:
-    assert len(MATERIALS) >= 4
+    assert len(MATERIALS) >= 4 and set(DEFAULT_MATERIALS) < set(MATERIALS)
     for material, classes in MATERIALS.items():
         assert 3 <= len(classes) <= 5, material
         assert set(classes) <= DEFECT_NAMES, material
@@ -172,3 +173,18 @@ def test_release_layout_converts_back_with_multi_class_masks(tmp_path):
         assert np.array_equal(folder.load_mask(folder[sample.id]), direct.load_mask(sample))
     combined = [folder.load_mask(s) for s in folder if s.defect_type == "combined"]
     assert combined and all(len(np.unique(m)) >= 3 for m in combined)  # background + 2-3 classes
+
+
+def test_steel_is_asked_for_by_name_and_its_streaks_run_off_the_edge(tmp_path: Path) -> None:
+    folder = write_ds_folder(tmp_path / "default", n_defective_per_type=1, n_good=0, size=(48, 48), seed=0)
+    assert set(folder.objects) == set(DEFAULT_MATERIALS) and "steel" not in folder.objects
+    touching = 0
+    for seed in range(12):
+        img, mask = render_sample("steel", (96, 96), rng(seed), defects=["streak"])
+        streak = mask == MATERIALS["steel"].index("streak") + 1
+        assert streak.any() and img.dtype == np.uint8
+        rows, cols = np.nonzero(streak)
+        touching += rows.min() == 0 or cols.min() == 0 or rows.max() == 95 or cols.max() == 95
+        grey = img.astype(int)
+        assert np.abs(grey[..., 0] - grey[..., 1]).mean() < 8, "steel is seen in grey"
+    assert touching == 12, "every streak runs off at least one edge of the strip"

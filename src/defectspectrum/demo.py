@@ -104,7 +104,7 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
     from defectspectrum.data.show import write_overlays
     from defectspectrum.data.splits import assign_splits
     from defectspectrum.data.stats import compute_stats
-    from defectspectrum.data.synth import MATERIALS, write_release_layout
+    from defectspectrum.data.synth import DEFAULT_MATERIALS, MATERIALS, write_release_layout
     from defectspectrum.data.validate import validate
     from defectspectrum.io import write_json_atomic
 
@@ -127,8 +127,9 @@ def run_demo(out: Path, *, size: int = 256, per_type: int = 8, seed: int = 0, k:
     good = max(1, per_type // 2)
     source = write_release_layout(out / "source", n_defective_per_type=per_type, n_good=2 * good,
                                   size=(size, size), seed=seed)
-    n_types = sum(len(classes) + 1 for classes in MATERIALS.values())  # + "combined"
-    done(1, "synth", f"{len(MATERIALS)} materials, {n_types} defect folders, {size}x{size} px -> {_rel(source, out)}")
+    n_types = sum(len(MATERIALS[m]) + 1 for m in DEFAULT_MATERIALS)  # + "combined"
+    done(1, "synth", f"{len(DEFAULT_MATERIALS)} materials, {n_types} defect folders, {size}x{size} px "
+                     f"-> {_rel(source, out)}")
 
     converted = convert_counted(source, out / "ds", "auto", name="demo")
     folder = converted.open()

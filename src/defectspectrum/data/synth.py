@@ -33,7 +33,7 @@ from defectspectrum.staging import staged_folder
 
 T = TypeVar("T")
 
-__all__ = ["MATERIALS", "render_sample", "render_surface", "write_ds_folder", "write_mvtec_layout",
+__all__ = ["DEFAULT_MATERIALS", "MATERIALS", "render_sample", "render_surface", "write_ds_folder", "write_mvtec_layout",
            "write_release_layout"]
 
 MATERIALS: dict[str, tuple[str, ...]] = {
@@ -42,7 +42,11 @@ MATERIALS: dict[str, tuple[str, ...]] = {
     "fabric": ("hole", "spot", "stain"),
     "tile": ("crack", "scratch", "spot", "hole", "stain"),
     "plastic": ("scratch", "crack", "spot", "stain"),
+    "steel": ("streak", "patch", "inclusion"),
 }
+# What `materials=None` renders: steel came later and is asked for by name, so a seed still gives the
+# folders it gave before.
+DEFAULT_MATERIALS: tuple[str, ...] = ("metal", "wood", "fabric", "tile", "plastic")
 
 _MASK_THRESHOLD = 0.25  # coverage from which a pixel is labelled
 _MIN_PIXELS = 24  # labelled pixels every painted defect keeps
@@ -275,16 +279,34 @@ def _plastic(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarr
     return (base * lum[..., None]).astype(_F32), None
 
 
+_STEELS = ((0.42, 0.42, 0.42), (0.55, 0.55, 0.56), (0.34, 0.35, 0.36), (0.62, 0.61, 0.6), (0.48, 0.47, 0.45))
+
+
+def _steel(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, float | None]:
+    """Rolled steel strip, seen in grey: rolling marks and broad bands along the strip, fine scale grain."""
+    vertical, (h, w) = _orient(shape, rng, 0.5)
+    base = _rgb(_pick(rng, _STEELS), 0.12, rng)
+    marks = _streaks((h, w), rng, rng.uniform(0.3, 1.0) * w, int(rng.integers(1, 4)))
+    bands = _streaks((h, w), rng, 2.0 * w, int(rng.integers(max(2, h // 24), max(3, h // 6))))
+    grain = cv2.GaussianBlur(rng.standard_normal((h, w), dtype=_F32), (0, 0), rng.uniform(0.6, 1.2))
+    grain = grain / (grain.std() + 1e-6)
+    lum = 1.0 + 0.05 * marks + rng.uniform(0.03, 0.1) * bands + 0.035 * grain
+    lum += 0.04 * _fractal((h, w), rng, cells=2.0, octaves=3)
+    grey = np.repeat((base.mean() * lum)[..., None], 3, axis=2) * (base / max(float(base.mean()), 1e-6))
+    return _unorient(grey.astype(_F32), vertical)
+
+
 _SURFACES: dict[str, Callable[[tuple[int, int], np.random.Generator], tuple[np.ndarray, float | None]]] = {
     "metal": _metal,
     "wood": _wood,
     "fabric": _fabric,
     "tile": _tile,
     "plastic": _plastic,
+    "steel": _steel,
 }
 
 _SPECULAR = {"metal": (0.12, 0.26), "plastic": (0.08, 0.2), "tile": (0.0, 0.06), "wood": (0.0, 0.04),
-             "fabric": (0.0, 0.0)}
+             "fabric": (0.0, 0.0), "steel": (0.0, 0.08)}
 
 
 def _lighting(material: str, shape: tuple[int, int],
@@ -600,7 +622,88 @@ def _stain(img: np.ndarray, gain: np.ndarray, rng: np.random.Generator, ctx: _Ct
     return region, cov, target.astype(_F32)
 
 
+def _rolling_heading(ctx: _Ctx, rng: np.random.Generator) -> float:
+    """The direction of the strip (its grain), or a random axis where the surface has none."""
+    heading = ctx.grain if ctx.grain is not None else float(rng.integers(2)) * np.pi / 2
+    return heading + rng.uniform(-0.03, 0.03)
+
+
+def _streak(img: np.ndarray, gain: np.ndarray, rng: np.random.Generator, ctx: _Ctx, scale: float) -> Painted:
+    """A rolled-in streak: a band along the strip, 1.5-8% of the image wide, running off one or both edges,
+    bright or dark, fading in strength along its length."""
+    h, w = img.shape[:2]
+    s = min(h, w)
+    width = max(2, round(rng.uniform(0.015, 0.08) * s * scale))
+    heading = _rolling_heading(ctx, rng)
+    along = np.array([np.cos(heading), np.sin(heading)])
+    cy, cx = _centre(rng, (h, w), 0.08)
+    reach = float(np.hypot(h, w))
+    ends = (-reach, reach) if rng.random() < 0.65 else (-reach, rng.uniform(-0.3, 0.3) * reach)
+    if rng.random() < 0.5:
+        ends = (-ends[1], -ends[0])
+    step = max(2.0, s / 64.0)
+    n = max(4, int((ends[1] - ends[0]) / step))
+    path = _walk(rng, np.array([cx, cy]) + along * ends[0], heading, n, step, 0.004, 0.01)
+    region = _curve_box([path], 3.0 + width, (h, w))
+    if region is None:
+        return None
+    a = img[region]
+    canvas = np.zeros(a.shape[:2], np.uint8)
+    _draw(canvas, path, (region[0].start, region[1].start), width)
+    cov = cv2.GaussianBlur(canvas.astype(_F32) / 255.0, (0, 0), rng.uniform(0.4, 0.3 + width / 6))
+    strength = _along_noise(a.shape[:2], rng, 0.7)[..., None]
+    k = _F32(rng.uniform(0.25, 0.55))
+    target = a + (1.0 - a) * k * strength if rng.random() < 0.5 else a * (1.0 - k * strength)
+    return region, cov, target.astype(_F32)
+
+
+def _patch(img: np.ndarray, gain: np.ndarray, rng: np.random.Generator, ctx: _Ctx, scale: float) -> Painted:
+    """A scale patch: a large dark region with ragged lobes and a mottled inside, anywhere up to the edges."""
+    h, w = img.shape[:2]
+    s = min(h, w)
+    r = max(6.0, rng.uniform(0.07, 0.22) * s * scale)
+    cy, cx = _centre(rng, (h, w), 0.02)
+    region = _box(cy, cx, r * 1.6, r * 1.6, (h, w))
+    if region is None:
+        return None
+    a = img[region]
+    angle = _rolling_heading(ctx, rng) + rng.uniform(-0.5, 0.5)
+    cov, _rr, _, _ = _blob(region, cy, cx, r, rng.uniform(0.35, 1.0), angle, rng.uniform(0.2, 0.4), rng, 4.0)
+    cov = cv2.GaussianBlur(cov, (0, 0), rng.uniform(0.5, 1.5))
+    mottle = _fractal(a.shape[:2], rng, cells=max(3.0, 3.0 * max(a.shape[:2]) / (2 * r)), octaves=4)
+    depth = np.clip(rng.uniform(0.25, 0.6) * (0.8 + 0.3 * mottle), 0.1, 0.85)[..., None]
+    return region, cov, (a * (1.0 - depth)).astype(_F32)
+
+
+def _inclusion(img: np.ndarray, gain: np.ndarray, rng: np.random.Generator, ctx: _Ctx, scale: float) -> Painted:
+    """A non-metallic inclusion: one to four short dark dashes along the strip, close together."""
+    h, w = img.shape[:2]
+    s = min(h, w)
+    heading = _rolling_heading(ctx, rng)
+    along, normal = np.array([np.cos(heading), np.sin(heading)]), np.array([-np.sin(heading), np.cos(heading)])
+    cy, cx = _centre(rng, (h, w), 0.08)
+    paths, thick = [], []
+    for i in range(int(rng.integers(1, 5))):
+        length = max(8.0, rng.uniform(0.05, 0.25) * s * scale) * (1.0 if i == 0 else rng.uniform(0.3, 0.8))
+        start = np.array([cx, cy]) + normal * (rng.uniform(-4, 4) * i) + along * rng.uniform(-0.5, 0.5) * length * i
+        n = max(3, int(length / 2.0))
+        paths.append(_walk(rng, start - along * length / 2, heading, n, 2.0, 0.01, 0.03))
+        thick.append(max(1, round(rng.uniform(1.0, 2.5 + s / 256))))
+    region = _curve_box(paths, 3.0 + max(thick), (h, w))
+    if region is None:
+        return None
+    a = img[region]
+    canvas = np.zeros(a.shape[:2], np.uint8)
+    for p, t in zip(paths, thick):
+        _draw(canvas, p, (region[0].start, region[1].start), t)
+    cov = canvas.astype(_F32) / 255.0
+    return region, cov, (a * _F32(1.0 - rng.uniform(0.3, 0.65))).astype(_F32)
+
+
 _PAINTERS: dict[str, Callable[[np.ndarray, np.ndarray, np.random.Generator, _Ctx, float], Painted]] = {
+    "streak": _streak,
+    "patch": _patch,
+    "inclusion": _inclusion,
     "scratch": _scratch,
     "crack": _crack,
     "spot": _spot,
@@ -745,7 +848,7 @@ def _check_counts(**counts: int) -> None:
 def _layout_samples(materials: Sequence[str] | None, n_defective_per_type: int, n_good: int, n_train_good: int,
                     size: tuple[int, int], seed: int) -> Iterator[tuple[str, str, str, int, np.ndarray, np.ndarray]]:
     """Every sample of the MVTec-style layout as (material, split, folder, index, image, class-index mask)."""
-    chosen = [materials] if isinstance(materials, str) else list(MATERIALS if materials is None else materials)
+    chosen = [materials] if isinstance(materials, str) else list(DEFAULT_MATERIALS if materials is None else materials)
     for material in chosen:
         _check(material, size)
     _check_counts(n_defective_per_type=n_defective_per_type, n_good=n_good, n_train_good=n_train_good, seed=seed)
@@ -805,7 +908,7 @@ def write_ds_folder(dst: Path, *, materials: Sequence[str] | None = None, n_defe
     """
     dst = Path(dst)
     _refuse_non_empty(dst)
-    chosen = [materials] if isinstance(materials, str) else list(MATERIALS if materials is None else materials)
+    chosen = [materials] if isinstance(materials, str) else list(DEFAULT_MATERIALS if materials is None else materials)
     items = _layout_samples(chosen, n_defective_per_type, n_good, 0, size, seed)
     first = next(items, None)
     with staged_folder(dst) as building:  # appears complete or not at all
