@@ -24,6 +24,8 @@ of the previous mask (an imported mask's other defects) always stay.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -118,7 +120,7 @@ def merge(previous: np.ndarray, refined: np.ndarray, box: Box) -> np.ndarray:
     return out
 
 
-def keep_clicked_parts(mask: np.ndarray, previous: np.ndarray, clicks: list[Click] | tuple[Click, ...],
+def keep_clicked_parts(mask: np.ndarray, previous: np.ndarray, clicks: Sequence[Click],
                        reach: int = CLICK_REACH) -> np.ndarray:
     """`mask` (bool H x W) without its 8-connected parts that hold no positive click (within `reach` px)
     and overlap nothing of `previous`; `mask` itself where no part holds a positive click."""
