@@ -337,7 +337,9 @@ def synth_command(
     layout: str = typer.Option("mvtec", "--layout",
                                help="mvtec (native MVTec AD tree: one class a folder), ds-release (the Defect Spectrum "
                                     "release layout: multi-class index masks) or ds (a DS folder)."),
-    materials: str | None = typer.Option(None, "--materials", help="Comma-separated materials (default: all)."),
+    materials: str | None = typer.Option(None, "--materials",
+                                         help="Comma-separated materials: metal, wood, fabric, tile, plastic "
+                                              "(the default) and steel."),
     per_type: int = typer.Option(4, "--per-type", min=1, help="Defective images per defect type."),
     good: int = typer.Option(4, "--good", min=0, help="Defect-free images per material."),
     size: str = typer.Option("256", "--size", help="Image size: N or HxW."),
