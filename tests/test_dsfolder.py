@@ -202,20 +202,37 @@ def test_create_with_overwrite_replaces_a_ds_folder_and_keeps_the_users_files(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"], "no staging or lock left beside it"
 
 
+def _indexed(object_name: str, name: str) -> Sample:
+    return Sample(id=f"{object_name}/{name}", object=object_name, image=f"{object_name}/images/{name}.png",
+                  mask=f"{object_name}/masks/{name}.png", caption="ö", extra={"k": [1]})
+
+
 def test_index_writer_writes_save_s_bytes_and_checks_like_add_record(tmp_path: Path) -> None:
-    objects = {"metal": ClassMap.from_defects(["scratch"])}
-    samples = [Sample(id=f"metal/{name}", object="metal", image=f"metal/images/{name}.png",
-                      mask=f"metal/masks/{name}.png", caption="ö", extra={"k": [1]}) for name in ("a", "B", "c")]
+    objects = {name: ClassMap.from_defects(["scratch"]) for name in ("metal", "Wood", "wood")}
+    added: list[Sample] = []
     with IndexWriter(tmp_path / "streamed", "x", objects, {"m": 1}) as index:
-        for sample in samples:
+
+        def add(sample: Sample) -> None:
             index.add(sample)
-        for bad, error in ((samples[0], "sample metal/a already exists"),
-                           (samples[1].replace(id="metal/b"), "sample metal/B already exists \\(ids may not differ"),
-                           (samples[2].replace(id="wood/d", object="wood"), "unknown object 'wood'"),
-                           (samples[2].replace(id="metal/e", image="../e.png"), "'../e.png'")):
+            added.append(sample)
+
+        for sample in (_indexed("metal", "a"), _indexed("metal", "B"), _indexed("Wood", "x")):
+            add(sample)
+        assert [index.name("metal", base) for base in ("A", "b", "d", "D")] == ["A-2", "b-2", "d", "D-2"]
+        for name in ("A-2", "b-2", "d", "D-2"):
+            add(_indexed("metal", name))
+        wood_q = index.name("wood", "q")
+        add(_indexed("Wood", "Q"))  # wood/q is only named yet: the clash is the second of the two to be added
+        for bad, error in ((_indexed("metal", "a"), "sample metal/a already exists$"),
+                           (_indexed("metal", "b"), "sample metal/B already exists \\(ids may not differ in case only: "
+                                                    "'metal/b'\\)"),
+                           (_indexed("wood", "X"), "sample Wood/x already exists \\(.*'wood/X'\\)"),
+                           (_indexed("wood", wood_q), "sample Wood/Q already exists \\(.*'wood/q'\\)"),
+                           (_indexed("metal", "d-2").replace(object="gear", id="gear/d-2"), "unknown object 'gear'"),
+                           (_indexed("metal", "e").replace(image="../e.png"), "'../e.png'")):
             with pytest.raises(InputError, match=error):  # (SchemaError is one)
                 index.add(bad)
-    assert index.count == 3
-    DSFolder(tmp_path / "saved", "x", objects, samples, meta={"m": 1}).save()
+    assert index.count == len(added) == 8
+    DSFolder(tmp_path / "saved", "x", objects, added, meta={"m": 1}).save()
     for file in (DATASET_FILE, SAMPLES_FILE):
         assert (tmp_path / "streamed" / file).read_bytes() == (tmp_path / "saved" / file).read_bytes()

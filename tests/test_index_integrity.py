@@ -19,7 +19,7 @@ from defectspectrum.cli import app
 from defectspectrum.data import dsfolder as dsfolder_module
 from defectspectrum.data.classes import ClassMap
 from defectspectrum.data.convert import named
-from defectspectrum.data.dsfolder import DSFolder, IndexProblem, sample_paths, write_sample_files
+from defectspectrum.data.dsfolder import DSFolder, IndexProblem, IndexWriter, sample_paths, write_sample_files
 from defectspectrum.data.formats.base import SourceSample
 from defectspectrum.data.formats.ds_release import export_ds_release
 from defectspectrum.data.sample import Sample
@@ -356,9 +356,10 @@ def test_sample_file_writers_refuse_hostile_names(tmp_path: Path, object_name: s
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
-def test_unique_names_stay_safe_at_full_length() -> None:
+def test_unique_names_stay_safe_at_full_length(tmp_path: Path) -> None:
     items = [SourceSample("o", "x" * 300, Path("a.png"), None) for _ in range(3)]
-    names = [name for _, name in named(items)]
+    with IndexWriter(tmp_path / "ds", "t", {"o": ClassMap.from_defects(["x"])}) as index:
+        names = [name for _, name in named(items, index)]
     assert len(set(names)) == 3 and all(is_safe_name(n) for n in names)
 
 

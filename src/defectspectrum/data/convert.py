@@ -28,7 +28,7 @@ from defectspectrum.data.formats.base import Reader, SourceSample
 from defectspectrum.data.sample import GOOD, Sample
 from defectspectrum.errors import InputError
 from defectspectrum.io import check_image_file, check_image_pixels, open_image, pixel_limit
-from defectspectrum.paths import require_apart, safe_name, unique_name
+from defectspectrum.paths import require_apart, safe_name
 from defectspectrum.progress import track
 from defectspectrum.workers import ordered_map
 
@@ -122,12 +122,11 @@ def _convert_task(context: _Context, task: tuple[SourceSample, str]) -> Converte
     return convert_sample(context, *task)
 
 
-def named(items: Iterable[SourceSample]) -> Iterator[tuple[SourceSample, str]]:
-    """Each item with its file-safe sample name, unique within its object (`-2`, `-3`, ... appended on
-    clashes), as the items come; what is kept is one lower-case name a sample."""
-    taken: dict[str, set[str]] = {}
+def named(items: Iterable[SourceSample], index: IndexWriter) -> Iterator[tuple[SourceSample, str]]:
+    """Each item with its file-safe sample name, unique within its object ignoring case (`-2`, `-3`, ...
+    appended on clashes: `IndexWriter.name`), as the items come."""
     for item in items:
-        yield item, unique_name(safe_name(item.name), taken.setdefault(item.object, set()))
+        yield item, index.name(item.object, safe_name(item.name))
 
 
 def convert(source: Path, dst: Path, fmt: str = "auto", *, workers: int = 1, overwrite: bool = False,
@@ -176,7 +175,8 @@ def _convert(source: Path, dst: Path, fmt: str, workers: int, overwrite: bool, r
             context = _Context(reader, staging, class_maps, resize_masks)
             with_defects = 0
             # closed on an error, so that no worker still writes into the staging folder as it is removed
-            with closing(ordered_map(_convert_task, named(chain([first], listed)), workers, context)) as converted:
+            tasks = named(chain([first], listed), index)
+            with closing(ordered_map(_convert_task, tasks, workers, context)) as converted:
                 for sample, has_defect in track(converted, f"converting {reader.name}"):
                     index.add(sample)
                     with_defects += has_defect

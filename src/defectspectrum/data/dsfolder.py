@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +65,7 @@ from defectspectrum.io import (
     write_json_atomic,
     write_text_atomic,
 )
-from defectspectrum.paths import Containment, check_relative, is_safe_name, output_path, safe_name
+from defectspectrum.paths import Containment, check_relative, is_safe_name, output_path, safe_name, unique_name
 from defectspectrum.staging import TEMP_FILE, staged_folder
 
 FORMAT = "defectspectrum"
@@ -612,14 +612,8 @@ class DSFolder:
 
     def _id_clash(self, sample_id: str) -> str | None:
         """The id already held that equals `sample_id` ignoring case, or None."""
-        return _held_twin(sample_id, self._samples, self._capitalised)
-
-
-def _held_twin(sample_id: str, lower_ids: Container[str], capitalised: Mapping[str, str]) -> str | None:
-    """The id held that equals `sample_id` ignoring case, or None: ids are held as `lower_ids` (which
-    holds every lower-case one) and `capitalised` (lower-case form -> id, for ids with capitals)."""
-    folded = sample_id.lower()
-    return folded if folded in lower_ids else capitalised.get(folded)
+        folded = sample_id.lower()
+        return folded if folded in self._samples else self._capitalised.get(folded)
 
 
 def dataset_document(name: str, objects: Mapping[str, ClassMap], meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -640,13 +634,14 @@ class IndexWriter:
     added (a line on disk each); the bytes are those `DSFolder.save` writes for the same samples in
     the same order.
 
-    Each sample is held to the rules `DSFolder.add_record` checks, with the same errors; of the
-    samples only their ids are kept (for the clash check, ignoring case), so memory stays small
-    whatever their number.
+    Each sample is held to the rules `DSFolder.add_record` checks, with the same errors. Of the
+    samples only one lower-case name each is kept, in a set per object: what tells a clash, ignoring
+    case, and what `name` makes new names unique against, so that memory stays small whatever their
+    number. (An id held with capitals is read back from samples.jsonl for the error, never kept.)
 
     ```python
     with IndexWriter(staging, "line 4", class_maps, meta) as index:
-        for sample in converted:
+        for sample in converted:   # each named index.name(object, name) before it was converted
             index.add(sample)
     ```
     """
@@ -655,13 +650,25 @@ class IndexWriter:
                  meta: Mapping[str, Any] | None = None) -> None:
         self.folder = DSFolder(root, name, objects, meta=meta)  # its class maps and rules; it holds no sample
         self.count = 0  # samples added
-        self._lower_ids: set[str] = set()  # the lower-case ids added
-        self._capitalised: dict[str, str] = {}  # lower-case form -> id, for ids with capitals
+        self._names: dict[str, set[str]] = {object_name: set() for object_name in self.folder.objects}  # lower case
+        self._reserved: set[str] = set()  # `<object>/<lower-case name>` given by `name`, not added yet
+        self._alike: dict[str, list[str]] = {}  # lower-case object name -> the objects with that name
+        for object_name in self.folder.objects:
+            self._alike.setdefault(object_name.lower(), []).append(object_name)
         root = self.folder.root
         root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(root / DATASET_FILE, dataset_document(self.folder.name, self.folder.objects,
                                                                 self.folder.meta))
         self._handle: IO[str] | None = open(root / SAMPLES_FILE, "w", encoding="utf-8", buffering=1)
+
+    def name(self, object_name: str, base: str) -> str:
+        """A sample name for `object_name`: the safe name `base`, or `base-2`, `base-3`, ... where it is
+        taken ignoring case (`paths.unique_name`), by a sample added or a name given before; it is the
+        caller's for one sample, to `add` once its files are written (names given are held until then)."""
+        taken = self._names.setdefault(object_name, set())
+        name = unique_name(base, taken)
+        self._reserved.add(f"{object_name}/{name.lower()}")
+        return name
 
     def add(self, sample: Sample) -> None:
         """Check `sample` (as `DSFolder.add_record` does) and write its line."""
@@ -669,15 +676,34 @@ class IndexWriter:
             raise ValueError(f"{self.folder.root / SAMPLES_FILE}: this index writer is closed")
         self.folder._admit(sample, self._id_clash)
         self._handle.write(index_line(sample))
-        folded = sample.id.lower()
-        if folded == sample.id:
-            self._lower_ids.add(sample.id)
+        folded = sample.id.partition("/")[2].lower()
+        key = f"{sample.object}/{folded}"
+        if key in self._reserved:
+            self._reserved.discard(key)
         else:
-            self._capitalised[folded] = sample.id
+            self._names[sample.object].add(folded)
         self.count += 1
 
     def _id_clash(self, sample_id: str) -> str | None:
-        return _held_twin(sample_id, self._lower_ids, self._capitalised)
+        """The id added that equals `sample_id` ignoring case (names given by `name` and not added yet
+        are not ids held), or None."""
+        prefix, _, name = sample_id.partition("/")
+        folded = name.lower()
+        for object_name in self._alike.get(prefix.lower(), ()):
+            if folded in self._names[object_name] and f"{object_name}/{folded}" not in self._reserved:
+                return self._held_id(f"{object_name}/{folded}".lower())
+        return None
+
+    def _held_id(self, folded: str) -> str:
+        """The id added whose lower-case form is `folded`, as it was written (an error's rare path)."""
+        if self._handle is not None:
+            self._handle.flush()
+        with open(self.folder.root / SAMPLES_FILE, encoding="utf-8") as lines:
+            for line in lines:
+                sample_id = json.loads(line)["id"]
+                if sample_id.lower() == folded:
+                    return str(sample_id)
+        return folded
 
     def close(self) -> None:
         """Finish samples.jsonl (also after an error: the staging folder is then removed)."""
