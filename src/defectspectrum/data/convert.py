@@ -1,6 +1,7 @@
 """Convert any source layout into a DS folder (one process or several), streaming: the reader's
 samples are converted as they are listed and each index line is written as its sample is done
-(`dsfolder.IndexWriter`), so memory does not grow with the samples beyond their ids and names."""
+(`dsfolder.IndexWriter`), so what stays in memory is one lower-case name a sample (the names are
+made unique, and clashes told, against them)."""
 
 from __future__ import annotations
 
@@ -174,8 +175,8 @@ def _convert(source: Path, dst: Path, fmt: str, workers: int, overwrite: bool, r
         with IndexWriter(staging, name or dst.name, class_maps, meta) as index:
             context = _Context(reader, staging, class_maps, resize_masks)
             with_defects = 0
-            # closed on an error, so that no worker still writes into the staging folder as it is removed
             tasks = named(chain([first], listed), index)
+            # closed on an error, so that no worker still writes into the staging folder as it is removed
             with closing(ordered_map(_convert_task, tasks, workers, context)) as converted:
                 for sample, has_defect in track(converted, f"converting {reader.name}"):
                     index.add(sample)
