@@ -63,7 +63,7 @@ def write_object(path: Path, members: dict[str, Any]) -> None:
                 value.close()
                 out.write("[")
                 with value.path.open(encoding="utf-8") as body:
-                    shutil.copyfileobj(body, out, 1 << 20)
+                    shutil.copyfileobj(body, out, 1 << 16)  # 64k characters at a time: memory bounded
                 out.write("]")
                 value.discard()
             else:

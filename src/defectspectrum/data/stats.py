@@ -6,9 +6,11 @@ One pass over the masks (images are not decoded: a DS mask has its image's size)
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import tee
 from typing import Any
 
 import numpy as np
@@ -155,8 +157,9 @@ class _ObjectAccumulator:
         self.sizes: Counter[tuple[int, int]] = Counter()
         self.images: Counter[int] = Counter()
         self.pixels: Counter[int] = Counter()
-        self.areas: dict[int, list[int]] = {i: [] for i in range(1, len(class_map))}
-        self.fractions: dict[int, list[float]] = {i: [] for i in range(1, len(class_map))}
+        # region areas (pixels, % of the image) per class: 8 bytes a region, no Python object each
+        self.areas: dict[int, array[int]] = {i: array("q") for i in range(1, len(class_map))}
+        self.fractions: dict[int, array[float]] = {i: array("d") for i in range(1, len(class_map))}
         self.out_of_map: Counter[int] = Counter()
         self.unreadable: list[str] = []
 
@@ -199,9 +202,9 @@ def compute_stats(folder: DSFolder, workers: int = 1) -> DatasetStats:
     accumulators = {name: _ObjectAccumulator(name, class_map) for name, class_map in folder.objects.items()}
     splits: Counter[str] = Counter()
     sizes: Counter[tuple[int, int]] = Counter()
-    samples = list(folder)
-    results = ordered_map(_measure, samples, workers, folder.files_view())
-    for sample, facts in zip(samples, track(results, "stats", total=len(samples))):
+    listed, measured = tee(folder)  # the samples streamed, a bounded window apart: never a list of them
+    results = ordered_map(_measure, measured, workers, folder.files_view())
+    for sample, facts in zip(listed, track(results, "stats", total=len(folder))):
         acc = accumulators[sample.object]
         acc.samples += 1
         acc.synthetic += int(sample.synthetic)

@@ -39,8 +39,9 @@ Images and masks are read by the same functions the exports and `data convert --
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
+from itertools import tee
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ from defectspectrum.workers import ordered_map
 ERROR = "error"
 WARNING = "warning"
 FINE_HASH_SIZE = 16  # the confirming hash: 16 x 16 = 256 bits
+DIGEST_BYTES = 20  # a pixel digest: SHA-1
 MAX_HASH_DISTANCE = 32  # half the coarse hash: beyond it every image is a near-duplicate of every other
 GROUP_NAMES_SHOWN = 10  # members a near-duplicate message names (the JSON's `group` lists them all)
 NEAR_DUPLICATE_MODES = ("auto", "full", "off")
@@ -138,14 +140,40 @@ class ValidationReport:
 
 @dataclass
 class _Hashes:
-    """Per readable image: its id, split, pixel digest and packed perceptual hashes (8 + 32 bytes)."""
+    """Per readable image: its sample (the folder's own object), pixel digest and packed perceptual hashes
+    (20 + 8 + 32 bytes, appended to bytearrays: no Python object an image)."""
 
-    ids: list[str] = field(default_factory=list)
-    splits: list[str | None] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    digests: list[bytes] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    digests: bytearray = field(default_factory=bytearray)
     coarse: bytearray = field(default_factory=bytearray)
     fine: bytearray = field(default_factory=bytearray)
+
+    def id(self, index: int) -> str:
+        return self.samples[index].id
+
+    def split(self, index: int) -> str | None:
+        return self.samples[index].split
+
+    def file(self, index: int) -> str:
+        return self.samples[index].image
+
+
+def identical_groups(digests: bytes | bytearray) -> tuple[np.ndarray, dict[int, list[int]]]:
+    """Images with equal `DIGEST_BYTES`-byte digests (concatenated in `digests`): the first image of
+    each group, ascending (one per distinct image), and the members of each group of two or more,
+    ascending, keyed by its first. Sorted in numpy: no Python object per image."""
+    count = len(digests) // DIGEST_BYTES
+    words = np.zeros((count, 3), np.uint64)  # a digest padded to three words
+    words.view(np.uint8)[:, :DIGEST_BYTES] = np.frombuffer(digests, np.uint8).reshape(count, DIGEST_BYTES)
+    order = np.lexsort((words[:, 2], words[:, 1], words[:, 0]))  # stable: a run lists its members ascending
+    ordered = words[order]
+    del words
+    starts = np.flatnonzero(np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)])
+    del ordered
+    sizes = np.diff(np.r_[starts, count])
+    multiple = {int(order[start]): order[start:start + size].tolist()
+                for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist())}
+    return np.sort(order[starts]), multiple
 
 
 def perceptual_hashes(grey: Image.Image) -> tuple[bytes, bytes]:
@@ -258,69 +286,71 @@ class _Checker:
     def add_hashes(self, sample: Sample, hashes: tuple[bytes, bytes, bytes]) -> None:
         """Keep a readable image's (pixel digest, coarse hash, fine hash) for the duplicate search."""
         h = self.hashes
-        h.ids.append(sample.id)
-        h.splits.append(sample.split)
-        h.files.append(sample.image)
-        h.digests.append(hashes[0])
+        h.samples.append(sample)
+        h.digests += hashes[0]
         h.coarse += hashes[1]
         h.fine += hashes[2]
 
     def duplicates(self, distance: int, mode: str = "auto", workers: int = 1) -> None:
         h = self.hashes
-        if len(h.ids) < 2:
+        if len(h.samples) < 2:
             return
-        by_digest: dict[bytes, list[int]] = defaultdict(list)
-        for index, digest in enumerate(h.digests):
-            by_digest[digest].append(index)
-        groups = list(by_digest.values())
-        reps = [self._representative(group) for group in groups]
-        for group, rep in zip(groups, reps):  # each copy once, against its group's representative
+        firsts, multiple = identical_groups(h.digests)  # groups in the order of their first image
+        for first in sorted(multiple):  # each copy once, against its group's representative
+            group = multiple[first]
+            rep = self._representative(group)
             for j in group:
                 if j != rep:
                     self._pair(rep, j)
         if mode == "off":
             return
-        chosen = np.array(reps, np.int64)
-        coarse = np.frombuffer(bytes(h.coarse), np.uint64)[chosen]
-        fine = np.frombuffer(bytes(h.fine), np.uint64).reshape(-1, FINE_HASH_SIZE**2 // 64)[chosen]
+        chosen = firsts
+        if multiple:
+            chosen = firsts.copy()
+            for first, group in multiple.items():
+                chosen[np.searchsorted(firsts, first)] = self._representative(group)
+        coarse = np.frombuffer(h.coarse, np.uint64)
+        fine = np.frombuffer(h.fine, np.uint64).reshape(-1, FINE_HASH_SIZE**2 // 64)
+        if len(chosen) < len(coarse):
+            coarse, fine = coarse[chosen], fine[chosen]
         search = NearDuplicateSearch(coarse, fine, distance)  # distinct images only
         if mode == "auto" and search.estimated_candidates > NEAR_DUPLICATE_BUDGET * workers:
             minutes = search.estimated_candidates * SECONDS_PER_CANDIDATE / 60 / workers
             self.issues.append(Issue(
                 WARNING, "near-duplicates-skipped", None, None,
-                f"near-duplicate search skipped: the {len(reps)} distinct images look alike (one product, one "
+                f"near-duplicate search skipped: the {len(firsts)} distinct images look alike (one product, one "
                 f"view), so it would check ~{search.estimated_candidates:.1e} candidate pairs (~{minutes:.0f} min); "
                 "exact duplicates were checked. Run with --near-duplicates full to search anyway (-j N: "
                 "N processes)"))
             return
         keys = len(search.keys)
         for near in search.groups(lambda blocks: track(blocks, "near-duplicates", total=keys), workers):
-            self._near_group(sorted(j for index in near.tolist() for j in groups[index]))
+            self._near_group(sorted(j for index in firsts[near].tolist() for j in multiple.get(index, (index,))))
 
     def _representative(self, group: list[int]) -> int:
         """The member of a group of identical images that the others are reported against: a training
         sample if there is one, else one with a split, so that every copy in another split is an error."""
-        splits = self.hashes.splits
-        return next((i for i in group if splits[i] == "train"),
-                    next((i for i in group if splits[i] is not None), group[0]))
+        split = self.hashes.split
+        return next((i for i in group if split(i) == "train"),
+                    next((i for i in group if split(i) is not None), group[0]))
 
     def _across(self, i: int, j: int) -> bool:
-        splits = self.hashes.splits
-        return splits[i] is not None and splits[j] is not None and splits[i] != splits[j]
+        split = self.hashes.split
+        return split(i) is not None and split(j) is not None and split(i) != split(j)
 
     def _pair(self, i: int, j: int) -> None:
         """Image j is pixel-identical to image i."""
         h = self.hashes
         if self._across(i, j):
-            if h.splits[j] == "train":  # name the non-training sample: it is the leaked one
+            if h.split(j) == "train":  # name the non-training sample: it is the leaked one
                 i, j = j, i
-            message = (f"{h.ids[j]} ({h.splits[j]}) is pixel-identical to {h.ids[i]} ({h.splits[i]}): "
+            message = (f"{h.id(j)} ({h.split(j)}) is pixel-identical to {h.id(i)} ({h.split(i)}): "
                        "the same image in two splits leaks; keep one or move both into one split")
-            self.issues.append(Issue(ERROR, "duplicate-across-splits", h.ids[j], h.files[j], message, h.ids[i]))
+            self.issues.append(Issue(ERROR, "duplicate-across-splits", h.id(j), h.file(j), message, h.id(i)))
         else:
-            message = (f"{h.ids[j]} is pixel-identical to {h.ids[i]} (split {h.splits[j] or 'unassigned'} / "
-                       f"{h.splits[i] or 'unassigned'}); remove one if it is an accidental copy")
-            self.issues.append(Issue(WARNING, "duplicate", h.ids[j], h.files[j], message, h.ids[i]))
+            message = (f"{h.id(j)} is pixel-identical to {h.id(i)} (split {h.split(j) or 'unassigned'} / "
+                       f"{h.split(i) or 'unassigned'}); remove one if it is an accidental copy")
+            self.issues.append(Issue(WARNING, "duplicate", h.id(j), h.file(j), message, h.id(i)))
 
     def _near_group(self, members: list[int]) -> None:
         """One issue for images joined by near pairs: named by a member outside the representative's split
@@ -329,20 +359,20 @@ class _Checker:
         rep = self._representative(members)
         leaked = next((j for j in members if self._across(rep, j)), None)
         named = leaked if leaked is not None else next(j for j in members if j != rep)
-        shown = ", ".join(f"{h.ids[j]} ({h.splits[j] or 'unassigned'})" for j in members[:GROUP_NAMES_SHOWN])
+        shown = ", ".join(f"{h.id(j)} ({h.split(j) or 'unassigned'})" for j in members[:GROUP_NAMES_SHOWN])
         if len(members) > GROUP_NAMES_SHOWN:
             shown += f" and {len(members) - GROUP_NAMES_SHOWN} more (all in --json)"
-        group = tuple(h.ids[j] for j in members)
+        group = tuple(h.id(j) for j in members)
         if leaked is not None:
-            spread = ", ".join(sorted({split for split in (h.splits[j] for j in members) if split is not None}))
+            spread = ", ".join(sorted({split for split in (h.split(j) for j in members) if split is not None}))
             message = (f"{len(members)} near-duplicate images (perceptual hash) span splits {spread}: {shown}; "
                        "the same image in two splits leaks; keep one or move them into one split")
-            self.issues.append(Issue(ERROR, "near-duplicate-across-splits", h.ids[named], h.files[named], message,
-                                     h.ids[rep], group=group))
+            self.issues.append(Issue(ERROR, "near-duplicate-across-splits", h.id(named), h.file(named), message,
+                                     h.id(rep), group=group))
         else:
             message = (f"{len(members)} images are near-duplicates (perceptual hash): {shown}; "
                        "remove the accidental copies")
-            self.issues.append(Issue(WARNING, "near-duplicate", h.ids[named], h.files[named], message, h.ids[rep],
+            self.issues.append(Issue(WARNING, "near-duplicate", h.id(named), h.file(named), message, h.id(rep),
                                      group=group))
 
 
@@ -355,7 +385,7 @@ def _check_sample(context: DSFolder, sample: Sample) -> SampleResult:
     checker = _Checker(context)
     checker.check(sample)
     h = checker.hashes
-    return checker.issues, (h.digests[0], bytes(h.coarse), bytes(h.fine)) if h.ids else None
+    return checker.issues, (bytes(h.digests), bytes(h.coarse), bytes(h.fine)) if h.samples else None
 
 
 def validate(folder: DSFolder, hash_distance: int = 4, max_pixels: int | None = None,
@@ -374,10 +404,10 @@ def validate(folder: DSFolder, hash_distance: int = 4, max_pixels: int | None = 
     checker = _Checker(folder)
     checker.issues.extend(Issue(ERROR, "bad-index-entry", problem.sample, SAMPLES_FILE, problem.message,
                                 line=problem.line) for problem in folder.problems)
-    samples = list(folder)
+    listed, checked = tee(folder)  # the samples streamed, a bounded window apart: never a list of them
     with pixel_limit(max_pixels):
-        results = ordered_map(_check_sample, samples, workers, folder.files_view())
-        for sample, (issues, hashes) in zip(samples, track(results, "validate", total=len(samples))):
+        results = ordered_map(_check_sample, checked, workers, folder.files_view())
+        for sample, (issues, hashes) in zip(listed, track(results, "validate", total=len(folder))):
             checker.issues.extend(issues)
             if hashes is not None:
                 checker.add_hashes(sample, hashes)

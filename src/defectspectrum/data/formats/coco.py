@@ -62,7 +62,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -587,12 +587,14 @@ def region_polygon(region: Region, image_size: tuple[int, int]) -> list[float] |
     return [float(v) for x, y in points for v in (x + x0, y + y0)]
 
 
-def _export_names(samples: list[Sample]) -> list[str]:
-    """Sanitised image file names `<object>_<name><ext>`, unique within one split folder (stems compared
-    without case, so that case-insensitive file systems and datumaro's item ids keep them apart)."""
+def _export_names(samples: Iterable[Sample]) -> Iterator[tuple[Sample, str]]:
+    """Each sample with its sanitised image file name `<object>_<name><ext>`, unique within one split
+    folder (stems compared without case, so that case-insensitive file systems and datumaro's item ids
+    keep them apart), as the samples come: only the stems taken are kept."""
     taken: set[str] = set()
-    return [unique_name(safe_name(f"{sample.object}_{sample.name}"), taken) + Path(sample.image).suffix.lower()
-            for sample in samples]
+    for sample in samples:
+        stem = unique_name(safe_name(f"{sample.object}_{sample.name}"), taken)
+        yield sample, stem + Path(sample.image).suffix.lower()
 
 
 def _place_image(source: Path, target: Path, link: bool) -> None:
@@ -619,11 +621,10 @@ def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bo
     if dst.suffix.lower() == ".json":
         raise InputError(f"{dst}: a COCO export is a folder ({ANNOTATIONS_DIR}/instances_<split>.json + "
                          f"{IMAGES_DIR}/<split>/); give a folder name without .json")
-    samples = list(folder)
-    keys = split_folder_names({_split_key(s.split) for s in samples})
-    groups: dict[str, list[Sample]] = {}
-    for sample in samples:
-        groups.setdefault(keys[_split_key(sample.split)], []).append(sample)
+    # the split of each sample read from the folder, a pass a split: no list of the samples
+    keys = split_folder_names({_split_key(s.split) for s in folder})
+    key_of = {split: keys[_split_key(split)] for split in {s.split for s in folder}}
+    groups = set(key_of.values())
     order = [*(k for k in SPLITS if k in groups), *sorted(k for k in groups if k not in (*SPLITS, UNSPLIT)),
              *([UNSPLIT] if UNSPLIT in groups else [])]
     lookup = global_lookup(folder.objects)
@@ -634,7 +635,8 @@ def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bo
     with staged_folder(dst) as staging:
         annotations_dir = output_path(staging, ANNOTATIONS_DIR)
         annotations_dir.mkdir(parents=True, exist_ok=True)
-        tasks = ((key, sample, name) for key in order for sample, name in zip(groups[key], _export_names(groups[key])))
+        tasks = ((key, sample, name) for key in order
+                 for sample, name in _export_names(s for s in folder if key_of[s.split] == key))
         current: str | None = None
         images = annotations = None
         rle_regions = 0
@@ -647,7 +649,7 @@ def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bo
                 META_KEY: {"format": WRITER_FORMAT, "version": 1, "name": folder.name, "objects": objects,
                            "segmentation": "polygons" if polygons else "rle", "rle_regions": rle_regions}})
 
-        for key, sample, file_name in track(tasks, "exporting coco", total=len(samples)):  # split after split
+        for key, sample, file_name in track(tasks, "exporting coco", total=len(folder)):  # split after split
             if key != current:
                 if current is not None:
                     finish(current)

@@ -52,7 +52,7 @@ import bisect
 import hashlib
 import shutil
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -416,7 +416,7 @@ class MmsegReader(Reader):
 # -- writer ------------------------------------------------------------------------------------
 
 
-def image_suffix(suffixes: Sequence[str]) -> str:
+def image_suffix(suffixes: Iterable[str]) -> str:
     """The one image suffix of an export whose DS images have `suffixes`: their common suffix where
     they share one of COPIED_SUFFIXES (the files are then copied as they are), else `.png`."""
     found = {_SAME_SUFFIX.get(suffix.lower(), suffix.lower()) for suffix in suffixes}
@@ -458,17 +458,22 @@ def split_folder(split: str | None, suffix: str) -> str:
     return UNSPLIT if split is None else _clean_part(split, suffix)
 
 
-def export_paths(sample: Sample, suffix: str, taken: dict[str, set[str]],
-                 split_dirs: dict[str, str] | None = None) -> ExportPaths:
-    """The export paths of `sample` (safe names, unique within their split folder; `taken` records
-    them; `split_dirs` renames split folders, see `apart_ignoring_case`). InputError for a sample
-    whose object, name or split could not have come from a DS folder."""
+def check_exportable(sample: Sample) -> None:
+    """InputError for a sample whose object, name or split could not have come from a DS folder."""
     if not (is_safe_name(sample.object) and is_safe_name(sample.name)):
         raise InputError(f"sample {sample.id!r}: object and name must be safe names (letters, digits, '.', '_' or "
                          "'-'); run `defectspectrum data validate` and fix the DS folder")
     if sample.split is not None and not isinstance(sample.split, str):
         raise InputError(f"sample {sample.id!r}: split must be a string or null, not {sample.split!r}; "
                          "run `defectspectrum data validate` and fix the DS folder")
+
+
+def export_paths(sample: Sample, suffix: str, taken: dict[str, set[str]],
+                 split_dirs: dict[str, str] | None = None) -> ExportPaths:
+    """The export paths of `sample` (safe names, unique within their split folder; `taken` records
+    them; `split_dirs` renames split folders, see `apart_ignoring_case`). InputError for a sample
+    whose object, name or split could not have come from a DS folder (`check_exportable`)."""
+    check_exportable(sample)
     split_dir = split_folder(sample.split, suffix)
     split_dir = (split_dirs or {}).get(split_dir, split_dir)
     reserve = len("-99999") + max(len(suffix), len(SEG_MAP_SUFFIX))
@@ -569,21 +574,23 @@ def export_mmseg(folder: DSFolder, dst: Path) -> Path:
         raise InputError(f"{folder.root}: {len(entries)} global classes do not fit mmseg's uint8 masks (255 is the "
                          "ignore index); export fewer objects at a time")
     lookup = global_lookup(folder.objects)
-    samples = list(folder)
-    suffix = image_suffix([Path(sample.image).suffix for sample in samples])
+    # passes over the folder, each sample's paths made as it is written: no list of the samples
+    for sample in folder:
+        check_exportable(sample)  # before anything is written
+    suffix = image_suffix(Path(sample.image).suffix for sample in folder)
     taken: dict[str, set[str]] = {}
-    folders = {split_folder(s.split, suffix) for s in samples if s.split is None or isinstance(s.split, str)}
+    folders = {split_folder(s.split, suffix) for s in folder}
     split_dirs = split_folder_names(folders)
-    planned = [(sample, export_paths(sample, suffix, taken, split_dirs)) for sample in samples]
     with staged_folder(dst) as tmp:  # one rename publishes it all: files inside are written plainly
         output_path(tmp, IMG_DIR).mkdir()
         output_path(tmp, ANN_DIR).mkdir()
-        for split_dir in {paths.split_dir for _, paths in planned}:
+        for split_dir in {split_dirs.get(name, name) for name in folders}:
             output_path(tmp, IMG_DIR, split_dir).mkdir()
             output_path(tmp, ANN_DIR, split_dir).mkdir()
         records = ArraySpool(tmp / f".{SAMPLES_JSON}.part")
         split_counts: Counter[str] = Counter()
-        for sample, paths in track(planned, "exporting mmseg"):
+        for sample in track(folder, "exporting mmseg", total=len(folder)):
+            paths = export_paths(sample, suffix, taken, split_dirs)
             _write_image(folder.checked_image_path(sample),
                          output_path(tmp, IMG_DIR, paths.split_dir, paths.image_file), suffix)
             mask = folder.load_checked_mask(sample)
