@@ -375,6 +375,17 @@ def _centre(rng: np.random.Generator, shape: tuple[int, int], margin: float = 0.
     return rng.uniform(margin * h, (1 - margin) * h), rng.uniform(margin * w, (1 - margin) * w)
 
 
+def _site(shape: tuple[int, int], rng: np.random.Generator, scale: float, size: tuple[float, float], min_r: float,
+          margin: float, reach: float) -> tuple[float, float, float, Region] | None:
+    """A round defect's radius (a `size` fraction of the short side x `scale`, at least `min_r`), centre
+    (`margin` from the borders) and the region `reach` radii around it; None where that region is empty."""
+    h, w = shape
+    r = max(min_r, rng.uniform(*size) * min(h, w) * scale)
+    cy, cx = _centre(rng, (h, w), margin)
+    region = _box(cy, cx, r * reach, r * reach, (h, w))
+    return None if region is None else (r, cy, cx, region)
+
+
 def _blob(region: Region, cy: float, cx: float, r: float, aspect: float, angle: float, rough: float,
           rng: np.random.Generator, lobes: float = 3.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Irregular ellipse in `region`: (coverage with a ~1 px edge, normalised radius, dy, dx).
@@ -558,14 +569,11 @@ def _spot(img: np.ndarray, gain: np.ndarray, rng: np.random.Generator, ctx: _Ctx
 
 def _hole(img: np.ndarray, gain: np.ndarray, rng: np.random.Generator, ctx: _Ctx, scale: float) -> Painted:
     """A pit / puncture: dark interior with a lit inner wall and a rim (burr on metal, frayed on fabric)."""
-    h, w = img.shape[:2]
-    s = min(h, w)
-    r = max(4.0, rng.uniform(0.035, 0.075) * s * scale)
-    cy, cx = _centre(rng, (h, w))
+    site = _site(img.shape[:2], rng, scale, (0.035, 0.075), 4.0, 0.12, 1.6)
     aspect = rng.uniform(0.7, 1.0)
-    region = _box(cy, cx, r * 1.6, r * 1.6, (h, w))
-    if region is None:
+    if site is None:
         return None
+    r, cy, cx, region = site
     a = img[region]
     rough = {"fabric": 0.18, "wood": 0.12, "tile": 0.1}.get(ctx.material, 0.04)
     cov, rr, dy, dx = _blob(region, cy, cx, r, aspect, rng.uniform(0, np.pi), rough, rng)
@@ -599,13 +607,10 @@ _STAIN_TINTS = {
 
 def _stain(img: np.ndarray, gain: np.ndarray, rng: np.random.Generator, ctx: _Ctx, scale: float) -> Painted:
     """A large translucent blotch with a darker tide line at its edge."""
-    h, w = img.shape[:2]
-    s = min(h, w)
-    r = max(7.0, rng.uniform(0.1, 0.2) * s * scale)
-    cy, cx = _centre(rng, (h, w), 0.15)
-    region = _box(cy, cx, r * 1.5, r * 1.5, (h, w))
-    if region is None:
+    site = _site(img.shape[:2], rng, scale, (0.1, 0.2), 7.0, 0.15, 1.5)
+    if site is None:
         return None
+    r, cy, cx, region = site
     a = img[region]
     cov, _rr, _, _ = _blob(region, cy, cx, r, rng.uniform(0.55, 1.0), rng.uniform(0, np.pi), 0.22, rng, 2.5)
     hard = (cov >= _MASK_THRESHOLD).astype(np.uint8)
@@ -659,13 +664,10 @@ def _streak(img: np.ndarray, gain: np.ndarray, rng: np.random.Generator, ctx: _C
 
 def _patch(img: np.ndarray, gain: np.ndarray, rng: np.random.Generator, ctx: _Ctx, scale: float) -> Painted:
     """A scale patch: a large dark region with ragged lobes and a mottled inside, anywhere up to the edges."""
-    h, w = img.shape[:2]
-    s = min(h, w)
-    r = max(6.0, rng.uniform(0.07, 0.22) * s * scale)
-    cy, cx = _centre(rng, (h, w), 0.02)
-    region = _box(cy, cx, r * 1.6, r * 1.6, (h, w))
-    if region is None:
+    site = _site(img.shape[:2], rng, scale, (0.07, 0.22), 6.0, 0.02, 1.6)
+    if site is None:
         return None
+    r, cy, cx, region = site
     a = img[region]
     angle = _rolling_heading(ctx, rng) + rng.uniform(-0.5, 0.5)
     cov, _rr, _, _ = _blob(region, cy, cx, r, rng.uniform(0.35, 1.0), angle, rng.uniform(0.2, 0.4), rng, 4.0)
