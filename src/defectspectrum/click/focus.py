@@ -132,9 +132,8 @@ def keep_clicked_parts(mask: np.ndarray, previous: np.ndarray, clicks: Sequence[
     clicked = np.zeros(count, bool)
     for c in positives:
         clicked[labels[max(c.y - reach, 0):c.y + reach + 1, max(c.x - reach, 0):c.x + reach + 1]] = True
-    clicked[0] = False
-    if not clicked.any():
+    if not clicked[1:].any():
         return mask
     clicked[labels[np.asarray(previous, bool)]] = True
-    clicked[0] = False
+    clicked[0] = False  # the background
     return clicked[labels]

@@ -292,8 +292,7 @@ def _steel(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray
     grain = grain / (grain.std() + 1e-6)
     lum = 1.0 + 0.05 * marks + rng.uniform(0.03, 0.1) * bands + 0.035 * grain
     lum += 0.04 * _fractal((h, w), rng, cells=2.0, octaves=3)
-    grey = np.repeat((base.mean() * lum)[..., None], 3, axis=2) * (base / max(float(base.mean()), 1e-6))
-    return _unorient(grey.astype(_F32), vertical)
+    return _unorient((base * lum[..., None]).astype(_F32), vertical)  # the palette is grey
 
 
 _SURFACES: dict[str, Callable[[tuple[int, int], np.random.Generator], tuple[np.ndarray, float | None]]] = {

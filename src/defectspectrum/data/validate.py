@@ -296,19 +296,17 @@ class _Checker:
         if len(h.samples) < 2:
             return
         firsts, multiple = identical_groups(h.digests)  # groups in the order of their first image
-        for first in sorted(multiple):  # each copy once, against its group's representative
-            group = multiple[first]
-            rep = self._representative(group)
-            for j in group:
+        reps = {first: self._representative(multiple[first]) for first in sorted(multiple)}
+        for first, rep in reps.items():  # each copy once, against its group's representative
+            for j in multiple[first]:
                 if j != rep:
                     self._pair(rep, j)
         if mode == "off":
             return
         chosen = firsts
-        if multiple:
+        if reps:
             chosen = firsts.copy()
-            for first, group in multiple.items():
-                chosen[np.searchsorted(firsts, first)] = self._representative(group)
+            chosen[np.searchsorted(firsts, list(reps))] = list(reps.values())
         coarse = np.frombuffer(h.coarse, np.uint64)
         fine = np.frombuffer(h.fine, np.uint64).reshape(-1, FINE_HASH_SIZE**2 // 64)
         if len(chosen) < len(coarse):

@@ -622,8 +622,9 @@ def export_coco(folder: DSFolder, dst: Path, *, polygons: bool = False, link: bo
         raise InputError(f"{dst}: a COCO export is a folder ({ANNOTATIONS_DIR}/instances_<split>.json + "
                          f"{IMAGES_DIR}/<split>/); give a folder name without .json")
     # the split of each sample read from the folder, a pass a split: no list of the samples
-    keys = split_folder_names({_split_key(s.split) for s in folder})
-    key_of = {split: keys[_split_key(split)] for split in {s.split for s in folder}}
+    splits = {s.split for s in folder}
+    keys = split_folder_names({_split_key(split) for split in splits})
+    key_of = {split: keys[_split_key(split)] for split in splits}
     groups = set(key_of.values())
     order = [*(k for k in SPLITS if k in groups), *sorted(k for k in groups if k not in (*SPLITS, UNSPLIT)),
              *([UNSPLIT] if UNSPLIT in groups else [])]
