@@ -21,17 +21,21 @@ each image is its cluster's hash with random bits flipped, sized so that
   - the fine (256-bit) distance of such pairs has the line's median (Magnetic-tile: 30 bits, capsule: 42);
 and 0.5% of the images are re-shots of another (1 coarse bit and 6 fine bits apart): the near duplicates.
 
-Printed per line and size: seconds (plan + search) and peak memory of the search (tracemalloc: the
-numpy arrays it holds), bytes per image, the candidate pairs its plan estimates, the groups found;
+Printed per line and size: seconds (plan + search, untraced) and peak memory of the search (tracemalloc,
+in a run of its own: the plan and the first key's pass, the arrays it holds), bytes per image, the
+candidate pairs its plan estimates, the groups found;
 brute force's seconds (all pairs, blockwise, coarse first) where it runs within --baseline-seconds
 (estimated from its first 2,000 rows otherwise, marked ~), the speed-up, and whether `data validate`'s
-default (`--near-duplicates auto`) runs the search or skips it. Where both run, their pairs are compared.
+default (`--near-duplicates auto`) runs the search or skips it; where it skips, so does this, and the
+search's seconds are the estimate validate's message gives (marked ~). Where both run, their pairs
+are compared.
 
     python benchmarks/bench_scale.py commands                              # 1k, 5k and 20k images
     python benchmarks/bench_scale.py commands --sizes 1000,5000 --code ../old/src
     python benchmarks/bench_scale.py index                                 # 100k and 1M lines
     python benchmarks/bench_scale.py near-duplicates                       # 100k and 1M
     python benchmarks/bench_scale.py near-duplicates --sizes 20000,100000 --lines magnetic-tile
+    python benchmarks/bench_scale.py near-duplicates -j 2                  # the search in 2 processes
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from scipy.optimize import brentq
 from scipy.stats import binom
 
 from defectspectrum.data.near_duplicates import NearDuplicateSearch, popcount
-from defectspectrum.data.validate import NEAR_DUPLICATE_BUDGET
+from defectspectrum.data.validate import NEAR_DUPLICATE_BUDGET, SECONDS_PER_CANDIDATE
 
 DISTANCE = 4
 T = TypeVar("T")
@@ -127,15 +131,20 @@ def brute_force_pairs(coarse: np.ndarray, fine: np.ndarray, rows: int | None = N
     return np.concatenate(found) if found else np.zeros((0, 2), np.int64)
 
 
-def measured(task: Callable[[], T]) -> tuple[T, float, int]:
-    """(result, seconds, peak traced bytes) of `task`."""
+def traced_peak(task: Callable[[], T]) -> tuple[T, int]:
+    """(result, peak traced bytes) of `task`, timed apart: tracing slows numpy's allocations."""
     tracemalloc.start()
-    start = time.perf_counter()
     result = task()
-    seconds = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return result, seconds, peak
+    return result, peak
+
+
+def timed(task: Callable[[], T]) -> tuple[T, float]:
+    """(result, seconds) of `task`."""
+    start = time.perf_counter()
+    result = task()
+    return result, time.perf_counter() - start
 
 
 def search_pairs(search: NearDuplicateSearch) -> np.ndarray:
@@ -145,33 +154,44 @@ def search_pairs(search: NearDuplicateSearch) -> np.ndarray:
     return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
 
 
-def near_duplicate_case(line: Line, n: int, baseline_seconds: float) -> str:
-    """One table row: the search (planned, then run) and brute force on `n` hashes of `line`."""
+def near_duplicate_case(line: Line, n: int, baseline_seconds: float, workers: int) -> str:
+    """One table row: the search (planned, then run where `data validate`'s default would run it; its
+    estimate otherwise, marked ~) and brute force on `n` hashes of `line`."""
     coarse, fine = hash_set(line, n)
-    search, plan_seconds, _ = measured(lambda: NearDuplicateSearch(coarse, fine, DISTANCE))
-    groups, seconds, peak = measured(search.groups)
-    seconds += plan_seconds
+    search, peak = traced_peak(lambda: NearDuplicateSearch(coarse, fine, DISTANCE))
+    runs = search.estimated_candidates <= NEAR_DUPLICATE_BUDGET * workers
+    if runs:
+        peak = max(peak, traced_peak(lambda: list(search.key_pair_blocks(search.keys[0])))[1])
+    start = time.perf_counter()
+    search = NearDuplicateSearch(coarse, fine, DISTANCE)
+    if runs:
+        groups = search.groups(workers=workers)
+        seconds = time.perf_counter() - start
+        search_text, group_text = f"{seconds:9.1f}", f"{len(groups):7d}"
+    else:
+        seconds = time.perf_counter() - start + search.estimated_candidates * SECONDS_PER_CANDIDATE / workers
+        search_text, group_text = f"~{seconds:8.0f}", f"{'-':>7}"
     rows = min(n, 2000)
-    _, sample_seconds, _ = measured(lambda: brute_force_pairs(coarse, fine, rows))
+    _, sample_seconds = timed(lambda: brute_force_pairs(coarse, fine, rows))
     estimate = sample_seconds * (n * (n - 1) / 2) / (rows * (n - (rows + 1) / 2))
-    if estimate <= baseline_seconds:
-        truth, brute, _ = measured(lambda: brute_force_pairs(coarse, fine))
+    if estimate <= baseline_seconds and runs:
+        truth, brute = timed(lambda: brute_force_pairs(coarse, fine))
         if not np.array_equal(search_pairs(search), truth[np.lexsort((truth[:, 1], truth[:, 0]))]):
             raise SystemExit(f"{line.name} {n}: the search and brute force differ")
         brute_text = f"{brute:10.1f}"
     else:
         brute, brute_text = estimate, f"~{estimate:9.0f}"
-    auto = "skips" if search.estimated_candidates > NEAR_DUPLICATE_BUDGET else "runs"
-    return (f"{line.name:14} {n:9d} {seconds:9.1f} {peak / 2**20:7.0f} {peak / n:8.0f} "
-            f"{search.estimated_candidates:12.2e} {len(groups):7d} {brute_text} {brute / seconds:8.1f}x {auto:>5}")
+    return (f"{line.name:14} {n:9d} {search_text} {peak / 2**20:7.0f} {peak / n:8.0f} "
+            f"{search.estimated_candidates:12.2e} {group_text} {brute_text} {brute / seconds:8.1f}x "
+            f"{'runs' if runs else 'skips':>5}")
 
 
-def near_duplicate_part(sizes: list[int], lines: list[str], baseline_seconds: float) -> None:
+def near_duplicate_part(sizes: list[int], lines: list[str], baseline_seconds: float, workers: int) -> None:
     print(f"{'line':14} {'images':>9} {'search s':>9} {'MB':>7} {'B/image':>8} {'candidates':>12} {'groups':>7} "
           f"{'brute s':>10} {'speed-up':>9} {'auto':>5}")
     for name in lines:
         for n in sizes:
-            print(near_duplicate_case(LINES[name], n, baseline_seconds), flush=True)
+            print(near_duplicate_case(LINES[name], n, baseline_seconds, workers), flush=True)
 
 
 PRODUCTS = ("bracket", "disc", "plate", "sleeve")
@@ -313,6 +333,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="commands: keep the generated sets here (default: a temporary "
                                                   "folder, removed after)")
     parser.add_argument("--lines", default="magnetic-tile,capsule", help=f"Lines among {', '.join(LINES)}.")
+    parser.add_argument("-j", "--workers", type=int, default=1,
+                        help="near-duplicates: processes for the search, as `data validate -j N` (default 1).")
     parser.add_argument("--baseline-seconds", type=float, default=120.0,
                         help="Run brute force where it is estimated to take at most this; estimate it otherwise.")
     args = parser.parse_args()
@@ -322,7 +344,7 @@ def main() -> None:
         return
     if args.part == "near-duplicates":
         sizes = [int(v) for v in (args.sizes or "100000,1000000").split(",")]
-        near_duplicate_part(sizes, args.lines.split(","), args.baseline_seconds)
+        near_duplicate_part(sizes, args.lines.split(","), args.baseline_seconds, args.workers)
         return
     sizes = [int(v) for v in (args.sizes or "1000,5000,20000").split(",")]
     if args.work is not None:

@@ -80,9 +80,24 @@ def test_clustered_hashes_match_brute_force_once_each(seed: int, distance: int) 
 def test_big_runs_and_small_blocks_give_the_same_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
     coarse, fine = clustered(2, n=400, centres=2)
     expected = brute_force(coarse, fine, 4, 16)
-    monkeypatch.setattr(near_duplicates, "_SMALL_RUN", 2)  # nearly every run takes the blockwise path
+    monkeypatch.setattr(near_duplicates, "_SHORT_RUN", 2)  # nearly every run takes the blockwise path
     monkeypatch.setattr(near_duplicates, "_BLOCK_PAIRS", 64)
+    monkeypatch.setattr(near_duplicates, "_RUN_BLOCK", 64)  # a long run is compared a few rows at a time
     assert set(near_pairs(coarse, fine, 4)) == expected
+
+
+@pytest.mark.parametrize("fine_distance", [16, 254, 255, 256])
+def test_a_long_run_keeps_only_near_pairs_when_the_fine_bit_sum_wraps(fine_distance: int) -> None:
+    """In a long run the fine bits are summed in 8 bits: 256 differing bits wrap to 0. The pairs that
+    far apart are not near, and pairs up to the limit are all found."""
+    rng = np.random.default_rng(3)
+    n = 80  # one long run: every coarse hash equal
+    fine = rng.integers(0, 2**64, (n, 4), dtype=np.uint64)
+    fine[n // 2:] = ~fine[: n // 2]  # each of these is 256 bits from its partner
+    coarse = np.zeros(n, np.uint64)
+    found = set(near_pairs(coarse, fine, 4, fine_distance))
+    assert found == brute_force(coarse, fine, 4, fine_distance)
+    assert ((0, n // 2) in found) == (fine_distance >= 256)
 
 
 @pytest.mark.parametrize("scheme", ["coarse", "fine", "joint"])

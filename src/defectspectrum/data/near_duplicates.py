@@ -9,15 +9,16 @@ into `distance + 1` disjoint bands of bits; two hashes within `distance` bits di
 `distance` bands, so they agree exactly on at least one. Likewise the fine hash in `fine_distance + 1`
 bands. So every near pair shares a key of each of three exact key sets: a coarse band, a fine band, or
 the two joined. For each key of the chosen set the hashes are sorted by it; images with equal keys are
-the candidates, checked on both full hashes in numpy, and a pair is kept at the first key it shares
-only, so it is found once.
+the candidates. Each run of equal keys is compared with itself in place, a block of cells at a time
+(xor and bit count of both hashes, kept in the cache), so only near pairs become index arrays; a pair
+is kept at the first key it shares only, so it is found once.
 
-Cost: one sort of n hashes per key, plus the candidates. `NearDuplicateSearch` plans which set costs
-least from a sample of the hashes (`estimated_candidates`). Unrelated, varied images rarely share a
-key and the search is near linear; on a line of look-alike parts (same product, same view) unrelated
-images share bands often and the candidates grow with the square of the line (measured in
-`benchmarks/bench_scale.py`). The search stays exact and its memory bounded (candidates are checked in
-blocks) whatever their number.
+Cost: one sort of n hashes per key, plus the candidates (about 10 ns each, measured). `NearDuplicateSearch`
+plans which set costs least from a sample of the hashes (`estimated_candidates`). Unrelated, varied
+images rarely share a key and the search is near linear; on a line of look-alike parts (same product,
+same view) unrelated images share bands often and the candidates grow with the square of the line
+(measured in `benchmarks/bench_scale.py`). The search stays exact and its memory bounded (blocks)
+whatever their number.
 
 `near_groups` joins the pairs into groups (connected components: a chain of near pairs is one group), so
 a part photographed n times is one finding, not n(n - 1)/2.
@@ -26,7 +27,7 @@ a part photographed n times is one finding, not n(n - 1)/2.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from itertools import pairwise
+from itertools import chain, pairwise
 from typing import Any
 
 import numpy as np
@@ -36,9 +37,10 @@ from scipy.sparse.csgraph import connected_components
 from defectspectrum.workers import ordered_map
 
 _BLOCK_PAIRS = 1 << 20  # candidate pairs checked at once
-_SMALL_RUN = 32  # runs of equal keys up to this size are paired by offsets, bigger ones blockwise
+_RUN_BLOCK = 1 << 16  # cells (pairs of hashes) compared at once: few enough for the cache (measured)
+_SHORT_RUN = 256  # runs of equal keys up to this size (_RUN_BLOCK cells) are stacked, longer ones go alone
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-_SORT_COST = 8.0  # one row of one key's pass (sort, gathers), in candidate checks: measured 0.2 s and 25 ns
+_SORT_COST = 20.0  # one row of one key's pass (sort, gathers), in candidate checks: measured ~0.2 us and ~10 ns
 
 
 def popcount(values: np.ndarray) -> np.ndarray:
@@ -89,25 +91,87 @@ def joint_keys(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return key ^ (key >> np.uint64(29))
 
 
-def _run_pairs(sorted_keys: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(p, q) position arrays (p < q) of every pair of equal values in sorted `sorted_keys`, in blocks."""
+def runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, sizes) of the runs of equal values in sorted `sorted_keys`."""
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    sizes = np.diff(np.r_[starts, len(sorted_keys)])
-    small = (sizes > 1) & (sizes <= _SMALL_RUN)
-    if small.any():  # each position paired with the next t positions of its run, t = 1, 2, ...
-        ends = np.repeat(starts + sizes, sizes)
-        active = np.flatnonzero(np.repeat(small, sizes) & (np.arange(len(sorted_keys)) + 1 < ends))
-        offset = 1
-        while active.size:
-            yield active, active + offset
-            offset += 1
-            active = active[active + offset < ends[active]]
-    for start, size in zip(starts[sizes > _SMALL_RUN].tolist(), sizes[sizes > _SMALL_RUN].tolist()):
-        rows = max(1, _BLOCK_PAIRS // size)
-        for top in range(0, size - 1, rows):
-            left = np.arange(top, min(top + rows, size))
-            p, q = np.nonzero(left[:, None] < np.arange(size)[None, :])
-            yield start + left[p], start + q
+    return starts, np.diff(np.r_[starts, len(sorted_keys)])
+
+
+def near_cells(coarse_left: np.ndarray, coarse_right: np.ndarray, fine_left: np.ndarray, fine_right: np.ndarray,
+               distance: int, fine_distance: int) -> np.ndarray:
+    """Which cells of the broadcast of the `left` hashes against the `right` ones are within `distance`
+    coarse bits and, as far as an 8-bit sum tells, `fine_distance` fine bits (the fine hashes a word a
+    row: (w, ...)). A sum of 256 or more bits may wrap and pass; none that is near fails. `fine_near`
+    confirms."""
+    bits = coarse_left ^ coarse_right
+    near = popcount(bits) <= distance
+    total = np.zeros(bits.shape, np.uint8)
+    for left, right in zip(fine_left, fine_right):
+        np.bitwise_xor(left, right, out=bits)
+        total += popcount(bits)
+    near &= total <= fine_distance
+    return near
+
+
+def short_runs_near(coarse: np.ndarray, fine: np.ndarray, starts: np.ndarray, sizes: np.ndarray, distance: int,
+                    fine_distance: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Like `long_run_near` for many short runs (`starts`, `sizes`) at once: the runs of one size are
+    stacked and each compared with itself, a block of runs at a time."""
+    for size in np.unique(sizes).tolist():
+        firsts = starts[sizes == size]
+        count = max(1, _RUN_BLOCK // (size * size))
+        for top in range(0, len(firsts), count):
+            rows = firsts[top:top + count, None] + np.arange(size)
+            values, words = coarse[rows], fine[:, rows]
+            near = near_cells(values[:, :, None], values[:, None, :], words[..., None], words[:, :, None, :],
+                              distance, fine_distance)
+            run, r, c = np.nonzero(near)
+            keep = c > r
+            yield rows[run[keep], r[keep]], rows[run[keep], c[keep]]
+
+
+def long_run_near(coarse: np.ndarray, fine: np.ndarray, start: int, size: int, distance: int,
+                  fine_distance: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(p, q) positions (p < q) of the pairs inside the run `start:start + size` of sorted `coarse` (n,) and
+    `fine` (w, n) hashes that are near (`near_cells`). A block of rows is compared with the rest of the
+    run at once (`_RUN_BLOCK` cells, which stay in the cache), so no candidate becomes a position until
+    it is near."""
+    run, words = coarse[start:start + size], fine[:, start:start + size]
+    rows = max(1, _RUN_BLOCK // size)
+    for top in range(0, size - 1, rows):
+        near = near_cells(run[top:top + rows, None], run[None, top:], words[:, top:top + rows, None],
+                          words[:, None, top:], distance, fine_distance)
+        r, c = np.nonzero(near)
+        keep = c > r
+        yield start + top + r[keep], start + top + c[keep]
+
+
+def fine_near(words: np.ndarray, p: np.ndarray, q: np.ndarray, distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (p, q) whose fine hashes, `words` (w, n) uint64 (a row a word), are within `distance` bits.
+    The bits are summed a word at a time, and the pairs already too far after half the words are dropped
+    before the rest are read (on a look-alike line most candidates are)."""
+    total = np.zeros(len(p), np.uint16)
+    for index, row in enumerate(words):
+        total += popcount(row[p] ^ row[q])
+        if index + 1 == len(words) // 2:
+            keep = total <= distance
+            p, q, total = p[keep], q[keep], total[keep]
+    keep = total <= distance
+    return p[keep], q[keep]
+
+
+def batched_pairs(blocks: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The (p, q) `blocks` joined into blocks of at least `_BLOCK_PAIRS` pairs (the last may be smaller)."""
+    waiting: list[tuple[np.ndarray, np.ndarray]] = []
+    size = 0
+    for block in blocks:
+        waiting.append(block)
+        size += len(block[0])
+        if size >= _BLOCK_PAIRS:
+            yield np.concatenate([p for p, _ in waiting]), np.concatenate([q for _, q in waiting])
+            waiting, size = [], 0
+    if size:
+        yield np.concatenate([p for p, _ in waiting]), np.concatenate([q for _, q in waiting])
 
 
 Key = tuple[int | None, int | None]  # (coarse band, fine band); None: that hash takes no part
@@ -170,14 +234,12 @@ class NearDuplicateSearch:
         assert best is not None
         return best[1], best[2]
 
-    def _check(self, key: Key, order: np.ndarray, sorted_coarse: np.ndarray, sorted_fine: np.ndarray,
-               p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The candidates (positions in `order`) that are near and share `key` as the first key of the
-        set they share, as index pairs. The hashes are read in sorted order: neighbouring memory."""
-        keep = popcount(sorted_coarse[p] ^ sorted_coarse[q]) <= self.distance
-        p, q = p[keep], q[keep]
-        keep = popcount(sorted_fine[p] ^ sorted_fine[q]).sum(axis=1, dtype=np.int64) <= self.fine_distance
-        i, j = order[p[keep]], order[q[keep]]
+    def _confirm(self, key: Key, order: np.ndarray, sorted_fine: np.ndarray, p: np.ndarray, q: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs (positions in `order`) within both distances that share `key` as the first key of the
+        set they share, as index pairs: the fine distance exactly (`fine_near`), and the first key."""
+        p, q = fine_near(sorted_fine, p, q, self.fine_distance)
+        i, j = order[p], order[q]
         for table, column in ((self.coarse_table, key[0]), (self.fine_table, key[1])):
             if column is not None:
                 same = table[i, :column + 1] == table[j, :column + 1]
@@ -197,20 +259,20 @@ class NearDuplicateSearch:
             yield from self.key_pair_blocks(key)
 
     def key_pair_blocks(self, key: Key) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The near pairs whose first shared key of the plan is `key`, in blocks."""
+        """The near pairs whose first shared key of the plan is `key`, in blocks. The hashes are sorted by
+        the key; each run of equal keys is compared with itself in place (`short_runs_near`,
+        `long_run_near`), and the near pairs are confirmed (`_confirm`)."""
         keys = self.key_values(key)
         order = np.argsort(keys)
-        sorted_coarse, sorted_fine = self.coarse[order], self.fine[order]
-        waiting: list[tuple[np.ndarray, np.ndarray]] = []
-        size = 0
-        for block in _run_pairs(keys[order]):
-            waiting.append(block)
-            size += len(block[0])
-            if size >= _BLOCK_PAIRS:
-                yield self._check(key, order, sorted_coarse, sorted_fine, *map(np.concatenate, zip(*waiting)))
-                waiting, size = [], 0
-        if size:
-            yield self._check(key, order, sorted_coarse, sorted_fine, *map(np.concatenate, zip(*waiting)))
+        sorted_coarse, sorted_fine = self.coarse[order], np.ascontiguousarray(self.fine[order].T)
+        starts, sizes = runs(keys[order])
+        short, long = (sizes > 1) & (sizes <= _SHORT_RUN), sizes > _SHORT_RUN
+        limits = self.distance, self.fine_distance
+        near = chain(short_runs_near(sorted_coarse, sorted_fine, starts[short], sizes[short], *limits),
+                     (block for start, size in zip(starts[long].tolist(), sizes[long].tolist())
+                      for block in long_run_near(sorted_coarse, sorted_fine, start, size, *limits)))
+        for p, q in batched_pairs(near):
+            yield self._confirm(key, order, sorted_fine, p, q)
 
     def groups(self, progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
                workers: int = 1) -> list[np.ndarray]:
