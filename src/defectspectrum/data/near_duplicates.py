@@ -117,8 +117,9 @@ def short_runs_near(coarse: np.ndarray, fine: np.ndarray, starts: np.ndarray, si
                     fine_distance: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Like `long_run_near` for many short runs (`starts`, `sizes`) at once: the runs of one size are
     stacked and each compared with itself, a block of runs at a time."""
-    for size in np.unique(sizes).tolist():
-        firsts = starts[sizes == size]
+    order = np.argsort(sizes, kind="stable")
+    values, cuts = np.unique(sizes[order], return_index=True)
+    for size, firsts in zip(values.tolist(), np.split(starts[order], cuts[1:])):
         count = max(1, _RUN_BLOCK // (size * size))
         for top in range(0, len(firsts), count):
             rows = firsts[top:top + count, None] + np.arange(size)
