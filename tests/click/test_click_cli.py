@@ -92,6 +92,16 @@ def test_unknown_model_is_one_line(ds: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x.json").exists()
 
 
+def test_an_unknown_init_is_one_line_naming_init(ds: Path, tmp_path: Path) -> None:
+    one_line_error(["click", "train", ds, "--out", tmp_path / "run", "--init", "none"], "--init 'none'",
+                   "unknown model", "a run folder of `click train`")
+    one_line_error(["click", "train", ds, "--out", tmp_path / "run", "--init", "runs/gone"], "--init runs/gone",
+                   "not found")
+    one_line_error(["click", "train", ds, "--out", tmp_path / "run", "--init", "grabcut"], "--init grabcut",
+                   "has no weights")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_missing_default_model_or_run_is_one_line(ds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    ) -> None:
     one_line_error(["click", "eval", ds, "--model", "runs/click/best.pt"], "--model runs/click/best.pt",

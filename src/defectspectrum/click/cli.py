@@ -29,9 +29,10 @@ def is_model_path(name: str) -> bool:
     return "/" in name or "\\" in name or name.lower().endswith(_CHECKPOINT_SUFFIXES) or Path(name).exists()
 
 
-def check_models(names: list[str] | None) -> list[str]:
+def check_models(names: list[str] | None, option: str = "--model") -> list[str]:
     """The model names to evaluate (default: the shipped model and both baselines; repeats dropped): baselines,
-    `default`, and run folders, checkpoints, weights files or .onnx files (checked to exist)."""
+    `default`, and run folders, checkpoints, weights files or .onnx files (checked to exist). Errors name
+    `option`, the command-line option the names came from."""
     chosen: list[str] = []
     for name in names or ["default", *BASELINE_NAMES]:
         if name in chosen:
@@ -41,11 +42,11 @@ def check_models(names: list[str] | None) -> list[str]:
             continue
         if is_model_path(name):
             if not Path(name).exists():
-                raise InputError(f"--model {name}: not found; give a run folder of `click train`, its "
+                raise InputError(f"{option} {name}: not found; give a run folder of `click train`, its "
                                  "checkpoints/last.pt, a .safetensors or .onnx file of `click export`, or default")
             chosen.append(name)
             continue
-        raise InputError(f"--model {name!r}: unknown model; choose default, {', '.join(BASELINE_NAMES)} "
+        raise InputError(f"{option} {name!r}: unknown model; choose default, {', '.join(BASELINE_NAMES)} "
                          "or a run folder of `click train`")
     return chosen
 
@@ -246,7 +247,7 @@ def train_command(
         if init is not None:
             from defectspectrum.click.model_files import load_click_model
 
-            init = check_models([init])[0]
+            init = check_models([init], "--init")[0]
             if init in BASELINE_NAMES:
                 raise InputError(f"--init {init}: a classical baseline has no weights; give default or a run folder")
             model_config = load_click_model(init)[1]
