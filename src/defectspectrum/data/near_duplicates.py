@@ -118,13 +118,13 @@ def short_runs_near(coarse: np.ndarray, fine: np.ndarray, starts: np.ndarray, si
     """Like `long_run_near` for many short runs (`starts`, `sizes`) at once: the runs of one size are
     stacked and each compared with itself, a block of runs at a time."""
     order = np.argsort(sizes, kind="stable")
-    values, cuts = np.unique(sizes[order], return_index=True)
-    for size, firsts in zip(values.tolist(), np.split(starts[order], cuts[1:])):
+    run_sizes, cuts = np.unique(sizes[order], return_index=True)
+    for size, firsts in zip(run_sizes.tolist(), np.split(starts[order], cuts[1:])):
         count = max(1, _RUN_BLOCK // (size * size))
         for top in range(0, len(firsts), count):
             rows = firsts[top:top + count, None] + np.arange(size)
-            values, words = coarse[rows], fine[:, rows]
-            near = near_cells(values[:, :, None], values[:, None, :], words[..., None], words[:, :, None, :],
+            hashes, words = coarse[rows], fine[:, rows]
+            near = near_cells(hashes[:, :, None], hashes[:, None, :], words[..., None], words[:, :, None, :],
                               distance, fine_distance)
             run, r, c = np.nonzero(near)
             keep = c > r
