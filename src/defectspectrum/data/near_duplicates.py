@@ -92,8 +92,11 @@ def joint_keys(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 def runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, sizes) of the runs of equal values in sorted `sorted_keys`."""
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    """(starts, sizes) of the runs of equal values in sorted `sorted_keys` (equal rows where it is 2-d)."""
+    changed = sorted_keys[1:] != sorted_keys[:-1]
+    if changed.ndim > 1:
+        changed = changed.any(axis=1)
+    starts = np.flatnonzero(np.r_[True, changed])
     return starts, np.diff(np.r_[starts, len(sorted_keys)])
 
 

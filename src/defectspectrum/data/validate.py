@@ -53,7 +53,7 @@ from rich.table import Table
 
 from defectspectrum.cli_support import markup_text as escape
 from defectspectrum.data.dsfolder import SAMPLES_FILE, DSFolder
-from defectspectrum.data.near_duplicates import NearDuplicateSearch
+from defectspectrum.data.near_duplicates import NearDuplicateSearch, runs
 from defectspectrum.data.sample import SPLITS, Sample
 from defectspectrum.errors import InputError
 from defectspectrum.io import (
@@ -168,9 +168,8 @@ def identical_groups(digests: bytes | bytearray) -> tuple[np.ndarray, dict[int, 
     order = np.lexsort((words[:, 2], words[:, 1], words[:, 0]))  # stable: a run lists its members ascending
     ordered = words[order]
     del words
-    starts = np.flatnonzero(np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)])
+    starts, sizes = runs(ordered)
     del ordered
-    sizes = np.diff(np.r_[starts, count])
     multiple = {int(order[start]): order[start:start + size].tolist()
                 for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist())}
     return np.sort(order[starts]), multiple
