@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import stat
 from pathlib import Path
 
@@ -81,6 +82,18 @@ def test_unknown_fields_survive_a_save(folder: DSFolder) -> None:
     again = DSFolder.open(folder.root)
     again.save()
     assert json.loads((folder.root / "samples.jsonl").read_text().splitlines()[0])["reviewer"] == "ana"
+
+
+def test_samples_without_extra_fields_share_one_read_only_empty_dict(folder: DSFolder) -> None:
+    plain, *others = DSFolder.open(folder.root)
+    assert all(sample.extra is plain.extra for sample in others) and plain.extra == {}
+    with pytest.raises(TypeError, match="read-only"):
+        plain.extra["reviewer"] = "ana"
+    assert pickle.loads(pickle.dumps(plain)).extra is plain.extra  # as workers receive samples
+    assert Sample("a/b", "a", "i.png", "m.png", extra={}).extra is plain.extra
+    given = plain.replace(extra={"reviewer": "ana"})
+    assert given.extra == {"reviewer": "ana"} and plain.extra == {}
+    assert given.to_json()["reviewer"] == "ana" and "extra" not in plain.to_json()
 
 
 def test_class_map_rules() -> None:

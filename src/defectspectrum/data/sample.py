@@ -55,6 +55,24 @@ def check_field_types(values: Mapping[str, Any], where: str) -> None:
             raise SchemaError(f"{where}: field {key!r} must be true or false, not {_json_type(value)}; fix that line")
 
 
+class _NoExtra(dict[str, Any]):
+    """The one empty `extra` that samples without extra fields share (a dict takes 64 bytes a sample):
+    read-only, so a change through one sample cannot reach the others; pickled by name."""
+
+    def _refuse(self, *_: Any, **__: Any) -> Any:
+        raise TypeError("Sample.extra of a sample without extra fields is shared and read-only; "
+                        "give new extra fields with sample.replace(extra={...})")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    update = setdefault = pop = popitem = clear = _refuse
+
+    def __reduce__(self) -> str:
+        return "NO_EXTRA"
+
+
+NO_EXTRA: dict[str, Any] = _NoExtra()
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One image–mask pair of a DS folder; paths are relative to the folder root."""
@@ -68,7 +86,11 @@ class Sample:
     synthetic: bool = False
     source: str | None = None
     defect_type: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=lambda: NO_EXTRA)
+
+    def __post_init__(self) -> None:
+        if type(self.extra) is dict and not self.extra:  # one shared empty dict, not one a sample
+            object.__setattr__(self, "extra", NO_EXTRA)
 
     @property
     def name(self) -> str:
