@@ -15,8 +15,8 @@ from defectspectrum.click.baselines import (
     GrabCut,
     RandomWalker,
     fallback,
-    keep_clicked_parts,
     make_baseline,
+    parts_at_positive_clicks,
     window,
 )
 from defectspectrum.click.clicks import Click, disk
@@ -98,7 +98,7 @@ def test_grabcut_falls_back_where_it_cannot_run(monkeypatch: pytest.MonkeyPatch)
     previous[0:3, 0:3] = True  # the previous mask, not touching the click: dropped as an unclicked part
     mask = GrabCut(radius=2).predict(image, [Click(6, 6, True), Click(6, 7, False)], previous)
     expected = disk((12, 12), 6, 6, 2) & ~disk((12, 12), 6, 7, 2)
-    assert (mask == keep_clicked_parts(expected | previous, [Click(6, 6, True)], 2)).all()
+    assert (mask == parts_at_positive_clicks(expected | previous, [Click(6, 6, True)], 2)).all()
 
 
 def test_grabcut_on_a_flat_image_returns_a_mask() -> None:
@@ -119,5 +119,5 @@ def test_fallback_and_keep_clicked_parts() -> None:
     assert mask[1, 2] and not mask[2, 3] and not mask[2, 2]  # the later negative disk wins where they overlap
     parts = np.zeros((10, 10), bool)
     parts[1:3, 1:3] = parts[7:9, 7:9] = True
-    kept = keep_clicked_parts(parts, [Click(1, 1, True), Click(8, 8, False)], radius=0)
+    kept = parts_at_positive_clicks(parts, [Click(1, 1, True), Click(8, 8, False)], radius=0)
     assert kept[1:3, 1:3].all() and not kept[7:9, 7:9].any()

@@ -78,7 +78,7 @@ def fallback(shape: tuple[int, int], clicks: Sequence[Click], previous: np.ndarr
     return mask
 
 
-def keep_clicked_parts(mask: np.ndarray, clicks: Sequence[Click], radius: int) -> np.ndarray:
+def parts_at_positive_clicks(mask: np.ndarray, clicks: Sequence[Click], radius: int) -> np.ndarray:
     """Only the 8-connected parts of bool `mask` that touch a positive click's disk."""
     count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     if count <= 1:
@@ -114,7 +114,7 @@ class _Windowed:
             local = [Click(min(int(c.y * scale), size[1] - 1), min(int(c.x * scale), size[0] - 1), c.positive)
                      for c in local]
             radius = max(1, round(radius * scale))
-        mask = keep_clicked_parts(self._segment(np.ascontiguousarray(crop), local, before, radius), local, radius)
+        mask = parts_at_positive_clicks(self._segment(np.ascontiguousarray(crop), local, before, radius), local, radius)
         if scale < 1.0:
             mask = cv2.resize(mask.astype(np.uint8), (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST) > 0
         result[y0:y1, x0:x1] = mask
