@@ -215,6 +215,19 @@ def test_duplicate_ids_name_both_lines(ds: Path, duplicate: str, extra: str) -> 
         DSFolder.open(ds)
 
 
+def test_lenient_open_names_the_first_line_of_every_repeated_id(ds: Path) -> None:
+    """Ids held before the first repeat and after it: each repeat names the line its id came from."""
+    first_repeat, new_id, broken, new_repeat, old_repeat = _append(
+        ds, _record(id="metal/a"), _record(id="metal/y"), "{not json", _record(id="metal/y"), _record(id="metal/b"))
+    folder = DSFolder.open(ds, lenient=True)
+    named = {problem.line: problem.message for problem in folder.problems}
+    assert set(named) == {first_repeat, broken, new_repeat, old_repeat}
+    assert "'metal/a' repeats line 1;" in named[first_repeat]
+    assert f"'metal/y' repeats line {new_id};" in named[new_repeat]
+    assert "'metal/b' repeats line 2;" in named[old_repeat]
+    assert "metal/y" in folder and len(folder) == 4
+
+
 def test_split_never_drops_a_duplicated_line(ds: Path) -> None:
     _append(ds, _record(id="metal/a", split="val"))
     before = (ds / "samples.jsonl").read_bytes()

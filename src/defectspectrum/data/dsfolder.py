@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -372,7 +373,8 @@ class DSFolder:
         """Add every sound line of samples.jsonl; raise on the first bad one, or list them if `lenient`."""
         path = self._root / SAMPLES_FILE
         problems: list[IndexProblem] = []
-        lines: dict[str, int] = {}  # id -> its line
+        lines = array("L")  # the line of each sample held, in the order held (4-8 bytes, not a dict entry)
+        position: dict[str, int] | None = None  # id -> its place in `lines`: built at the first repeated id
         prefix = str(path)
         for number, raw in _index_lines(path):
             where = f"{prefix}:{number}"
@@ -382,9 +384,11 @@ class DSFolder:
                 sample = Sample.from_json(data, where)
                 first = self._id_clash(sample.id)
                 if first is not None:
+                    if position is None:
+                        position = {sample_id: index for index, sample_id in enumerate(self._samples)}
                     same = "" if first == sample.id else f" ({first!r}: ids may not differ in case only)"
-                    raise SchemaError(f"{where}: sample id {sample.id!r} repeats line {lines[first]}{same}; "
-                                      "ids must be unique: remove or rename one of the two lines")
+                    raise SchemaError(f"{where}: sample id {sample.id!r} repeats line {lines[position[first]]}"
+                                      f"{same}; ids must be unique: remove or rename one of the two lines")
                 self._check(sample, where)
             except SchemaError as exc:
                 if not lenient:
@@ -392,7 +396,9 @@ class DSFolder:
                 sample_id = data.get("id") if isinstance(data, dict) else None
                 problems.append(IndexProblem(number, sample_id if isinstance(sample_id, str) else None, str(exc)))
                 continue
-            lines[sample.id] = number
+            if position is not None:
+                position[sample.id] = len(lines)
+            lines.append(number)
             self._insert(sample)
         return problems
 
