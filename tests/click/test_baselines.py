@@ -113,7 +113,7 @@ def test_random_walker_without_background_seeds_falls_back() -> None:
     assert mask.all()  # the positive disk covers the image: nothing to walk
 
 
-def test_fallback_and_keep_clicked_parts() -> None:
+def test_fallback_and_parts_at_positive_clicks() -> None:
     clicks = [Click(2, 2, True), Click(2, 3, False)]
     mask = fallback((6, 6), clicks, np.zeros((6, 6), bool), radius=1)
     assert mask[1, 2] and not mask[2, 3] and not mask[2, 2]  # the later negative disk wins where they overlap
