@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,24 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DEFECTSPECTRUM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 os.environ.setdefault("DEFECTSPECTRUM_NO_PROGRESS", "1")
+
+
+ModuleTmp = Callable[[str], Path]
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleTmp]:
+    """Makes folders for files a whole test module shares, and removes them when the module ends: a
+    run then holds one module's shared files at a time, not all of them (CI's disk may be small)."""
+    made: list[Path] = []
+
+    def make(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

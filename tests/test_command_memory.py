@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ModuleTmp
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.data.export import export
 from defectspectrum.data.stats import compute_stats
@@ -40,8 +41,8 @@ def _folder(root: Path, count: int) -> DSFolder:
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[int, DSFolder]:
-    root = tmp_path_factory.mktemp("memory")
+def folders(module_tmp: ModuleTmp) -> dict[int, DSFolder]:
+    root = module_tmp("memory")
     return {count: _folder(root / f"ds{count}", count) for count in SIZES}
 
 

@@ -22,10 +22,10 @@ from defectspectrum.errors import InputError
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> tuple[Path, str]:
+def demo_run(module_tmp) -> tuple[Path, str]:
     """One tiny demo run (64 px, 2 images per defect folder, first-1 split, 3 segmentation and 3 generator
     steps, 4 clicked defects) shared by the tests; returns (out, stdout)."""
-    out = tmp_path_factory.mktemp("demo") / "demo_output"
+    out = module_tmp("demo") / "demo_output"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = main(["--out", str(out), "--size", "64", "--per-type", "2", "--seed", "3", "--k", "1",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import real_dataset
+from conftest import ModuleTmp, real_dataset
 from defectspectrum.cli import app
 from defectspectrum.data.convert import convert
 from defectspectrum.data.dsfolder import DSFolder
@@ -24,19 +24,19 @@ SD_CLASSES = ("background", "inclusion", "patches", "scratches")
 
 
 @pytest.fixture(scope="module")
-def mvtec_ds(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> DSFolder:
-    return convert(real_dataset(shared_data, MVTEC), tmp_path_factory.mktemp("real") / "mvtec", "auto")
+def mvtec_ds(shared_data: Path, module_tmp: ModuleTmp) -> DSFolder:
+    return convert(real_dataset(shared_data, MVTEC), module_tmp("real") / "mvtec", "auto")
 
 
 @pytest.fixture(scope="module")
-def magnetic_ds(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> DSFolder:
-    return convert(real_dataset(shared_data, MAGNETIC), tmp_path_factory.mktemp("real") / "mt", "auto")
+def magnetic_ds(shared_data: Path, module_tmp: ModuleTmp) -> DSFolder:
+    return convert(real_dataset(shared_data, MAGNETIC), module_tmp("real") / "mt", "auto")
 
 
 @pytest.fixture(scope="module")
-def sd900_ds(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> DSFolder:
+def sd900_ds(shared_data: Path, module_tmp: ModuleTmp) -> DSFolder:
     """Converted through the CLI with two worker processes (exercises the process pool)."""
-    dst = tmp_path_factory.mktemp("real") / "sd900"
+    dst = module_tmp("real") / "sd900"
     result = CliRunner().invoke(app, ["data", "convert", str(real_dataset(shared_data, SD900)), str(dst),
                                       "--workers", "2"])
     assert result.exit_code == 0, result.output

@@ -39,9 +39,9 @@ TITLES = ["Overview", "Validation", "Statistics", "Splits", "Overlays"]
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory) -> Path:
+def ds(module_tmp) -> Path:
     """A small DS folder: 2 objects, 2 images per defect type, 2 defect-free each; no splits, no captions."""
-    root = tmp_path_factory.mktemp("report") / "ds"
+    root = module_tmp("report") / "ds"
     write_ds_folder(root, materials=["metal", "wood"], n_defective_per_type=2, n_good=2, size=(48, 48), seed=2)
     return root
 

@@ -10,6 +10,7 @@ import pytest
 from click_helpers import TINY_ARGS
 
 from cli_helpers import invoke, one_line_error
+from conftest import ModuleTmp
 from defectspectrum.data.splits import assign_splits
 from defectspectrum.data.synth import write_ds_folder
 
@@ -17,9 +18,9 @@ KEYS = ["NoC85", "NoC90", "NoF85", "NoF90", "IoU@1", "IoU@3", "IoU@5", "objects"
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ds(module_tmp: ModuleTmp) -> Path:
     """The procedural folder of tests/seg's `split_synth`: metal, 3 images per defect type, first-k splits."""
-    root = tmp_path_factory.mktemp("click") / "synth"
+    root = module_tmp("click") / "synth"
     folder = write_ds_folder(root, materials=["metal"], n_defective_per_type=3, n_good=2, size=(48, 48), seed=0)
     assign_splits(folder, rule="first-k", k=2)
     folder.save()
@@ -112,9 +113,9 @@ def test_a_missing_default_model_or_run_is_one_line(ds: Path, tmp_path: Path, mo
 
 
 @pytest.fixture(scope="module")
-def run(ds: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run(ds: Path, module_tmp: ModuleTmp) -> Path:
     """A tiny ClickNet trained for a few steps by `click train`."""
-    out = tmp_path_factory.mktemp("clickrun") / "run"
+    out = module_tmp("clickrun") / "run"
     result = invoke("click", "train", ds, "--out", out, "--steps", "4", "--batch-size", "2", "--crop-size", "64",
                     *TINY_ARGS, width=200)
     assert result.exit_code == 0, result.output

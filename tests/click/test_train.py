@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 
 from click_helpers import TINY, split_synth  # noqa: E402
 
+from conftest import ModuleTmp  # noqa: E402
 from defectspectrum.click.train import (  # noqa: E402
     LAST,
     RUN_JSON,
@@ -23,8 +24,8 @@ from defectspectrum.errors import InputError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("clicktrain") / "synth"
+def ds(module_tmp: ModuleTmp) -> Path:
+    root = module_tmp("clicktrain") / "synth"
     split_synth(root)
     return root
 

@@ -20,6 +20,7 @@ import torch
 import torchvision
 from torch import nn
 
+from conftest import ModuleTmp
 from defectspectrum.errors import InputError
 from defectspectrum.gen import learned_metrics as lm
 
@@ -40,8 +41,8 @@ def _random_inception() -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("weights")
+def weights(module_tmp: ModuleTmp) -> dict[str, Path]:
+    folder = module_tmp("weights")
     files = {"inception": folder / "weights-inception-2015-12-05-6726825d.pth",
              "alexnet": folder / "alexnet-owt-7be5be79.pth"}
     torch.save(_random_inception().state_dict(), files["inception"])

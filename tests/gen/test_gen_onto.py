@@ -37,8 +37,8 @@ GOOD_SHAPE = (52, 70)  # not square, larger than the training images (40 px): wi
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> tuple[Path, Path, Path]:
-    root = tmp_path_factory.mktemp("onto")
+def setup(module_tmp) -> tuple[Path, Path, Path]:
+    root = module_tmp("onto")
     ds = split_synth(root / "ds", size=40, per_type=3, k=2).root
     train_generator(GenConfig(data=str(ds), object="metal", preset="small", width=8, layers=1, size=16, steps=3,
                               batch_size=2, checkpoint_every=3, ema_decay=0.5), root / "run")

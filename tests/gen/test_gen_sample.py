@@ -30,8 +30,8 @@ from defectspectrum.gen.train import GenConfig, train_generator  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[Path, Path, Path]:
-    root = tmp_path_factory.mktemp("gensample")
+def runs(module_tmp) -> tuple[Path, Path, Path]:
+    root = module_tmp("gensample")
     ds = split_synth(root / "ds", size=40, per_type=3, k=2).root
     common = {"data": str(ds), "object": "metal", "width": 8, "layers": 1, "size": 16, "steps": 4, "batch_size": 2,
               "checkpoint_every": 4, "ema_decay": 0.5}

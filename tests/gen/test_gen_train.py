@@ -20,8 +20,8 @@ from defectspectrum.gen.train import FewShotPairs, GenConfig, loss_rise, train_g
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory) -> Path:
-    return split_synth(tmp_path_factory.mktemp("gen") / "ds", size=40, per_type=3, k=2).root
+def ds(module_tmp) -> Path:
+    return split_synth(module_tmp("gen") / "ds", size=40, per_type=3, k=2).root
 
 
 def tiny(ds: Path, **changes) -> GenConfig:

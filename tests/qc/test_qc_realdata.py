@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cli_helpers import invoke
-from conftest import real_dataset
+from conftest import ModuleTmp, real_dataset
 from defectspectrum.data.convert import convert
 from defectspectrum.data.dsfolder import DSFolder
 from defectspectrum.data.splits import assign_splits
@@ -47,8 +47,8 @@ def degrade(mask: np.ndarray, index: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def magnetic(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[DSFolder, DSFolder]:
-    root = tmp_path_factory.mktemp("qcreal")
+def magnetic(shared_data: Path, module_tmp: ModuleTmp) -> tuple[DSFolder, DSFolder]:
+    root = module_tmp("qcreal")
     truth = convert(real_dataset(shared_data, "magnetic_tile"), root / "mt", "auto")
     assign_splits(truth, rule="random", val_fraction=0.2, seed=0)
     truth.save()

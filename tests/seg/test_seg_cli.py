@@ -23,8 +23,8 @@ TRAIN = ["--steps", "4", "--val-every", "2", "--crop-size", "32", "--batch-size"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("segcli")
+def trained(module_tmp) -> tuple[Path, Path]:
+    root = module_tmp("segcli")
     ds = split_synth(root / "ds", size=48).root
     result = invoke("seg", "train", ds, "--model", register_tiny_model(), "--out", root / "run", *TRAIN)
     assert result.exit_code == 0, result.output

@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from conftest import ModuleTmp  # noqa: E402
 from defectspectrum.data.dsfolder import DSFolder  # noqa: E402
 from defectspectrum.data.synth import write_ds_folder  # noqa: E402
 from defectspectrum.errors import InputError  # noqa: E402
@@ -29,10 +30,10 @@ from defectspectrum.seg.transforms import (  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory: pytest.TempPathFactory) -> DSFolder:
+def ds(module_tmp: ModuleTmp) -> DSFolder:
     """Two objects (metal, wood: different class maps), 6 samples each (one good); samples
     alternate train/val by id, scratches are marked synthetic."""
-    folder = write_ds_folder(tmp_path_factory.mktemp("seg") / "ds", materials=["metal", "wood"],
+    folder = write_ds_folder(module_tmp("seg") / "ds", materials=["metal", "wood"],
                              n_defective_per_type=1, n_good=1, size=(48, 48))
     ordered = sorted(folder, key=lambda s: s.id)
     folder.update(s.replace(split=("train", "val")[i % 2], synthetic=s.defect_type == "scratch")

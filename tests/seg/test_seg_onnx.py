@@ -16,6 +16,7 @@ import onnx  # noqa: E402
 from seg_helpers import TinyConvNet  # noqa: E402
 from torch import nn  # noqa: E402
 
+from conftest import ModuleTmp  # noqa: E402
 from defectspectrum.data.classes import ClassMap  # noqa: E402
 from defectspectrum.errors import InputError  # noqa: E402
 from defectspectrum.seg.infer import Predictor, TorchPredictor  # noqa: E402
@@ -80,11 +81,11 @@ smp = pytest.importorskip("segmentation_models_pytorch")
 
 
 @pytest.fixture(scope="module", params=["unet", "deeplabv3plus"])
-def smp_export(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]:
+def smp_export(request: pytest.FixtureRequest, module_tmp: ModuleTmp) -> tuple[nn.Module, Path]:
     torch.manual_seed(0)
     build = {"unet": smp.Unet, "deeplabv3plus": smp.DeepLabV3Plus}[request.param]
     model = with_running_statistics(build("resnet18", encoder_weights=None, classes=len(CLASSES)))
-    path = tmp_path_factory.mktemp(request.param) / "model.onnx"
+    path = module_tmp(request.param) / "model.onnx"
     result = export_onnx(model, path, preprocess=PREPROCESS, labels=CLASSES, size=64, tile=64)
     assert result.policy == "dynamic"
     assert model.training  # the export put it in eval mode and back

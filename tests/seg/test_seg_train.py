@@ -31,8 +31,8 @@ from defectspectrum.seg.train import (  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory) -> Path:
-    return split_synth(tmp_path_factory.mktemp("seg") / "ds").root
+def ds(module_tmp) -> Path:
+    return split_synth(module_tmp("seg") / "ds").root
 
 
 def tiny_config(ds: Path, **changes) -> RunConfig:
