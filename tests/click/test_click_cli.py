@@ -214,3 +214,24 @@ def test_eval_report_has_the_table_plot_and_clicked_objects(ds: Path, tmp_path: 
     strip = np.asarray(Image.open(pictures[0]))
     assert strip.shape[0] == 160 and strip.shape[1] > 2 * 160  # the truth and at least one clicked mask
     one_line_error(["click", "eval", ds, "--model", "grabcut", "--report", ds / "dataset.json"], "dataset.json")
+
+
+def test_eval_a_refined_run_beside_the_same_run(ds: Path, run: Path) -> None:
+    refined = f"{run}+grabcut"
+    result = invoke("click", "eval", ds, "--model", run, "--model", refined, "--limit", "2", "--max-clicks", "3",
+                    "--split", "val", width=300)
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:] if "thin" not in line.split()}
+    assert rows["run"][-1] == rows["run+grabcut"][-1] == "2"
+    assert rows["run"][1:-1] != rows["run+grabcut"][1:-1]  # the refinement changed the masks
+
+
+def test_a_refinement_is_refused_where_it_has_no_meaning(ds: Path, run: Path, tmp_path: Path) -> None:
+    one_line_error(["click", "eval", ds, "--model", "grabcut+grabcut"], "grabcut+grabcut",
+                   "only a learned model's masks are refined")
+    one_line_error(["click", "eval", ds, "--model", "runs/gone+grabcut"], "--model runs/gone", "not found")
+    one_line_error(["click", "export", f"{run}+grabcut", "--weights", tmp_path / "w.safetensors"],
+                   "has no weights of its own")
+    one_line_error(["click", "train", ds, "--out", tmp_path / "run", "--init", "default+grabcut"],
+                   "--init default+grabcut", "has no weights of its own")
+    assert not (tmp_path / "w.safetensors").exists() and not (tmp_path / "run").exists()

@@ -101,3 +101,36 @@ def test_predictor_is_a_segmenter_for_the_noc_loop(predictor: Counting) -> None:
     truth[30:50, 40:70] = True
     run = run_object(predictor, image(), truth, max_clicks=3)
     assert len(run.ious) == 3 and all(0.0 <= v <= 1.0 for v in run.ious)
+
+
+def test_a_grabcut_refinement_follows_every_click_and_undo_keeps_its_masks() -> None:
+    """With refine="grabcut" each click's mask is GrabCut's refinement of what the model alone gives from the
+    same previous mask; a session keeps the refined masks for undo."""
+    from defectspectrum.click.baselines import grabcut_refiner
+
+    torch.manual_seed(0)
+    net = build_click_model(TINY)
+    plain = ClickPredictor(net, TINY, coarse_side=64, focus_side=64, focus_min=32)
+    refined = ClickPredictor(net, TINY, coarse_side=64, focus_side=64, focus_min=32, refine="grabcut")
+    rng = np.random.default_rng(1)
+    picture = np.clip(rng.normal(60, 10, (96, 128, 3)), 0, 255).astype(np.uint8)
+    picture[30:60, 40:80] = 200
+    session = ClickSession(refined, picture)
+    features = plain.features(picture)
+    clicks: list[Click] = []
+    masks = [session.mask]
+    for x, y, positive in ((60, 45, True), (5, 5, False), (75, 35, True)):
+        clicks.append(Click(y, x, positive))
+        expected = grabcut_refiner().predict(picture, clicks, plain.step(features, clicks, masks[-1]))
+        masks.append(session.add_click(x, y, positive))
+        assert np.array_equal(masks[-1], expected)
+    assert masks[1].any() and not masks[1][5, 5]
+    assert np.array_equal(session.undo(), masks[2])
+
+
+def test_an_unknown_refinement_or_features_without_the_image_are_refused(predictor: Counting) -> None:
+    with pytest.raises(InputError, match="unknown refinement 'crf'"):
+        ClickPredictor(build_click_model(TINY), TINY, refine="crf")
+    refined = ClickPredictor(predictor.model, TINY, coarse_side=64, focus_side=64, refine="grabcut")
+    with pytest.raises(InputError, match="without the image a refinement needs"):
+        refined.step(predictor.features(image()), [Click(30, 40, True)], np.zeros((96, 128), bool))

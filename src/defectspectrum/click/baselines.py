@@ -211,3 +211,22 @@ BASELINES: dict[str, type[_Windowed]] = {"grabcut": GrabCut, "random-walker": Ra
 def make_baseline(name: str, radius: int = CLICK_RADIUS) -> _Windowed:
     """A new baseline segmenter by name (`BASELINES`); KeyError for another name."""
     return BASELINES[name](radius)
+
+
+REFINEMENTS = ("grabcut",)
+
+
+def split_refined(name: str) -> tuple[str, str | None]:
+    """(model, refinement) of a model name: `default+grabcut` is the model `default` with every mask it
+    gives refined by GrabCut (`grabcut_refiner`); a name without such a suffix has no refinement."""
+    base, plus, suffix = str(name).rpartition("+")
+    if plus and base and suffix in REFINEMENTS:
+        return base, suffix
+    return str(name), None
+
+
+def grabcut_refiner(radius: int = CLICK_RADIUS) -> GrabCut:
+    """GrabCut as a refinement of a learned model's mask: given that mask as `previous`, the mask is its
+    probable foreground and the clicks are its definite labels, with no extra probable disk about positive
+    clicks (`around=0`): the colour models move the mask's edge to the object's."""
+    return GrabCut(radius, around=0)

@@ -29,13 +29,26 @@ def is_model_path(name: str) -> bool:
     return "/" in name or "\\" in name or name.lower().endswith(_CHECKPOINT_SUFFIXES) or Path(name).exists()
 
 
-def check_models(names: list[str] | None, option: str = "--model") -> list[str]:
+def check_models(names: list[str] | None, option: str = "--model", allow_refined: bool = True) -> list[str]:
     """The model names to evaluate (default: the shipped model and both baselines; repeats dropped): baselines,
-    `default`, and run folders, checkpoints, weights files or .onnx files (checked to exist). Errors name
-    `option`, the command-line option the names came from."""
+    `default`, and run folders, checkpoints, weights files or .onnx files (checked to exist), each of the
+    learned ones with an optional `+grabcut` refinement where `allow_refined`. Errors name `option`, the
+    command-line option the names came from."""
+    from defectspectrum.click.baselines import split_refined
+
     chosen: list[str] = []
     for name in names or ["default", *BASELINE_NAMES]:
         if name in chosen:
+            continue
+        base, refine = split_refined(name)
+        if refine is not None:
+            if not allow_refined:
+                raise InputError(f"{option} {name}: a refinement (+{refine}) is applied when masks are predicted "
+                                 f"and has no weights of its own; give {base}")
+            if base in BASELINE_NAMES:
+                raise InputError(f"{option} {name}: only a learned model's masks are refined; give default+{refine} "
+                                 f"or a run folder with +{refine}")
+            chosen.append(check_models([base], option)[0] + f"+{refine}")
             continue
         if name in BASELINE_NAMES or name == "default":
             chosen.append(name)
@@ -69,7 +82,13 @@ def _cell(value: Any, digits: int) -> str:
 
 
 def model_label(name: str) -> str:
-    """A short table label for `--model`: a run folder's name, a file's stem (a run's checkpoint: its run's name)."""
+    """A short table label for `--model`: a run folder's name, a file's stem (a run's checkpoint: its run's name),
+    with its refinement (`+grabcut`) kept."""
+    from defectspectrum.click.baselines import split_refined
+
+    base, refine = split_refined(name)
+    if refine is not None:
+        return f"{model_label(base)}+{refine}"
     if not is_model_path(name) or name == "default":
         return name
     path = Path(name)
@@ -90,7 +109,9 @@ def eval_command(
     data: Path = typer.Argument(..., readable=False, help="The DS folder with ground-truth masks."),
     models: list[str] | None = typer.Option(None, "--model", "-m", help="default (the shipped model), grabcut, "
                                             "random-walker, a run folder of click train, or a .safetensors/.onnx "
-                                            "file; repeat it for several (default: all three named)."),
+                                            "file; a learned model + grabcut (default+grabcut) has its masks "
+                                            "refined by GrabCut; repeat it for several (default: the first three "
+                                            "named)."),
     split: str | None = typer.Option(None, "--split", help="Only this split (e.g. val; default every sample)."),
     objects: str | None = typer.Option(None, "--object", help="Only these DS objects (products), comma-separated."),
     max_clicks: int = typer.Option(20, "--max-clicks", min=1, max=100, help="Clicks per defect before giving up."),
@@ -120,6 +141,8 @@ def eval_command(
     Example: defectspectrum click eval ds --object capsule --max-clicks 10 --json noc.json --report noc.html
 
     Example: defectspectrum click eval ds --model runs/click --model grabcut --split val --from-degraded
+
+    Example: defectspectrum click eval ds --model default --model default+grabcut --model grabcut --split val
     """
     from defectspectrum.click.clicks import CLICK_RADIUS
     from defectspectrum.click.noc import THRESHOLDS
@@ -247,7 +270,7 @@ def train_command(
         if init is not None:
             from defectspectrum.click.model_files import load_click_model
 
-            init = check_models([init], "--init")[0]
+            init = check_models([init], "--init", allow_refined=False)[0]
             if init in BASELINE_NAMES:
                 raise InputError(f"--init {init}: a classical baseline has no weights; give default or a run folder")
             model_config = load_click_model(init)[1]
@@ -270,7 +293,7 @@ def train_command(
 def predict_command(
     image: Path = typer.Argument(..., readable=False, help="The image to segment."),
     model: str = typer.Option("default", "--model", help="default (shipped), a run folder of click train, or a "
-                              ".safetensors/.onnx file of click export."),
+                              ".safetensors/.onnx file of click export; add +grabcut to refine the mask by GrabCut."),
     clicks: list[str] = typer.Option(..., "--click", help="x,y,+ or x,y,- (column, row from 0); repeat, in order."),
     out: Path = typer.Option(..., "--out", help="The mask PNG to write (0 background, 255 defect)."),
     start: Path | None = typer.Option(None, "--mask", help="Start from this mask (fix it with clicks)."),
@@ -329,7 +352,7 @@ def export_command(
         raise InputError("nothing to write: give --weights FILE.safetensors and/or --onnx FILE.onnx")
     if model.lower().endswith(".onnx"):
         raise InputError(f"{model}: is an ONNX file already; export from a run folder, checkpoint or weights file")
-    chosen = check_models([model])[0]
+    chosen = check_models([model], "export", allow_refined=False)[0]
     if chosen in BASELINE_NAMES:
         raise InputError(f"{model}: a classical baseline has no weights to export; give default or a run folder")
     net, config = load_click_model(chosen)

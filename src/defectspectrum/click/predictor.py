@@ -14,6 +14,9 @@ Per click, at most two passes of the model, each at a fixed input size whatever 
    mask is kept (after the coarse pass: the coarse mask).
 4. Clicked parts only (`focus.keep_clicked_parts`, on unless `clicked_parts_only=False`): new parts
    connected to no positive click are dropped, so look-alike spots elsewhere in the image are not added.
+5. Refinement (only with `refine="grabcut"`, or a model name ending in `+grabcut`): GrabCut takes the
+   mask as its probable foreground and the clicks as definite labels, in the window of the classical
+   baselines (`baselines.grabcut_refiner`); its colour models move the mask's edge to the object's.
 
 Model input per pass: the crop of the normalised image, the click disks of the clicks inside the crop
 (at crop-input coordinates, radius `config.click_radius` input pixels) and the previous mask's crop.
@@ -33,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from defectspectrum.click.baselines import REFINEMENTS, grabcut_refiner, split_refined
 from defectspectrum.click.clicks import Click, click_maps
 from defectspectrum.click.focus import (
     FOCUS_MARGIN,
@@ -73,6 +77,7 @@ class ImageFeatures:
     shape: tuple[int, int]
     full: torch.Tensor  # (1, 3, H, W)
     coarse: torch.Tensor  # (1, 3, h, w), long side coarse_side
+    rgb: np.ndarray | None = None  # the (H, W, 3) uint8 image, kept where a refinement needs it
 
 
 def crop_clicks(clicks: Sequence[Click], box: Box, scale_y: float, scale_x: float) -> list[Click]:
@@ -89,9 +94,13 @@ class ClickPredictor:
                  coarse_side: int = COARSE_SIDE,
                  focus_side: int = FOCUS_SIDE, focus_min: int = FOCUS_MIN, margin: float = FOCUS_MARGIN,
                  threshold: float = THRESHOLD, device: str | torch.device = "cpu",
-                 preprocess: Preprocess | None = None, clicked_parts_only: bool = True) -> None:
+                 preprocess: Preprocess | None = None, clicked_parts_only: bool = True,
+                 refine: str | None = None) -> None:
         if min(coarse_side, focus_side, focus_min) < 8:
             raise InputError("coarse_side, focus_side and focus_min must be at least 8 px")
+        if refine is not None and refine not in REFINEMENTS:
+            raise InputError(f"unknown refinement {refine!r}; choose {', '.join(REFINEMENTS)} or none")
+        self.refine_with = grabcut_refiner() if refine == "grabcut" else None
         self.device = torch.device(device)
         if isinstance(model, nn.Module):  # else a runner such as onnx_export.OnnxClickNet (CPU)
             model = model.to(self.device).eval()
@@ -112,7 +121,8 @@ class ClickPredictor:
             raise InputError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
         full = torch.from_numpy(self.preprocess(image)).unsqueeze(0).to(self.device)
         size, _ = fit_side(image.shape[0], image.shape[1], self.coarse_side)
-        return ImageFeatures((image.shape[0], image.shape[1]), full, resize_tensor(full, size))
+        rgb = image if self.refine_with is not None else None
+        return ImageFeatures((image.shape[0], image.shape[1]), full, resize_tensor(full, size), rgb)
 
     def _features_cached(self, image: np.ndarray) -> ImageFeatures:
         key = (id(image), tuple(image.shape), hash(np.ascontiguousarray(image[::13, ::13]).tobytes()))
@@ -190,7 +200,15 @@ class ClickPredictor:
             mask = merge(base, new, box)
         else:
             mask = merge(base, self.refine(features, clicks, previous, box), box)
-        return keep_clicked_parts(mask, previous, clicks) if self.clicked_parts_only else mask
+        if self.clicked_parts_only:
+            mask = keep_clicked_parts(mask, previous, clicks)
+        if self.refine_with is not None:
+            rgb = features.rgb
+            if rgb is None:
+                raise InputError("these image features were made without the image a refinement needs; make "
+                                 "them with this predictor's features()")
+            mask = self.refine_with.predict(rgb, clicks, mask)
+        return mask
 
     def predict(self, image: np.ndarray, clicks: Sequence[Click], previous: np.ndarray) -> np.ndarray:
         """`noc.Segmenter`: the object's mask (bool H x W) after the last of `clicks`."""
@@ -199,9 +217,12 @@ class ClickPredictor:
 
 def load_predictor(name: str | Path, device: str = "cpu", **options: Any) -> ClickPredictor:
     """A ClickPredictor of `default`, a run folder, a checkpoint, a weights file or an exported .onnx
-    (onnxruntime on the CPU)."""
+    (onnxruntime on the CPU); a `+grabcut` suffix refines its masks by GrabCut (`baselines.split_refined`)."""
     from defectspectrum.click.model_files import load_click_model
 
+    name, refine = split_refined(str(name))
+    if refine is not None:
+        options.setdefault("refine", refine)
     if str(name).lower().endswith(".onnx"):
         from defectspectrum.click.onnx_export import OnnxClickNet
 
