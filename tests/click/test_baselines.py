@@ -146,3 +146,17 @@ def test_grabcut_refiner_moves_an_overgrown_mask_to_the_objects_edge() -> None:
     after = (refined & truth).sum() / (refined | truth).sum()
     assert before < 0.5 and after > 0.9, (before, after)
     assert refined[cy, cx] and not refined[0, 0]
+
+
+def test_grabcut_gives_the_same_mask_whatever_ran_before() -> None:
+    """GrabCut's colour models start from k-means on OpenCV's global random generator; other GrabCut calls
+    in between must not change a mask (an evaluation's figures would depend on the models beside it)."""
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(100, 40, (120, 120, 3)), 0, 255).astype(np.uint8)
+    image[40:80, 30:90] += 40
+    other = np.clip(rng.normal(100, 60, (120, 120, 3)), 0, 255).astype(np.uint8)
+    grabcut, empty, clicks = GrabCut(), np.zeros((120, 120), bool), [Click(60, 60, True)]
+    first = grabcut.predict(image, clicks, empty)
+    for k in range(5):
+        grabcut.predict(other, [Click(10 + k, 10, True)], empty)
+        assert np.array_equal(grabcut.predict(image, clicks, empty), first)

@@ -129,7 +129,8 @@ class GrabCut(_Windowed):
 
     In the window: the previous mask and a disk of `around` x radius about each positive click are probable
     foreground, every other pixel probable background; positive disks are definite foreground and negative
-    disks definite background. The colour models are re-estimated `iterations` times.
+    disks definite background. The colour models are re-estimated `iterations` times. OpenCV's random
+    generator is seeded before each call, so a mask does not depend on what GrabCut ran before.
     """
 
     name = "grabcut"
@@ -149,6 +150,7 @@ class GrabCut(_Windowed):
         if not np.isin(labels, (cv2.GC_BGD, cv2.GC_PR_BGD)).any():  # no background sample: GrabCut cannot start
             return fallback(shape, clicks, previous, radius)
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        cv2.setRNGSeed(0)  # its colour models start from k-means on OpenCV's global RNG: same input, same mask
         try:
             cv2.grabCut(_rgb8(image), labels, (0, 0, 0, 0), bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)
         except cv2.error:  # degenerate input (e.g. too few distinct colours for its mixture models)
