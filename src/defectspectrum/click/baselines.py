@@ -215,9 +215,6 @@ def make_baseline(name: str, radius: int = CLICK_RADIUS) -> _Windowed:
     return BASELINES[name](radius)
 
 
-REFINEMENTS = ("grabcut",)
-
-
 def split_refined(name: str) -> tuple[str, str | None]:
     """(model, refinement) of a model name: `default+grabcut` is the model `default` with every mask it
     gives refined by GrabCut (`grabcut_refiner`); a name without such a suffix has no refinement."""
@@ -232,3 +229,6 @@ def grabcut_refiner(radius: int = CLICK_RADIUS) -> GrabCut:
     probable foreground and the clicks are its definite labels, with no extra probable disk about positive
     clicks (`around=0`): the colour models move the mask's edge to the object's."""
     return GrabCut(radius, around=0)
+
+
+REFINEMENTS = {"grabcut": grabcut_refiner}  # a refinement's name (a model name's suffix) -> its maker

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defectspectrum.click.baselines import REFINEMENTS, grabcut_refiner, split_refined
+from defectspectrum.click.baselines import REFINEMENTS, split_refined
 from defectspectrum.click.clicks import Click, click_maps
 from defectspectrum.click.focus import (
     FOCUS_MARGIN,
@@ -100,7 +100,7 @@ class ClickPredictor:
             raise InputError("coarse_side, focus_side and focus_min must be at least 8 px")
         if refine is not None and refine not in REFINEMENTS:
             raise InputError(f"unknown refinement {refine!r}; choose {', '.join(REFINEMENTS)} or none")
-        self.refine_with = grabcut_refiner() if refine == "grabcut" else None
+        self.refine_with = REFINEMENTS[refine]() if refine is not None else None
         self.device = torch.device(device)
         if isinstance(model, nn.Module):  # else a runner such as onnx_export.OnnxClickNet (CPU)
             model = model.to(self.device).eval()
